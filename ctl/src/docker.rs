@@ -1,0 +1,1 @@
+//! TODO (being written): bollard connection with API version negotiation.

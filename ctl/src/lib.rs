@@ -1,0 +1,13 @@
+//! The node controller and the admin client behind `segctl`.
+//!
+//! - [`store`]: where secrets live (trait + the embedded sealed store).
+//! - [`attest`]: who is calling on the agent socket (peer PID → container → identity).
+//! - [`docker`]: the Docker Engine connection (bollard, version negotiated).
+//! - [`node`]: `segctl node run` — the sockets, the HTTP APIs, the access log.
+//! - [`cli`]: the admin-side commands that talk to the admin socket.
+
+pub mod attest;
+pub mod cli;
+pub mod docker;
+pub mod node;
+pub mod store;
