@@ -101,7 +101,11 @@ async fn exchange(socket: &Path, req: &Request<'_>, max_body: usize) -> Result<R
     read_response(&mut stream, &path, max_body).await
 }
 
-async fn read_response(stream: &mut UnixStream, path: &str, max_body: usize) -> Result<Response, ClientError> {
+async fn read_response(
+    stream: &mut UnixStream,
+    path: &str,
+    max_body: usize,
+) -> Result<Response, ClientError> {
     let malformed = |what| ClientError::Malformed { path: path.to_owned(), what };
     let mut scratch = vec![0u8; MAX_HEAD];
     let mut filled = 0;
@@ -232,7 +236,8 @@ mod tests {
 
     #[tokio::test]
     async fn reads_body_and_headers() {
-        let (_d, sock) = serve_once(b"HTTP/1.1 200 OK\r\nseg-secret-version: 3\r\ncontent-length: 5\r\n\r\nhello").await;
+        let (_d, sock) =
+            serve_once(b"HTTP/1.1 200 OK\r\nseg-secret-version: 3\r\ncontent-length: 5\r\n\r\nhello").await;
         let r = send(&sock, &Request::get("/v1/x"), Duration::from_secs(2), 100).await.unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("Seg-Secret-Version"), Some("3"));

@@ -38,3 +38,38 @@ pub struct Attested {
     pub container_id: String,
     pub container_name: String,
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    #[error("process {pid} is not in a container; the agent socket only serves containers")]
+    NotAContainer { pid: i32 },
+    #[error("process {pid} is gone")]
+    ProcessGone { pid: i32 },
+    #[error("process {pid} changed while it was being identified (PID reused); refused")]
+    PidReused { pid: i32 },
+    #[error("container {container_id} has no seg identity: label it com.docker.compose.service, seg.for or seg.service")]
+    NoIdentity { container_id: String },
+    #[error("cannot identify container {container_id}: {source}")]
+    Lookup { container_id: String, source: LookupError },
+}
+
+/// Maps agent-socket callers to identities; caches inspections per container.
+pub struct Attestor {
+    // fields: being written
+}
+
+impl Attestor {
+    /// `proc_root` is `/proc` in production, a fixture directory in tests.
+    pub fn new(_lookup: std::sync::Arc<dyn ContainerLookup>, _proc_root: std::path::PathBuf) -> Attestor {
+        todo!("being written")
+    }
+
+    pub async fn attest(&self, _pid: i32) -> Result<Attested, AttestError> {
+        todo!("being written")
+    }
+
+    /// Drops the cached inspection of a container (on `die`/`destroy`).
+    pub fn forget(&self, _container_id: &str) {
+        todo!("being written")
+    }
+}

@@ -1,1 +1,8 @@
-//! TODO (being written).
+//! Being written.
+pub struct MemoryStore {}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        todo!("being written")
+    }
+}

@@ -65,3 +65,6 @@ pub trait SecretStore: Send + Sync {
     /// Short backend name for `segctl status`.
     fn kind(&self) -> &'static str;
 }
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
