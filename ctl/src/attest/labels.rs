@@ -1,0 +1,128 @@
+//! From container labels to a seg [`Identity`].
+//!
+//! Precedence (docs/DESIGN.md, "Identity", made precise):
+//! - project: `com.docker.compose.project`, else `seg.project`, else none;
+//! - service: `seg.for` (a sidecar acts for that service of its own project),
+//!   else `com.docker.compose.service`, else `seg.service`, else no identity.
+//!
+//! Only the labels actually used are validated, so an ignored label with an
+//! odd value does not lock a container out.
+
+use seg_common::api::{validate_label, BadLabel, Identity};
+use std::collections::BTreeMap;
+
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+pub const SEG_FOR: &str = "seg.for";
+pub const SEG_SERVICE: &str = "seg.service";
+pub const SEG_PROJECT: &str = "seg.project";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("no identity label: set com.docker.compose.service (compose does), seg.for or seg.service")]
+    Missing,
+    #[error("bad identity label: {0}")]
+    Invalid(#[from] BadLabel),
+}
+
+/// The label `key`, validated, if present.
+fn get(labels: &BTreeMap<String, String>, key: &'static str) -> Result<Option<String>, BadLabel> {
+    match labels.get(key) {
+        Some(value) => validate_label(key, value).map(|()| Some(value.clone())),
+        None => Ok(None),
+    }
+}
+
+/// The identity a container's labels give it (see the module docs).
+pub fn identity_from_labels(labels: &BTreeMap<String, String>) -> Result<Identity, LabelError> {
+    let project = match get(labels, COMPOSE_PROJECT)? {
+        Some(p) => Some(p),
+        None => get(labels, SEG_PROJECT)?,
+    };
+    let service = if let Some(s) = get(labels, SEG_FOR)? {
+        s
+    } else if let Some(s) = get(labels, COMPOSE_SERVICE)? {
+        s
+    } else if let Some(s) = get(labels, SEG_SERVICE)? {
+        s
+    } else {
+        return Err(LabelError::Missing);
+    };
+    Ok(Identity { project, service })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn id(project: Option<&str>, service: &str) -> Identity {
+        Identity { project: project.map(str::to_owned), service: service.to_owned() }
+    }
+
+    #[test]
+    fn compose_service() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app"), ("other", "x y")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+    }
+
+    #[test]
+    fn compose_wins_over_seg_service_and_project() {
+        let l = labels(&[
+            (COMPOSE_PROJECT, "shop"),
+            (COMPOSE_SERVICE, "app"),
+            (SEG_SERVICE, "other"),
+            (SEG_PROJECT, "elsewhere"),
+        ]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+    }
+
+    #[test]
+    fn sidecar_acts_for_its_service() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app-seg"), (SEG_FOR, "app")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+        let standalone = labels(&[(SEG_FOR, "app")]);
+        assert_eq!(identity_from_labels(&standalone), Ok(id(None, "app")));
+        let with_seg_project = labels(&[(SEG_FOR, "app"), (SEG_PROJECT, "p")]);
+        assert_eq!(identity_from_labels(&with_seg_project), Ok(id(Some("p"), "app")));
+    }
+
+    #[test]
+    fn standalone_seg_service() {
+        assert_eq!(identity_from_labels(&labels(&[(SEG_SERVICE, "probe")])), Ok(id(None, "probe")));
+        let l = labels(&[(SEG_SERVICE, "probe"), (SEG_PROJECT, "lab")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("lab"), "probe")));
+    }
+
+    #[test]
+    fn no_identity() {
+        for l in [labels(&[]), labels(&[(COMPOSE_PROJECT, "shop")]), labels(&[(SEG_PROJECT, "p")])] {
+            assert_eq!(identity_from_labels(&l), Err(LabelError::Missing), "{l:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for l in [
+            labels(&[(SEG_SERVICE, "")]),
+            labels(&[(SEG_SERVICE, "a/b")]),
+            labels(&[(SEG_FOR, "../x")]),
+            labels(&[(COMPOSE_PROJECT, "-p"), (COMPOSE_SERVICE, "app")]),
+            labels(&[(COMPOSE_PROJECT, "p"), (COMPOSE_SERVICE, "a b")]),
+            labels(&[(SEG_SERVICE, "s"), (SEG_PROJECT, "p*")]),
+        ] {
+            assert!(matches!(identity_from_labels(&l), Err(LabelError::Invalid(_))), "{l:?}");
+        }
+        let err = identity_from_labels(&labels(&[(SEG_FOR, "a b")])).unwrap_err();
+        assert!(err.to_string().contains("seg.for"), "{err}");
+    }
+
+    #[test]
+    fn unused_labels_are_not_validated() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app"), (SEG_SERVICE, "bad value")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+    }
+}

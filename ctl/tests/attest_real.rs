@@ -1,0 +1,120 @@
+//! Attestation against the real Docker engine: a busybox container labelled
+//! `seg.service=probe` is attested from its host PID, the test process itself
+//! is refused, and the event watcher drops the cache when the container goes.
+//!
+//! Needs root, a running dockerd on /var/run/docker.sock and busybox-static
+//! (`apt-get install -y busybox-static`). It fails, never skips, without them.
+
+use seg_common::api::Identity;
+use segctl::attest::{AttestError, Attestor};
+use segctl::docker::{self, DockerLookup};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "seg-test-busybox:attest";
+const SOCKET: &str = "/var/run/docker.sock";
+
+/// Runs the docker CLI; panics with its stderr on failure.
+fn docker_cli(args: &[&str]) -> String {
+    let out =
+        Command::new("docker").args(args).env("DOCKER_BUILDKIT", "0").output().unwrap_or_else(|e| {
+            panic!("cannot run `docker {}`: {e}; install the docker CLI", args.join(" "))
+        });
+    assert!(
+        out.status.success(),
+        "`docker {}` failed ({}): {}\nIs dockerd running? Start it: dockerd --host unix://{SOCKET} &",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A `FROM scratch` image holding only a static busybox (no registry here).
+fn build_image() {
+    let dir = tempfile::tempdir().expect("temp dir for the image build");
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("copy /bin/busybox into the build context: apt-get install -y busybox-static");
+    let dockerfile =
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write the Dockerfile");
+    docker_cli(&["build", "-q", "-t", IMAGE, dir.path().to_str().expect("UTF-8 temp path")]);
+}
+
+/// Removes the container however the test ends.
+struct ContainerGuard(String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a `sleep 60` container with `labels`; returns its guard and host PID.
+fn start_container(name: &str, labels: &[&str]) -> (ContainerGuard, i32) {
+    let mut args = vec!["run", "-d", "--name", name];
+    for label in labels {
+        args.extend(["--label", label]);
+    }
+    args.extend([IMAGE, "sleep", "60"]);
+    let guard = ContainerGuard(docker_cli(&args));
+    let pid: i32 =
+        docker_cli(&["inspect", "-f", "{{.State.Pid}}", &guard.0]).parse().expect("a numeric host PID");
+    assert!(pid > 0, "container {name} has no host PID");
+    (guard, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attests_real_containers_and_forgets_removed_ones() {
+    docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
+    build_image();
+    let probe_name = format!("seg-attest-probe-{}", std::process::id());
+    let (probe, probe_pid) = start_container(&probe_name, &["seg.service=probe"]);
+    let app_labels = ["com.docker.compose.project=segtest", "com.docker.compose.service=app"];
+    let (app, app_pid) = start_container(&format!("seg-attest-app-{}", std::process::id()), &app_labels);
+
+    let docker = docker::connect(Path::new(SOCKET)).await.expect("connect to the real engine");
+    let status = docker::describe(&docker).await;
+    assert!(status.starts_with("ok (API 1.41"), "{status}");
+    let lookup = Arc::new(DockerLookup { docker: docker.clone() });
+    let attestor = Arc::new(Attestor::new(lookup, "/proc".into()));
+
+    let got = attestor.attest(probe_pid).await.expect("attest the probe container");
+    assert_eq!(got.identity, Identity { project: None, service: "probe".into() });
+    assert_eq!(got.container_id, probe.0);
+    assert_eq!(got.container_name, probe_name);
+
+    let me = std::process::id() as i32;
+    match attestor.attest(me).await {
+        Err(AttestError::NotAContainer { pid }) => assert_eq!(pid, me),
+        other => panic!("the test process (a host process) must be refused, got {other:?}"),
+    }
+
+    // The watcher clears the cache when it subscribes: let it, then re-cache.
+    let watcher = docker::watch_container_events(docker.clone(), attestor.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    attestor.attest(probe_pid).await.expect("attest the probe again");
+    let app_id = attestor.attest(app_pid).await.expect("attest the compose container");
+    assert_eq!(app_id.identity, Identity { project: Some("segtest".into()), service: "app".into() });
+    assert!(attestor.is_cached(&probe.0) && attestor.is_cached(&app.0), "both inspections cached");
+
+    docker_cli(&["rm", "-f", &probe.0]);
+    let forgotten = || !attestor.is_cached(&probe.0);
+    wait_until("the removed container is forgotten", Duration::from_secs(10), forgotten).await;
+    // Only the removed container was dropped (an event, not a reconnect).
+    assert!(attestor.is_cached(&app.0), "the other container must stay cached");
+    assert!(attestor.attest(probe_pid).await.is_err(), "a removed container's PID must not attest");
+    assert!(!watcher.is_finished(), "the event watcher must keep running");
+    watcher.abort();
+    drop((probe, app));
+}
