@@ -2,8 +2,10 @@
 //! ([`embedded::EmbeddedStore`]) seals every version with AES-256-GCM;
 //! [`memory::MemoryStore`] is the fake for unit tests.
 
+mod disk;
 pub mod embedded;
 pub mod memory;
+mod record;
 pub mod seal;
 
 use seg_common::api::GrantTarget;
@@ -64,6 +66,39 @@ pub trait SecretStore: Send + Sync {
     fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError>;
     /// Short backend name for `segctl status`.
     fn kind(&self) -> &'static str;
+    /// A kept version of a secret: the current one or the one before it
+    /// (kept for a rotation grace period). `Ok(None)` when that version is
+    /// not kept; `NotFound` when the secret does not exist.
+    fn get_version(&self, name: &SecretName, version: u64) -> Result<Option<SecretVersion>, StoreError> {
+        let current = self.get(name)?;
+        Ok((current.version == version).then_some(current))
+    }
+}
+
+/// How many versions a secret keeps: the current one and the previous one.
+pub const KEPT_VERSIONS: usize = 2;
+
+/// The value limit every backend enforces.
+pub fn check_value(value: &SecretBytes) -> Result<(), StoreError> {
+    let limit = seg_common::name::MAX_VALUE_LEN;
+    if value.len() > limit {
+        return Err(StoreError::TooLarge { len: value.len(), limit });
+    }
+    Ok(())
+}
+
+/// The lease TTL range every backend enforces.
+pub fn check_ttl(ttl_ms: u64) -> Result<(), StoreError> {
+    use seg_common::api::{MAX_TTL_MS, MIN_TTL_MS};
+    if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
+        return Err(StoreError::BadTtl { ttl_ms });
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 pub use embedded::EmbeddedStore;
