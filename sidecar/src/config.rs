@@ -1,0 +1,192 @@
+//! Command line and environment.
+
+use crate::health;
+use crate::writer::{DirOptions, Owner};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use seg_common::name::SecretName;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seg-sidecar",
+    version,
+    about = "Fetches the secrets granted to its container from the seg node controller into a tmpfs, \
+             renews their leases and wipes them when a lease runs out.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Abstract unix socket (no leading '@') where the running sidecar answers
+    /// health queries. Distinct sidecars sharing a network namespace need
+    /// distinct names.
+    #[arg(long, env = "SEG_HEALTH_SOCKET", default_value = health::DEFAULT_SOCKET, global = true)]
+    pub health_socket: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch secrets and keep them current (the default).
+    Run(RunArgs),
+    /// Ask the running sidecar whether every secret is on disk within its
+    /// lease; exit 0 if so, else 1 with the reason.
+    Health,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The controller's agent socket.
+    #[arg(long, env = "SEG_AGENT_SOCKET", default_value = "/run/seg/agent/agent.sock")]
+    pub agent_socket: PathBuf,
+    /// Directory to write secrets to; must be a tmpfs shared with the app.
+    #[arg(long, env = "SEG_DIR", default_value = "/run/secrets")]
+    pub dir: PathBuf,
+    /// Comma-separated secrets to fetch. Default: every secret granted to
+    /// this container, re-discovered periodically.
+    #[arg(long, env = "SEG_SECRETS", value_parser = parse_names)]
+    pub secrets: Option<NameList>,
+    /// File mode, octal.
+    #[arg(long, env = "SEG_MODE", default_value = "0400", value_parser = parse_mode)]
+    pub mode: u32,
+    /// Owner of the files, UID[:GID] (numeric). Default: the sidecar's own
+    /// user. Another owner needs CAP_CHOWN.
+    #[arg(long, env = "SEG_OWNER", value_parser = parse_owner)]
+    pub owner: Option<Owner>,
+    /// Accept a secrets directory that is not a tmpfs (secrets may then reach
+    /// persistent storage).
+    #[arg(long, env = "SEG_ALLOW_NON_TMPFS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    pub allow_non_tmpfs: bool,
+    /// error, warn, info, debug or trace.
+    #[arg(long, env = "SEG_LOG", default_value = "info", value_parser = parse_level)]
+    pub log_level: tracing::Level,
+}
+
+impl RunArgs {
+    pub fn dir_options(&self) -> DirOptions {
+        DirOptions { mode: self.mode, owner: self.owner, allow_non_tmpfs: self.allow_non_tmpfs }
+    }
+
+    /// The requested names, sorted and without duplicates, or `None` for
+    /// "every granted secret" (also when the list is empty, e.g.
+    /// `SEG_SECRETS=` in a compose file).
+    pub fn requested(&self) -> Option<Vec<SecretName>> {
+        let names = self.secrets.as_ref()?.0.clone();
+        (!names.is_empty()).then_some(names)
+    }
+}
+
+/// A comma-separated list of secret names.
+#[derive(Debug, Clone)]
+pub struct NameList(Vec<SecretName>);
+
+fn parse_names(raw: &str) -> Result<NameList, String> {
+    let mut names = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        names.push(SecretName::parse(part).map_err(|e| e.to_string())?);
+    }
+    names.sort();
+    names.dedup();
+    Ok(NameList(names))
+}
+
+fn parse_mode(raw: &str) -> Result<u32, String> {
+    let digits = raw.trim().trim_start_matches("0o");
+    let mode =
+        u32::from_str_radix(digits, 8).map_err(|_| format!("{raw:?} is not an octal file mode like 0400"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "mode {raw} has bits beyond 0777 (setuid, setgid, sticky); use permission bits only"
+        ));
+    }
+    if mode & 0o444 == 0 {
+        return Err(format!("mode {raw} lets nobody read the secret; use e.g. 0400 or 0440"));
+    }
+    Ok(mode)
+}
+
+fn parse_owner(raw: &str) -> Result<Owner, String> {
+    let bad = || format!("{raw:?} is not UID[:GID] with numeric ids (e.g. 1000 or 1000:1000)");
+    let (uid, gid) = match raw.trim().split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (raw.trim(), None),
+    };
+    let uid = uid.parse().map_err(|_| bad())?;
+    let gid = gid.map(|g| g.parse()).transpose().map_err(|_| bad())?;
+    Ok(Owner { uid, gid })
+}
+
+fn parse_level(raw: &str) -> Result<tracing::Level, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a log level: use error, warn, info, debug or trace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("seg-sidecar").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.command.is_none());
+        let run = cli.run;
+        assert_eq!(run.dir, PathBuf::from("/run/secrets"));
+        assert_eq!(run.agent_socket, PathBuf::from("/run/seg/agent/agent.sock"));
+        assert_eq!((run.mode, run.owner, run.allow_non_tmpfs), (0o400, None, false));
+        assert!(run.requested().is_none());
+        assert_eq!(cli.health_socket, health::DEFAULT_SOCKET);
+    }
+
+    #[test]
+    fn flags_and_the_run_subcommand() {
+        let cli = parse(&["run", "--secrets", "b,a,b", "--mode", "440", "--owner", "1000:1001"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else { panic!("run subcommand not parsed") };
+        let names: Vec<_> = run.requested().unwrap().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!((run.mode, run.owner), (0o440, Some(Owner { uid: 1000, gid: Some(1001) })));
+        let cli = parse(&["health", "--health-socket", "x"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Health)));
+        assert_eq!(cli.health_socket, "x");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["--secrets", "a,../etc"][..], "must start with"),
+            (&["--secrets", "a/b"], "'/'"),
+            (&["--mode", "4755"], "setuid"),
+            (&["--mode", "0200"], "nobody read"),
+            (&["--mode", "rw"], "octal"),
+            (&["--owner", "root"], "numeric"),
+            (&["--log-level", "loud"], "log level"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_list_means_every_granted_secret() {
+        assert!(parse(&["--secrets", ""]).unwrap().run.requested().is_none());
+        assert!(parse(&["--secrets", " , "]).unwrap().run.requested().is_none());
+        let run = parse(&["--secrets", " a , b,"]).unwrap().run;
+        assert_eq!(run.requested().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn allow_non_tmpfs_takes_boolish_values() {
+        assert!(parse(&["--allow-non-tmpfs"]).unwrap().run.allow_non_tmpfs);
+    }
+
+    #[test]
+    fn owner_without_group_keeps_the_group() {
+        assert_eq!(parse_owner("1000").unwrap(), Owner { uid: 1000, gid: None });
+    }
+}
