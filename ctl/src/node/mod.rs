@@ -1,1 +1,178 @@
-//! TODO (being written): `segctl node run`.
+//! `segctl node run`: the node controller. It serves two unix sockets —
+//! the admin API (root only) and the agent API (containers, identified by
+//! attestation) — over HTTP/1.1, keeps secrets in the embedded store, and
+//! writes one access-log line per request.
+//!
+//! - [`setup`]: directories, the pid-file lock, socket binding.
+//! - [`server`]: the accept loop and hyper limits.
+//! - [`http`]: routes, responses, bounded body readers.
+//! - [`admin`], [`agent`]: the two APIs.
+//! - [`engine`]: the (re)connecting Docker link behind attestation.
+//! - [`access_log`]: the JSON-lines access log.
+
+pub mod access_log;
+pub mod admin;
+pub mod agent;
+pub mod engine;
+pub mod http;
+pub mod server;
+pub mod setup;
+
+#[cfg(test)]
+mod fakes;
+
+use crate::store::{EmbeddedStore, SecretStore, StoreError};
+use access_log::{AccessLog, Entry, Outcome};
+use http::{Failure, Resp};
+use hyper::service::service_fn;
+use hyper::StatusCode;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Options of `segctl node run`.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub docker_socket: PathBuf,
+    /// Defaults to `<state>/access.log`.
+    pub access_log: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    #[error("cannot open the secret store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    AccessLog(#[from] access_log::OpenError),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
+    let paths = setup::Paths::new(&opts);
+    setup::require_root()?;
+    // Everything the controller creates is private unless chmod-ed open on
+    // purpose; the admin socket is thus 0600 from the moment it exists.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    setup::prepare_dirs(&paths)?;
+    let pid_lock = setup::lock_pid_file(&paths)?;
+    let store: Arc<dyn SecretStore> = Arc::new(EmbeddedStore::open(&paths.state_dir)?);
+    let log = Arc::new(AccessLog::open(&paths.access_log)?);
+    let engine = engine::EngineLink::new("/proc".into());
+    engine.spawn_connect(opts.docker_socket.clone());
+    let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
+    let agent_listener = setup::bind_socket(&paths.agent_socket, 0o666)?;
+    let admin = Arc::new(admin::Admin {
+        store: store.clone(),
+        log: log.clone(),
+        docker: engine.clone(),
+        info: admin::NodeInfo {
+            state_dir: paths.state_dir.clone(),
+            admin_socket: paths.admin_socket.clone(),
+            agent_socket: paths.agent_socket.clone(),
+            access_log: paths.access_log.clone(),
+            started: Instant::now(),
+        },
+    });
+    let agent = Arc::new(agent::Agent { store, log, identify: engine });
+    let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
+    let agent_task = tokio::spawn(serve_agent(agent_listener, agent));
+    tracing::info!(
+        "seg controller {} ready: admin {}, agent {}",
+        env!("CARGO_PKG_VERSION"),
+        paths.admin_socket.display(),
+        paths.agent_socket.display()
+    );
+    let signal = wait_for_signal().await;
+    tracing::info!("{signal}: shutting down");
+    admin_task.abort();
+    agent_task.abort();
+    setup::cleanup(&paths);
+    drop(pid_lock);
+    Ok(())
+}
+
+async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin>) {
+    server::serve(listener, "admin", server::MAX_CONNECTIONS, move |peer| {
+        let admin = admin.clone();
+        service_fn(move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(peer, req).await) }
+        })
+    })
+    .await
+}
+
+async fn serve_agent(listener: tokio::net::UnixListener, agent: Arc<agent::Agent>) {
+    server::serve(listener, "agent", server::MAX_CONNECTIONS, move |peer| {
+        let agent = agent.clone();
+        let conn = Arc::new(agent::AgentConn::new(peer));
+        service_fn(move |req| {
+            let (agent, conn) = (agent.clone(), conn.clone());
+            async move { Ok::<_, Infallible>(agent.handle(&conn, req).await) }
+        })
+    })
+    .await
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop the controller with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Runs a store call off the async workers (the embedded store touches files).
+pub(crate) async fn with_store<T, F>(store: &Arc<dyn SecretStore>, f: F) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn SecretStore) -> T + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref())).await.map_err(|e| {
+        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("store call failed: {e}"))
+    })
+}
+
+pub(crate) fn store_failure(err: StoreError) -> Failure {
+    let (status, code) = match &err {
+        StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        StoreError::BadTtl { .. } => (StatusCode::BAD_REQUEST, "bad_ttl"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!("secret store: {err}");
+    }
+    Failure::new(status, code, err.to_string())
+}
+
+/// Completes the access-log entry from the outcome and builds the response.
+pub(crate) fn finish(entry: &mut Entry, result: Result<Resp, Failure>) -> Resp {
+    match result {
+        Ok(resp) => {
+            entry.outcome = Outcome::Allowed;
+            resp
+        }
+        Err(failure) => {
+            entry.outcome = match failure.status {
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Outcome::Denied,
+                _ => Outcome::Error,
+            };
+            entry.reason = format!("{}: {}", failure.code, failure.message);
+            failure.into_response()
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The admin-socket client behind every `segctl` admin command: one HTTP
+//! request per call over `<run>/admin.sock`, JSON in and out, secret values
+//! as raw bodies read straight into [`SecretBytes`].
+
+use anyhow::{anyhow, bail, Context, Result};
+use seg_common::api::ApiError;
+use seg_common::name::MAX_VALUE_LEN;
+use seg_common::secret::SecretBytes;
+use seg_common::uds_http::{self, ClientError, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A store write may wait on fsync; keep the bound generous but finite.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// JSON answers (e.g. the list of every secret) stay well below this.
+const MAX_JSON: usize = 16 * 1024 * 1024;
+
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+impl AdminClient {
+    pub fn new(run_dir: &Path) -> AdminClient {
+        AdminClient { socket: run_dir.join("admin.sock") }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(&self, req: &Request<'_>, max_body: usize) -> Result<Response> {
+        let resp = uds_http::send(&self.socket, req, TIMEOUT, max_body).await.map_err(|e| self.explain(e))?;
+        if resp.is_success() {
+            return Ok(resp);
+        }
+        match resp.json::<ApiError>() {
+            Ok(err) => bail!("{}", err.error),
+            Err(_) => bail!("the controller answered HTTP {} without an explanation", resp.status),
+        }
+    }
+
+    fn explain(&self, err: ClientError) -> anyhow::Error {
+        let sock = self.socket.display();
+        match err {
+            ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => anyhow!(
+                "cannot reach the seg controller at {sock}: {source}. The admin socket is root-only: run segctl as root."
+            ),
+            ClientError::Connect { source, .. } => anyhow!(
+                "cannot reach the seg controller at {sock}: {source}. Start it with `segctl node run` \
+                 (or point --run-dir / SEG_RUN_DIR at its run directory)."
+            ),
+            other => anyhow!("{other}"),
+        }
+    }
+
+    /// A JSON request with an optional JSON body.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).context("cannot encode the request")?,
+            None => Vec::new(),
+        };
+        let req = Request { method, path, content_type: "application/json", body: &bytes };
+        let resp = self.send(&req, MAX_JSON).await?;
+        resp.json().with_context(|| format!("unexpected answer from the controller to {method} {path}"))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(method::GET, path, None::<&()>).await
+    }
+
+    /// Sends a secret value as the raw body of a PUT.
+    pub async fn put_value<T: DeserializeOwned>(&self, path: &str, value: &SecretBytes) -> Result<T> {
+        let req =
+            Request { method: "PUT", path, content_type: "application/octet-stream", body: value.expose() };
+        let resp = self.send(&req, MAX_JSON).await?;
+        resp.json().context("unexpected answer from the controller to a PUT")
+    }
+
+    /// Reads a secret value; returns it with its version.
+    pub async fn get_value(&self, path: &str) -> Result<(SecretBytes, u64)> {
+        let resp = self.send(&Request::get(path), MAX_VALUE_LEN).await?;
+        let version = resp.header(seg_common::api::HDR_VERSION).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((resp.body, version))
+    }
+}
+
+pub mod method {
+    pub const GET: &str = "GET";
+    pub const PUT: &str = "PUT";
+    pub const POST: &str = "POST";
+    pub const DELETE: &str = "DELETE";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_controller_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = AdminClient::new(dir.path());
+        let err = client.get::<serde_json::Value>("/v1/status").await.unwrap_err().to_string();
+        assert!(err.contains("cannot reach the seg controller at"), "{err}");
+        assert!(err.contains("admin.sock") && err.contains("Start it with `segctl node run`"), "{err}");
+    }
+}

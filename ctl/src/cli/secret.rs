@@ -1,0 +1,287 @@
+//! `segctl secret …`: manage secrets on the controller. Values never reach
+//! argv, the environment or the terminal by accident: they come from a
+//! file, stdin or the random generator, and `get` refuses a TTY stdout.
+
+use super::client::method::{DELETE, POST, PUT};
+use super::client::AdminClient;
+use super::duration::{format_ms, parse_ttl};
+use super::{input, AdminOpts, Output};
+use crate::node::admin::ChangeResult;
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args, Subcommand};
+use seg_common::api::{GrantTarget, PutResult, SecretInfo, TtlRequest};
+use seg_common::name::SecretName;
+use seg_common::secret::SecretBytes;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    pub admin: AdminOpts,
+    #[command(subcommand)]
+    pub cmd: SecretCmd,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SecretCmd {
+    /// Store a new version of a secret (creates it if needed).
+    #[command(group(ArgGroup::new("source").required(true).args(["from_file", "from_stdin", "generate"])))]
+    Put {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+        /// Read the value from this file (at most 512 KiB).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// Read the value from standard input, until EOF (at most 512 KiB).
+        #[arg(long)]
+        from_stdin: bool,
+        /// Generate a random value of N characters from [A-Za-z0-9].
+        #[arg(long, value_name = "N")]
+        generate: Option<usize>,
+        /// Lease TTL for readers, e.g. 30s, 5m, 1h (1s..24h) [default: keep, or 5m for a new secret].
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<u64>,
+    },
+    /// List secrets: versions, lease TTLs and grants (never values).
+    Ls {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Write the current value to stdout, as raw bytes.
+    Get {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+        /// Write even when stdout is a terminal.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a secret and all its versions.
+    Rm {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+    },
+    /// Let a service read a secret: PROJECT/SERVICE, */SERVICE or SERVICE.
+    Grant {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+        #[arg(long, value_name = "[PROJECT/]SERVICE", value_parser = parse_target)]
+        to: GrantTarget,
+    },
+    /// Withdraw a grant made with `grant` (the same target spelling).
+    Revoke {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+        #[arg(long, value_name = "[PROJECT/]SERVICE", value_parser = parse_target)]
+        from: GrantTarget,
+    },
+    /// Change the lease TTL readers get, e.g. 30s, 5m, 1h (1s..24h).
+    Ttl {
+        /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
+        name: SecretName,
+        #[arg(value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: u64,
+    },
+}
+
+pub fn parse_target(raw: &str) -> Result<GrantTarget, String> {
+    GrantTarget::parse(raw).map_err(|e| format!("{e} (write PROJECT/SERVICE, */SERVICE or SERVICE)"))
+}
+
+fn path(name: &SecretName, suffix: &str) -> String {
+    format!("/v1/secrets/{name}{suffix}")
+}
+
+pub async fn run(args: SecretArgs) -> Result<()> {
+    let client = args.admin.client();
+    match args.cmd {
+        SecretCmd::Put { name, from_file, from_stdin, generate, ttl } => {
+            let value = read_value(from_file, from_stdin, generate)?;
+            let query = ttl.map(|t| format!("?ttl_ms={t}")).unwrap_or_default();
+            let put: PutResult = client
+                .put_value(&path(&name, &query), &value)
+                .await
+                .with_context(|| format!("cannot store secret {name}"))?;
+            println!("stored secret {} version {}", put.name, put.version);
+        }
+        SecretCmd::Ls { output } => {
+            let infos: Vec<SecretInfo> = client.get("/v1/secrets").await.context("cannot list secrets")?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&infos)?),
+                Output::Table => print!("{}", table(&infos)),
+            }
+        }
+        SecretCmd::Get { name, force } => get(&client, name, force).await?,
+        SecretCmd::Rm { name } => {
+            change(&client, DELETE, &name, "", None::<&()>, "cannot remove secret").await?;
+            println!("removed secret {name}");
+        }
+        SecretCmd::Grant { name, to } => {
+            let changed = change(&client, POST, &name, "/grants", Some(&to), "cannot grant").await?;
+            println!("{name}: {} to {to}", if changed { "granted" } else { "already granted" });
+        }
+        SecretCmd::Revoke { name, from } => {
+            if !change(&client, DELETE, &name, "/grants", Some(&from), "cannot revoke").await? {
+                bail!("secret {name} has no grant for {from}; nothing revoked (see `segctl secret ls` for its grants)");
+            }
+            println!("{name}: revoked from {from}");
+        }
+        SecretCmd::Ttl { name, ttl } => {
+            let body = TtlRequest { ttl_ms: ttl };
+            change(&client, PUT, &name, "/ttl", Some(&body), "cannot change the lease TTL of").await?;
+            println!("{name}: lease TTL is now {}", format_ms(ttl));
+        }
+    }
+    Ok(())
+}
+
+async fn get(client: &AdminClient, name: SecretName, force: bool) -> Result<()> {
+    if !force && std::io::stdout().is_terminal() {
+        bail!(
+            "refusing to print secret {name} to a terminal; redirect stdout (e.g. `> file`) or pass --force"
+        );
+    }
+    let (value, _) =
+        client.get_value(&path(&name, "")).await.with_context(|| format!("cannot read secret {name}"))?;
+    write_stdout(&value).context("cannot write the value to stdout")
+}
+
+/// One mutating call; returns whether the controller changed anything.
+async fn change(
+    client: &AdminClient,
+    method: &str,
+    name: &SecretName,
+    suffix: &str,
+    body: Option<&impl serde::Serialize>,
+    failed: &str,
+) -> Result<bool> {
+    let done: ChangeResult =
+        client.call(method, &path(name, suffix), body).await.with_context(|| format!("{failed} {name}"))?;
+    Ok(done.changed)
+}
+
+fn read_value(file: Option<PathBuf>, stdin: bool, generate: Option<usize>) -> Result<SecretBytes> {
+    let value = match (file, stdin, generate) {
+        (Some(f), _, _) => input::from_file(&f)?,
+        (_, true, _) => input::from_stdin()?,
+        (_, _, Some(n)) => input::generate(n)?,
+        _ => bail!("give one of --from-file, --from-stdin or --generate"),
+    };
+    if value.is_empty() {
+        bail!("the value is empty; refusing to store an empty secret");
+    }
+    Ok(value)
+}
+
+/// Writes straight to fd 1: std's stdout buffer would keep a copy.
+fn write_stdout(value: &SecretBytes) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let mut rest = value.expose();
+    while !rest.is_empty() {
+        match rustix::io::write(stdout.as_fd(), rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+pub fn table(infos: &[SecretInfo]) -> String {
+    if infos.is_empty() {
+        return "no secrets yet; add one with `segctl secret put NAME --from-file FILE`\n".into();
+    }
+    let rows: Vec<[String; 5]> = infos
+        .iter()
+        .map(|i| {
+            let grants = if i.grants.is_empty() { "-".to_owned() } else { i.grants.join(",") };
+            [
+                i.name.to_string(),
+                i.version.to_string(),
+                format_ms(i.ttl_ms),
+                crate::node::access_log::rfc3339(i.updated_at),
+                grants,
+            ]
+        })
+        .collect();
+    let head = ["NAME", "VERSION", "TTL", "UPDATED", "GRANTS"];
+    let width = |c: usize| rows.iter().map(|r| r[c].len()).chain([head[c].len()]).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    let line = |cells: [&str; 5]| {
+        let mut s = String::new();
+        for (c, w) in widths.iter().enumerate() {
+            s.push_str(&format!("{:<w$}  ", cells[c]));
+        }
+        s.push_str(cells[4]);
+        s.push('\n');
+        s
+    };
+    let mut out = line(head);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        s: SecretArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SecretArgs, clap::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|t| t.s)
+    }
+
+    #[test]
+    fn grant_targets_parse_all_three_forms() {
+        for (raw, shown) in [("shop/app", "shop/app"), ("*/app", "*/app"), ("app", "app")] {
+            let args = parse(&["grant", "db", "--to", raw]).unwrap();
+            let SecretCmd::Grant { to, .. } = args.cmd else { panic!() };
+            assert_eq!(to.to_string(), shown);
+        }
+        let err = parse(&["grant", "db", "--to", "a/b/c"]).unwrap_err().to_string();
+        assert!(err.contains("PROJECT/SERVICE"), "{err}");
+    }
+
+    #[test]
+    fn put_needs_exactly_one_source_and_a_valid_name() {
+        assert!(parse(&["put", "db", "--generate", "32", "--ttl", "5m"]).is_ok());
+        assert!(parse(&["put", "db"]).is_err());
+        assert!(parse(&["put", "db", "--from-stdin", "--generate", "3"]).is_err());
+        let err = parse(&["put", "Bad/Name", "--from-stdin"]).unwrap_err().to_string();
+        assert!(err.contains("must start with a lowercase letter"), "{err}");
+        let err = parse(&["put", "db", "--from-stdin", "--ttl", "5"]).unwrap_err().to_string();
+        assert!(err.contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn run_dir_is_accepted_after_the_subcommand() {
+        let args = parse(&["ls", "--run-dir", "/tmp/x"]).unwrap();
+        assert_eq!(args.admin.run_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn table_has_no_values_and_aligns() {
+        let info = SecretInfo {
+            name: SecretName::parse("db").unwrap(),
+            version: 3,
+            ttl_ms: 300_000,
+            grants: vec!["shop/app".into(), "*/web".into()],
+            created_at: 0,
+            updated_at: 0,
+        };
+        let text = table(&[info]);
+        let lines: Vec<_> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME  VERSION  TTL  UPDATED"), "{text}");
+        assert!(lines[1].contains("5m") && lines[1].ends_with("shop/app,*/web"), "{text}");
+        assert!(table(&[]).contains("no secrets yet"));
+    }
+}

@@ -1,0 +1,62 @@
+//! `segctl status`: is the controller up, and what does it see.
+
+use super::{AdminOpts, Output};
+use anyhow::Result;
+use clap::Args;
+use seg_common::api::StatusReport;
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub admin: AdminOpts,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+pub async fn run(args: StatusArgs) -> Result<()> {
+    let report: StatusReport = args.admin.client().get("/v1/status").await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", render(&report)),
+    }
+    Ok(())
+}
+
+pub fn render(r: &StatusReport) -> String {
+    let uptime = super::duration::format_ms(r.uptime_secs * 1000);
+    let rows = [
+        ("controller", format!("segctl {}, pid {}, up {uptime}", r.version, r.pid)),
+        ("store", format!("{}, {} secret(s), {}", r.store, r.secrets, r.state_dir)),
+        ("docker", r.docker.clone()),
+        ("admin socket", r.admin_socket.clone()),
+        ("agent socket", r.agent_socket.clone()),
+        ("access log", r.access_log.clone()),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_one_line_per_field() {
+        let r = StatusReport {
+            version: "0.1.0".into(),
+            pid: 7,
+            uptime_secs: 75,
+            store: "embedded".into(),
+            state_dir: "/var/lib/seg".into(),
+            admin_socket: "/run/seg/admin.sock".into(),
+            agent_socket: "/run/seg/agent/agent.sock".into(),
+            access_log: "/var/lib/seg/access.log".into(),
+            secrets: 2,
+            docker: "ok (API 1.41)".into(),
+        };
+        let text = render(&r);
+        assert_eq!(text.lines().count(), 6);
+        assert!(text.contains("controller    segctl 0.1.0, pid 7, up 1m15s"), "{text}");
+        assert!(text.contains("docker        ok (API 1.41)"), "{text}");
+    }
+}

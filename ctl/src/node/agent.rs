@@ -1,0 +1,187 @@
+//! The agent API (containers only). A caller is identified once per
+//! connection by attestation of its `SO_PEERCRED` PID; it may list and read
+//! only the secrets granted to that identity. "Not granted" and "no such
+//! secret" get the same answer so a container cannot probe for names.
+
+use super::access_log::{AccessLog, Entry, Socket};
+use super::http::{self, json, parse_name, Failure, Resp, Route};
+use super::server::Peer;
+use super::{finish, store_failure, with_store};
+use crate::attest::{AttestError, Attested, LookupError};
+use crate::store::{SecretStore, StoreError};
+use futures_util::future::BoxFuture;
+use hyper::{Method, Request, StatusCode};
+use seg_common::api::{GrantedSecret, SecretList, WhoAmI};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// Turns a peer PID into an identity. The live implementation attests via
+/// `/proc` and Docker; tests use a fake.
+pub trait Identify: Send + Sync {
+    fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("Docker is unreachable, so callers cannot be identified ({0}); retry shortly")]
+    DockerUnavailable(String),
+    #[error(transparent)]
+    Attest(#[from] AttestError),
+}
+
+impl IdentifyError {
+    pub(crate) fn into_failure(self) -> Failure {
+        let forbidden = StatusCode::FORBIDDEN;
+        let code = match &self {
+            IdentifyError::DockerUnavailable(_)
+            | IdentifyError::Attest(AttestError::Lookup { source: LookupError::Docker(_), .. }) => {
+                return Failure::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", self.to_string())
+            }
+            IdentifyError::Attest(AttestError::NotAContainer { .. }) => "not_a_container",
+            IdentifyError::Attest(AttestError::NoIdentity { .. } | AttestError::BadLabel { .. }) => {
+                "no_identity"
+            }
+            IdentifyError::Attest(_) => "unidentified",
+        };
+        Failure::new(forbidden, code, self.to_string())
+    }
+}
+
+pub struct Agent {
+    pub store: Arc<dyn SecretStore>,
+    pub log: Arc<AccessLog>,
+    pub identify: Arc<dyn Identify>,
+}
+
+/// Per-connection state: the peer and, once known, its identity.
+pub struct AgentConn {
+    peer: Peer,
+    who: OnceCell<Attested>,
+}
+
+impl AgentConn {
+    pub fn new(peer: Peer) -> AgentConn {
+        AgentConn { peer, who: OnceCell::new() }
+    }
+}
+
+impl Agent {
+    pub async fn handle<B>(&self, conn: &AgentConn, req: Request<B>) -> Resp {
+        let mut entry = Entry::new(Socket::Agent, "unknown");
+        entry.pid = conn.peer.pid;
+        entry.uid = Some(conn.peer.uid);
+        let result = self.dispatch(conn, &req, &mut entry).await;
+        let resp = finish(&mut entry, result);
+        self.log.record(&entry);
+        resp
+    }
+
+    async fn dispatch<B>(
+        &self,
+        conn: &AgentConn,
+        req: &Request<B>,
+        entry: &mut Entry,
+    ) -> Result<Resp, Failure> {
+        let route = http::route(req.uri().path());
+        let get = req.method() == Method::GET;
+        entry.action = match route {
+            Route::WhoAmI if get => "whoami",
+            Route::Secrets if get => "list",
+            Route::Secret(_) if get => "read",
+            _ => return Err(unrouted(route, req)),
+        };
+        let who = self.attest(conn).await?;
+        entry.identity = Some(who.identity.to_string());
+        entry.container_id = Some(short_id(&who.container_id));
+        match route {
+            Route::WhoAmI => Ok(json(
+                StatusCode::OK,
+                &WhoAmI { identity: who.identity.clone(), container_id: who.container_id.clone() },
+            )),
+            Route::Secrets => self.list(who).await,
+            Route::Secret(raw) => self.read(who, raw, entry).await,
+            _ => Err(unrouted(route, req)),
+        }
+    }
+
+    async fn attest<'c>(&self, conn: &'c AgentConn) -> Result<&'c Attested, Failure> {
+        let Some(pid) = conn.peer.pid else {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "not_a_container",
+                "the caller's PID is unknown",
+            ));
+        };
+        // Only a success is cached: a failure (e.g. Docker down) is retried
+        // on the next request of the same connection.
+        conn.who
+            .get_or_try_init(|| async {
+                self.identify.identify(pid).await.map_err(IdentifyError::into_failure)
+            })
+            .await
+    }
+
+    async fn list(&self, who: &Attested) -> Result<Resp, Failure> {
+        let metas = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?;
+        let secrets = metas
+            .into_iter()
+            .filter(|m| m.grants.iter().any(|g| g.matches(&who.identity)))
+            .map(|m| GrantedSecret { name: m.name, version: m.version, ttl_ms: m.ttl_ms })
+            .collect();
+        Ok(json(StatusCode::OK, &SecretList { secrets }))
+    }
+
+    async fn read(&self, who: &Attested, raw: &str, entry: &mut Entry) -> Result<Resp, Failure> {
+        let name = parse_name(raw)?;
+        entry.secret = Some(name.to_string());
+        let denied = || {
+            Failure::new(
+                StatusCode::FORBIDDEN,
+                "not_granted",
+                format!(
+                    "{} may not read secret {name} (it is not granted to this service, or does not exist); \
+                     an operator can run `segctl secret grant {name} --to {}`",
+                    who.identity, who.identity
+                ),
+            )
+        };
+        let n = name.clone();
+        let meta = match with_store(&self.store, move |s| s.meta(&n)).await? {
+            Ok(meta) => meta,
+            Err(StoreError::NotFound(_)) => return Err(denied()),
+            Err(e) => return Err(store_failure(e)),
+        };
+        let grant = meta.grants.iter().find(|g| g.matches(&who.identity)).ok_or_else(denied)?;
+        let n = name.clone();
+        let current = match with_store(&self.store, move |s| s.get(&n)).await? {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => return Err(denied()),
+            Err(e) => return Err(store_failure(e)),
+        };
+        entry.version = Some(current.version);
+        entry.reason = format!("granted to {grant}");
+        Ok(http::secret_value(current.value, current.version, current.ttl_ms))
+    }
+}
+
+fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
+    match http::allow_for(route, false) {
+        Some(allow) => Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} {} is not supported; use {allow}", req.method(), req.uri().path()),
+        ),
+        None => {
+            let shown: String = req.uri().path().chars().take(100).collect();
+            Failure::new(StatusCode::NOT_FOUND, "not_found", format!("no agent route {shown:?}"))
+        }
+    }
+}
+
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

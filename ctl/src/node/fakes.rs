@@ -1,0 +1,168 @@
+//! Test doubles for the node handlers: an in-memory store, a fake
+//! attestation and a fake Docker status, so handlers are tested without
+//! sockets, Docker or /proc.
+
+use super::access_log::AccessLog;
+use super::admin::{Admin, DockerStatus, NodeInfo};
+use super::agent::{Agent, Identify, IdentifyError};
+use crate::attest::{AttestError, Attested};
+use crate::store::{check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body_util::Full;
+use hyper::Request;
+use seg_common::api::{GrantTarget, Identity, DEFAULT_TTL_MS};
+use seg_common::name::SecretName;
+use seg_common::secret::SecretBytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Default)]
+pub struct FakeStore {
+    secrets: Mutex<BTreeMap<SecretName, (SecretBytes, SecretMeta)>>,
+}
+
+fn missing(name: &SecretName) -> StoreError {
+    StoreError::NotFound(name.clone())
+}
+
+impl SecretStore for FakeStore {
+    fn put(&self, name: &SecretName, value: &SecretBytes, ttl_ms: Option<u64>) -> Result<u64, StoreError> {
+        check_value(value)?;
+        if let Some(t) = ttl_ms {
+            check_ttl(t)?;
+        }
+        let mut map = self.secrets.lock().unwrap();
+        let meta = match map.remove(name) {
+            Some((_, mut m)) => {
+                m.version += 1;
+                m.ttl_ms = ttl_ms.unwrap_or(m.ttl_ms);
+                m
+            }
+            None => SecretMeta {
+                name: name.clone(),
+                version: 1,
+                ttl_ms: ttl_ms.unwrap_or(DEFAULT_TTL_MS),
+                grants: BTreeSet::new(),
+                created_at: 1,
+                updated_at: 1,
+            },
+        };
+        let v = meta.version;
+        map.insert(name.clone(), (value.duplicate(), meta));
+        Ok(v)
+    }
+    fn get(&self, name: &SecretName) -> Result<SecretVersion, StoreError> {
+        let map = self.secrets.lock().unwrap();
+        let (v, m) = map.get(name).ok_or_else(|| missing(name))?;
+        Ok(SecretVersion { value: v.duplicate(), version: m.version, ttl_ms: m.ttl_ms })
+    }
+    fn meta(&self, name: &SecretName) -> Result<SecretMeta, StoreError> {
+        self.secrets.lock().unwrap().get(name).map(|(_, m)| m.clone()).ok_or_else(|| missing(name))
+    }
+    fn list(&self) -> Result<Vec<SecretMeta>, StoreError> {
+        Ok(self.secrets.lock().unwrap().values().map(|(_, m)| m.clone()).collect())
+    }
+    fn remove(&self, name: &SecretName) -> Result<(), StoreError> {
+        self.secrets.lock().unwrap().remove(name).map(|_| ()).ok_or_else(|| missing(name))
+    }
+    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
+        let mut map = self.secrets.lock().unwrap();
+        Ok(map.get_mut(name).ok_or_else(|| missing(name))?.1.grants.insert(to.clone()))
+    }
+    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
+        let mut map = self.secrets.lock().unwrap();
+        Ok(map.get_mut(name).ok_or_else(|| missing(name))?.1.grants.remove(from))
+    }
+    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
+        check_ttl(ttl_ms)?;
+        let mut map = self.secrets.lock().unwrap();
+        map.get_mut(name).ok_or_else(|| missing(name))?.1.ttl_ms = ttl_ms;
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+}
+
+/// PID 100 is `shop/app`, 200 is `other/web`, 300 is Docker-down;
+/// anything else is a host process.
+pub struct FakeIdentify;
+
+impl Identify for FakeIdentify {
+    fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>> {
+        let result = match pid {
+            100 => Ok(attested("shop", "app", "aaaaaaaaaaaaaaaaaaaa")),
+            200 => Ok(attested("other", "web", "bbbbbbbbbbbbbbbbbbbb")),
+            300 => Err(IdentifyError::DockerUnavailable("connection refused".into())),
+            _ => Err(IdentifyError::Attest(AttestError::NotAContainer { pid })),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn attested(project: &str, service: &str, id: &str) -> Attested {
+    Attested {
+        identity: Identity { project: Some(project.into()), service: service.into() },
+        container_id: id.into(),
+        container_name: format!("{project}-{service}-1"),
+    }
+}
+
+pub struct FakeDocker;
+
+impl DockerStatus for FakeDocker {
+    fn describe(&self) -> BoxFuture<'_, String> {
+        Box::pin(async { "ok (fake)".to_owned() })
+    }
+}
+
+/// A fresh store, access log and both handlers over them.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<FakeStore>,
+    pub admin: Admin,
+    pub agent: Agent,
+}
+
+impl Rig {
+    pub fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(AccessLog::open(&dir.path().join("access.log")).unwrap());
+        let store = Arc::new(FakeStore::default());
+        let info = NodeInfo {
+            state_dir: dir.path().into(),
+            admin_socket: dir.path().join("admin.sock"),
+            agent_socket: dir.path().join("agent.sock"),
+            access_log: dir.path().join("access.log"),
+            started: Instant::now(),
+        };
+        let admin = Admin { store: store.clone(), log: log.clone(), docker: Arc::new(FakeDocker), info };
+        let agent = Agent { store: store.clone(), log, identify: Arc::new(FakeIdentify) };
+        Rig { dir, store, admin, agent }
+    }
+
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap()
+    }
+}
+
+pub fn req(method: &str, path: &str, body: &[u8]) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap()
+}
+
+pub async fn body_of(resp: super::http::Resp) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    resp.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
