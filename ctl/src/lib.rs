@@ -8,6 +8,9 @@
 
 pub mod attest;
 pub mod cli;
+pub mod daemon_json;
 pub mod docker;
+pub mod inventory;
+pub mod network;
 pub mod node;
 pub mod store;
