@@ -1,0 +1,281 @@
+//! (policies, inventory) → ruleset: a pure function.
+//!
+//! Layout of one family's table (all chains `SEG-`; see docs/policy.md):
+//!
+//! ```text
+//! DOCKER-USER  -j SEG-FORWARD                       (first rule, one jump)
+//! SEG-FORWARD  ESTABLISHED,RELATED -j RETURN         (replies leave at once)
+//!              -j SEG-EGRESS                         (by source address)
+//!              -j SEG-INGRESS                        (by destination address)
+//! SEG-EGRESS   trie on -s: restricted container → -g SEG-OUT-<svc>,
+//!              other known container → RETURN, guarded subnet → DROP
+//! SEG-INGRESS  trie on -d: protected container → -g SEG-IN-<svc>,
+//!              ICC-off container → -g SEG-ICC-<bridge>, other known → RETURN,
+//!              guarded subnet → DROP
+//! SEG-IN-<svc> trie on -s: allowed source → RETURN or -g SEG-P-<ports>;
+//!              else -g SEG-W-<svc> (published ports from the world) or DROP
+//! SEG-OUT-<svc> trie on -d: allowed destination → RETURN; else DROP
+//! ```
+//!
+//! Allowed traffic RETURNs to Docker's own chains (seg only restricts, it
+//! never accepts). ICC-off is dispatched by destination like the rest, so a
+//! policy allow is decided before — and instead of — the ICC drop.
+
+use super::inventory::ServiceId;
+use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
+use super::plan::Plan;
+use super::ports::PortSet;
+use super::ruleset::{Ruleset, Table};
+use super::trie::{self, Action, Dir, TrieSpec};
+use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub use super::inventory::Inventory;
+
+/// Compiles policies against the live inventory. The inventory must list
+/// every container (not only the protected ones): an address on a guarded
+/// network that it does not list is dropped.
+pub fn compile(policies: &[Policy], inventory: &Inventory) -> Ruleset {
+    let plan = Plan::new(policies, inventory);
+    Ruleset { v4: Builder::new(&plan, Family::V4).build(), v6: Builder::new(&plan, Family::V6).build() }
+}
+
+struct Builder<'p, 'a> {
+    plan: &'p Plan<'a>,
+    family: Family,
+    chains: BTreeMap<String, Vec<String>>,
+}
+
+impl<'p, 'a> Builder<'p, 'a> {
+    fn new(plan: &'p Plan<'a>, family: Family) -> Self {
+        Builder { plan, family, chains: BTreeMap::new() }
+    }
+
+    fn build(mut self) -> Table {
+        let egress = self.dispatch(Dir::Src);
+        let ingress = self.dispatch(Dir::Dst);
+        if egress.is_empty() && ingress.is_empty() {
+            return Table::default();
+        }
+        let mut top = vec!["-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN".to_string()];
+        let tag = if self.family == Family::V4 { "" } else { "6" };
+        for (entries, root, dir) in [(egress, EGRESS, Dir::Src), (ingress, INGRESS, Dir::Dst)] {
+            if entries.is_empty() {
+                continue;
+            }
+            let letter = if dir == Dir::Src { "E" } else { "I" };
+            let node_prefix = format!("SEG-{letter}{tag}-");
+            let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
+            self.add(trie::build(&spec, entries.into_iter().collect()));
+            top.push(format!("-j {root}"));
+        }
+        self.chains.insert(TOP.to_string(), top);
+        Table { chains: self.chains, hooks: None }
+    }
+
+    fn add(&mut self, chains: Vec<(String, Vec<String>)>) {
+        self.chains.extend(chains);
+    }
+
+    /// The keys of the top-level dispatch on source (egress) or destination
+    /// (ingress) address. For one key the strictest action wins.
+    fn dispatch(&mut self, dir: Dir) -> BTreeMap<Cidr, Action> {
+        let mut keys: BTreeMap<Cidr, Action> = BTreeMap::new();
+        let put = |keys: &mut BTreeMap<Cidr, Action>, key: Cidr, action: Action| {
+            let slot = keys.entry(key).or_insert(Action::Return);
+            if strictness(&action) > strictness(slot) {
+                *slot = action;
+            }
+        };
+        for subnet in self.plan.guarded_subnets(self.family) {
+            put(&mut keys, subnet, Action::Drop);
+        }
+        let plan = self.plan;
+        for c in &plan.inv.containers {
+            for ep in &c.endpoints {
+                let Some(ip) = ep.ip(self.family) else { continue };
+                let id = c.service.as_ref();
+                let action = match (dir, id) {
+                    (Dir::Dst, Some(id)) if plan.ingress_protected(id) => {
+                        Action::Goto(self.service_ingress(id))
+                    }
+                    (Dir::Src, Some(id)) if plan.egress_restricted(id) => {
+                        Action::Goto(self.service_egress(id))
+                    }
+                    (Dir::Dst, _) if plan.icc_off.contains(&ep.network) => {
+                        match self.icc_chain(&ep.network) {
+                            Some(chain) => Action::Goto(chain),
+                            None => Action::Return,
+                        }
+                    }
+                    _ if plan.guarded.contains(&ep.network) => Action::Return,
+                    _ => continue,
+                };
+                put(&mut keys, Cidr::host(ip), action);
+            }
+        }
+        keys
+    }
+
+    /// `SEG-IN-<svc>`: who may reach the service, on which ports.
+    fn service_ingress(&mut self, id: &ServiceId) -> String {
+        let name = service_chain("IN", id);
+        if self.chains.contains_key(&name) {
+            return name;
+        }
+        self.chains.insert(name.clone(), Vec::new()); // reserve: members share it
+        let (policy, spec) = self.plan.specs[id];
+        let Ingress::Allow(rules) = &spec.ingress else {
+            unreachable!("only protected services get a chain")
+        };
+        let mut sources: BTreeMap<Cidr, PortSet> = BTreeMap::new();
+        let mut world: Option<PortSet> = None;
+        for rule in rules {
+            let ports = PortSet::from_policy(rule.ports.as_ref().map(|p| p.0.as_slice()));
+            for peer in &rule.from.0 {
+                if *peer == Peer::World {
+                    world = Some(world.map_or(ports.clone(), |w| w.union(&ports)));
+                }
+                for key in self.plan.peer_keys(policy, peer, self.family) {
+                    let merged = sources.get(&key).map_or(ports.clone(), |p| p.union(&ports));
+                    sources.insert(key, merged);
+                }
+            }
+        }
+        let fallback = match world.and_then(|w| self.world_chain(id, &w)) {
+            Some(chain) => Action::Goto(chain),
+            None => Action::Drop,
+        };
+        let entries =
+            inherit_ports(&sources).into_iter().map(|(key, ports)| (key, self.port_action(&ports))).collect();
+        let node_prefix = owned_prefix(&name);
+        let spec =
+            TrieSpec { root: &name, node_prefix: &node_prefix, dir: Dir::Src, fallback: Some(fallback) };
+        self.add(trie::build(&spec, entries));
+        name
+    }
+
+    /// `SEG-OUT-<svc>`: where the service may connect to.
+    fn service_egress(&mut self, id: &ServiceId) -> String {
+        let name = service_chain("OUT", id);
+        if self.chains.contains_key(&name) {
+            return name;
+        }
+        let (policy, spec) = self.plan.specs[id];
+        let Egress::Allow(peers) = &spec.egress else { unreachable!("only restricted services get a chain") };
+        let entries: Vec<(Cidr, Action)> = peers
+            .iter()
+            .flat_map(|p| self.plan.peer_keys(policy, p, self.family))
+            .map(|key| (key, Action::Return))
+            .collect();
+        let node_prefix = owned_prefix(&name);
+        let spec =
+            TrieSpec { root: &name, node_prefix: &node_prefix, dir: Dir::Dst, fallback: Some(Action::Drop) };
+        self.add(trie::build(&spec, entries));
+        name
+    }
+
+    /// `SEG-P-<hash>`: the allowed ports, shared by every source and service
+    /// with the same set. A port outside the set is dropped.
+    fn port_action(&mut self, ports: &PortSet) -> Action {
+        if *ports == PortSet::Any {
+            return Action::Return;
+        }
+        let name = format!("SEG-P-{}", super::naming::hash_hex(&ports.key(), 12));
+        let mut rules: Vec<String> = ports.matches().into_iter().map(|m| format!("{m} -j RETURN")).collect();
+        rules.push("-j DROP".to_string());
+        self.chains.insert(name.clone(), rules);
+        Action::Goto(name)
+    }
+
+    /// `SEG-W-<svc>`: the world reaching the service through published
+    /// ports, after Docker's DNAT. Packets from any container bridge are not
+    /// the world. `None` when no published port is allowed.
+    fn world_chain(&mut self, id: &ServiceId, allowed: &PortSet) -> Option<String> {
+        let mut accepts = Vec::new();
+        for c in self.plan.inv.members(id) {
+            for p in c.published.iter().filter(|p| allowed.allows(p.proto, p.container_port)) {
+                let orig = match p.host_ip.filter(|h| !h.is_unspecified()) {
+                    Some(h) if family_of(h) != self.family => continue,
+                    Some(h) => format!("--ctorigdst {h} "),
+                    None => String::new(),
+                };
+                for ip in c.endpoints.iter().filter_map(|e| e.ip(self.family)) {
+                    let proto = p.proto.name();
+                    accepts.push(format!(
+                        "-d {} -p {proto} -m {proto} --dport {} -m conntrack --ctstate DNAT {orig}--ctorigdstport {} -j RETURN",
+                        Cidr::host(ip).to_iptables(),
+                        p.container_port,
+                        p.host_port
+                    ));
+                }
+            }
+        }
+        if accepts.is_empty() {
+            return None;
+        }
+        accepts.sort();
+        accepts.dedup();
+        let mut rules = vec!["-i docker0 -j DROP".to_string(), "-i br-+ -j DROP".to_string()];
+        let custom = self.plan.bridges().into_iter().filter(|b| b != "docker0" && !b.starts_with("br-"));
+        rules.extend(custom.map(|b| format!("-i {b} -j DROP")));
+        rules.extend(accepts);
+        rules.push("-j DROP".to_string());
+        let name = service_chain("W", id);
+        self.chains.insert(name.clone(), rules);
+        Some(name)
+    }
+
+    /// `SEG-ICC-<bridge>`: drops same-bridge traffic to an unprotected container.
+    fn icc_chain(&mut self, network: &str) -> Option<String> {
+        let bridge = self.plan.inv.network(network)?.bridge.clone()?;
+        let name = format!("SEG-ICC-{bridge}");
+        self.chains.insert(name.clone(), vec![format!("-i {bridge} -o {bridge} -j DROP")]);
+        Some(name)
+    }
+}
+
+/// A source inside a wider allowed CIDR also gets that CIDR's ports: the
+/// trie picks the longest prefix only, while allows add up.
+fn inherit_ports(sources: &BTreeMap<Cidr, PortSet>) -> BTreeMap<Cidr, PortSet> {
+    sources
+        .iter()
+        .map(|(key, ports)| {
+            let wider = sources.iter().filter(|(k, _)| *k != key && k.contains(key));
+            (*key, wider.fold(ports.clone(), |acc, (_, p)| acc.union(p)))
+        })
+        .collect()
+}
+
+fn strictness(action: &Action) -> u8 {
+    match action {
+        Action::Return => 0,
+        Action::Goto(chain) if chain.starts_with("SEG-ICC-") => 1,
+        Action::Goto(_) => 2,
+        Action::Drop => 3,
+    }
+}
+
+fn family_of(ip: IpAddr) -> Family {
+    if ip.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// Refuses policy sets in which two policies name the same service (they
+/// would otherwise silently shadow each other).
+pub fn validate_set(policies: &[Policy]) -> Result<(), String> {
+    let mut seen: BTreeMap<ServiceId, &str> = BTreeMap::new();
+    for p in policies {
+        for key in p.services.keys() {
+            let id = ServiceId::new(p.project(), &key.0);
+            if let Some(first) = seen.insert(id.clone(), &p.origin) {
+                return Err(format!("service `{id}` is named by both {first} and {}", p.origin));
+            }
+        }
+    }
+    Ok(())
+}

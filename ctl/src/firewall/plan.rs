@@ -1,0 +1,97 @@
+//! Policies resolved against the inventory: which services are named, which
+//! addresses a reference stands for, which networks are guarded or ICC-off.
+
+use super::inventory::{Inventory, ServiceId};
+use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy, ServiceSpec};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) struct Plan<'a> {
+    pub inv: &'a Inventory,
+    /// Every service a policy names, with its spec and policy. When two
+    /// policies name the same service the first one wins (`validate_set`
+    /// refuses such sets before they get here).
+    pub specs: BTreeMap<ServiceId, (&'a Policy, &'a ServiceSpec)>,
+    /// Docker networks on which containers reach each other only where a
+    /// policy allows (`icc: false` in any policy: the restrictive one wins).
+    pub icc_off: BTreeSet<String>,
+    /// Docker networks where an address that is not in the inventory is
+    /// dropped both ways: those of every container of a named service, and
+    /// the networks policies declare. A container started since the last
+    /// reconcile is cut off until the next one accounts for it (fail closed).
+    pub guarded: BTreeSet<String>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(policies: &'a [Policy], inv: &'a Inventory) -> Plan<'a> {
+        let mut specs = BTreeMap::new();
+        let mut icc_off = BTreeSet::new();
+        let mut guarded = BTreeSet::new();
+        for policy in policies {
+            for (key, spec) in &policy.services {
+                let id = ServiceId::new(policy.project(), &key.0);
+                specs.entry(id).or_insert((policy, spec));
+            }
+            for (key, decl) in &policy.networks {
+                if let Some(net) = inv.resolve_network(policy.project(), &key.0) {
+                    guarded.insert(net.name.clone());
+                    if !decl.icc {
+                        icc_off.insert(net.name.clone());
+                    }
+                }
+            }
+        }
+        for c in &inv.containers {
+            if c.service.as_ref().is_some_and(|id| specs.contains_key(id)) {
+                guarded.extend(c.endpoints.iter().map(|e| e.network.clone()));
+            }
+        }
+        Plan { inv, specs, icc_off, guarded }
+    }
+
+    /// Services whose ingress is restricted.
+    pub fn ingress_protected(&self, id: &ServiceId) -> bool {
+        self.specs.get(id).is_some_and(|(_, s)| s.ingress != Ingress::Any)
+    }
+
+    pub fn egress_restricted(&self, id: &ServiceId) -> bool {
+        self.specs.get(id).is_some_and(|(_, s)| s.egress != Egress::Any)
+    }
+
+    /// Every address of a service's containers in one family.
+    pub fn addrs(&self, id: &ServiceId, family: Family) -> Vec<Cidr> {
+        let mut out: Vec<Cidr> = self
+            .inv
+            .members(id)
+            .flat_map(|c| c.endpoints.iter().filter_map(move |e| e.ip(family)))
+            .map(Cidr::host)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The prefixes a peer stands for (`world` stands for none: it is
+    /// matched by interface and conntrack instead).
+    pub fn peer_keys(&self, policy: &Policy, peer: &Peer, family: Family) -> Vec<Cidr> {
+        match peer {
+            Peer::World => Vec::new(),
+            Peer::Cidr(c) if c.family() == family => vec![*c],
+            Peer::Cidr(_) => Vec::new(),
+            Peer::Service(r) => {
+                let (project, service) = policy.resolve(r);
+                self.addrs(&ServiceId { project, service }, family)
+            }
+        }
+    }
+
+    /// Subnets of the guarded networks in one family.
+    pub fn guarded_subnets(&self, family: Family) -> Vec<Cidr> {
+        let nets = self.guarded.iter().filter_map(|n| self.inv.network(n));
+        nets.flat_map(|n| n.subnets.iter().copied()).filter(|s| s.family() == family).collect()
+    }
+
+    /// Bridge devices of every network in the inventory (for "not from a container").
+    pub fn bridges(&self) -> BTreeSet<String> {
+        self.inv.networks.iter().filter_map(|n| n.bridge.clone()).collect()
+    }
+}

@@ -1,0 +1,303 @@
+//! Longest-prefix-match dispatch as a tree of chains.
+//!
+//! iptables evaluates a chain rule by rule, so a flat list of one rule per
+//! container makes a packet's path grow with the number of containers. Here
+//! the keys (container addresses, subnets, CIDRs) form a path-compressed
+//! binary trie, cut into chains that each decide [`STRIDE`] address bits
+//! (at most 8 branches): a chain tests a few disjoint prefixes and `-g`oes
+//! into the matching one. A packet traverses at most about 8 rules per chain
+//! and one chain per 3 bits in which the keys differ. The wide fan-out also
+//! keeps the nesting shallow: nftables refuses jumps more than 16 chains
+//! deep (`Too many links`).
+//!
+//! Within a chain, rules are ordered most specific first, which is longest-
+//! prefix match; a packet that enters a subtree and matches no key in it
+//! gets the action of the nearest enclosing key (or the tree's fallback).
+//! Chains are named after their prefix, so adding one container rewrites
+//! only the chains on its path.
+
+use super::naming::{fits, hash_hex};
+use crate::policy::Cidr;
+
+/// Subtrees with at most this many keys are one flat chain.
+pub const FLAT_MAX: usize = 8;
+/// Address bits one chain decides: at most 2^STRIDE = 8 branches per chain.
+pub const STRIDE: u8 = 3;
+
+/// What a matching key does. All are terminal, so the first match wins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Back to the caller of the tree (the checks passed).
+    Return,
+    Drop,
+    /// Continue in another chain (`-g`: its RETURN goes back to our caller).
+    Goto(String),
+}
+
+impl Action {
+    pub fn target(&self) -> String {
+        match self {
+            Action::Return => "-j RETURN".to_string(),
+            Action::Drop => "-j DROP".to_string(),
+            Action::Goto(chain) => format!("-g {chain}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Src,
+    Dst,
+}
+
+impl Dir {
+    fn flag(self) -> &'static str {
+        match self {
+            Dir::Src => "-s",
+            Dir::Dst => "-d",
+        }
+    }
+}
+
+/// How to build one tree.
+pub struct TrieSpec<'a> {
+    /// The root chain's name (the caller jumps or goes to it).
+    pub root: &'a str,
+    /// Prefix of the inner chains' names (`SEG-I-`); the key prefix follows.
+    pub node_prefix: &'a str,
+    pub dir: Dir,
+    /// What happens to a packet no key matches. `None`: it falls off, back
+    /// to the caller of the tree.
+    pub fallback: Option<Action>,
+}
+
+/// A node of the binary trie: a prefix, maybe a key on it, 0 or 2 children.
+struct Node {
+    prefix: Cidr,
+    own: Option<Action>,
+    children: Vec<Node>,
+    keys: usize,
+}
+
+fn trie(prefix: Cidr, entries: &[(Cidr, Action)]) -> Node {
+    let own = entries.iter().find(|(c, _)| *c == prefix).map(|(_, a)| a.clone());
+    let rest: Vec<(Cidr, Action)> = entries.iter().filter(|(c, _)| *c != prefix).cloned().collect();
+    let (left, right): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(c, _)| !c.bit(prefix.prefix_len()));
+    let children: Vec<Node> = [left, right]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|side| trie(common_prefix(&side), &side))
+        .collect();
+    let keys = usize::from(own.is_some()) + children.iter().map(|c| c.keys).sum::<usize>();
+    Node { prefix, own, children, keys }
+}
+
+/// Builds the chains for `entries` (keys must be distinct and of one
+/// family). The root chain comes first; it exists even when there are no keys.
+pub fn build(spec: &TrieSpec, mut entries: Vec<(Cidr, Action)>) -> Vec<(String, Vec<String>)> {
+    entries.sort();
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::new();
+    if entries.is_empty() {
+        out.push((spec.root.to_string(), spec.fallback.iter().map(Action::target).collect()));
+        return out;
+    }
+    let root = trie(common_prefix(&entries), &entries);
+    chain(spec, spec.root.to_string(), &root, true, spec.fallback.clone(), &mut out);
+    out
+}
+
+/// One chain for `node`'s subtree. `is_root`: entered without having matched
+/// `node.prefix`. `default`: the action for a packet matching no key here.
+fn chain(
+    spec: &TrieSpec,
+    name: String,
+    node: &Node,
+    is_root: bool,
+    default: Option<Action>,
+    out: &mut Vec<(String, Vec<String>)>,
+) {
+    let slot = out.len();
+    out.push((name, Vec::new()));
+    // The chain covers the trie nodes of its own stride (bit positions
+    // aligned to STRIDE), or its whole subtree when that is small. Where
+    // chains start depends only on prefixes, not on how many keys sit
+    // where, so one more key rewrites only the chains on its path.
+    let flat = node.keys <= FLAT_MAX;
+    let stride = node.prefix.prefix_len() / STRIDE;
+    let mut frontier: Vec<(&Node, Option<Action>)> = node.children.iter().map(|c| (c, None)).collect();
+    let mut inline: Vec<(Cidr, Action)> = Vec::new();
+    while let Some(i) = frontier
+        .iter()
+        .position(|(n, _)| !n.children.is_empty() && (flat || n.prefix.prefix_len() / STRIDE == stride))
+    {
+        let (n, inherited) = frontier.swap_remove(i);
+        let below = n.own.clone().or(inherited);
+        if let Some(own) = &n.own {
+            inline.push((n.prefix, own.clone()));
+        }
+        frontier.extend(n.children.iter().map(|c| (c, below.clone())));
+    }
+    let mut rules: Vec<(u8, Cidr, String)> = Vec::new();
+    for (n, inherited) in frontier {
+        let target = if n.children.is_empty() {
+            n.own.clone().expect("a leaf is a key").target()
+        } else {
+            let child_name = node_name(spec.node_prefix, &n.prefix);
+            let child_default = inherited.or_else(|| node.own.clone()).or_else(|| default.clone());
+            chain(spec, child_name.clone(), n, false, child_default, out);
+            format!("-g {child_name}")
+        };
+        rules.push((n.prefix.prefix_len(), n.prefix, target));
+    }
+    rules.extend(inline.into_iter().map(|(c, a)| (c.prefix_len(), c, a.target())));
+    // Most specific first: in one chain that is longest-prefix match.
+    rules.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut lines: Vec<String> =
+        rules.into_iter().map(|(_, c, t)| format!("{} {} {t}", spec.dir.flag(), c.to_iptables())).collect();
+    match (&node.own, is_root && node.prefix.prefix_len() > 0) {
+        (Some(own), true) => {
+            lines.push(format!("{} {} {}", spec.dir.flag(), node.prefix.to_iptables(), own.target()));
+            lines.extend(default.iter().map(Action::target));
+        }
+        (Some(own), false) => lines.push(own.target()),
+        (None, _) => lines.extend(default.iter().map(Action::target)),
+    }
+    out[slot].1 = lines;
+}
+
+/// The longest prefix containing every key of `side` (non-empty).
+fn common_prefix(side: &[(Cidr, Action)]) -> Cidr {
+    let first = side[0].0;
+    let len = side.iter().fold(first.prefix_len(), |len, (c, _)| len.min(first.common_len(c)));
+    first.truncate(len)
+}
+
+/// `SEG-I-0aca00-24`: the prefix's significant hex digits and its length;
+/// long IPv6 prefixes are hashed to stay within iptables' 28 characters.
+pub fn node_name(node_prefix: &str, prefix: &Cidr) -> String {
+    let width = prefix.family().width() as u32;
+    let nibbles = (prefix.prefix_len() as u32).div_ceil(4).max(1);
+    let raw = match prefix.addr() {
+        std::net::IpAddr::V4(a) => u32::from(a) as u128,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    let digits = format!("{:0w$x}", raw, w = (width / 4) as usize);
+    let name = format!("{node_prefix}{}-{}", &digits[..nibbles as usize], prefix.prefix_len());
+    if fits(&name) {
+        name
+    } else {
+        format!("{node_prefix}{}-{}", hash_hex(&prefix.to_string(), 10), prefix.prefix_len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    fn spec<'a>(fallback: Option<Action>) -> TrieSpec<'a> {
+        TrieSpec { root: "SEG-INGRESS", node_prefix: "SEG-I-", dir: Dir::Dst, fallback }
+    }
+
+    #[test]
+    fn small_sets_are_flat_and_most_specific_first() {
+        let chains =
+            build(&spec(None), vec![(ip("10.0.0.0/16"), Action::Drop), (ip("10.0.0.5"), Action::Return)]);
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0].1, vec!["-d 10.0.0.5/32 -j RETURN", "-d 10.0.0.0/16 -j DROP"]);
+        let empty = build(&spec(Some(Action::Drop)), vec![]);
+        assert_eq!(empty, vec![("SEG-INGRESS".to_string(), vec!["-j DROP".to_string()])]);
+    }
+
+    #[test]
+    fn large_sets_become_a_shallow_tree_of_small_chains() {
+        let entries: Vec<_> = (0..1000u32)
+            .map(|i| (Cidr::host(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()), Action::Return))
+            .collect();
+        let chains = build(&spec(None), entries);
+        assert!(chains.iter().all(|(_, rules)| rules.len() <= 9), "{chains:?}");
+        let names: std::collections::BTreeSet<_> = chains.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(names.len(), chains.len(), "chain names are unique");
+        assert_eq!(depth(&chains, "SEG-INGRESS"), 4, "1000 keys: root + 3 levels");
+    }
+
+    fn depth(chains: &[(String, Vec<String>)], name: &str) -> usize {
+        let rules = &chains.iter().find(|(n, _)| n == name).unwrap().1;
+        1 + rules.iter().filter_map(|r| r.split(" -g ").nth(1)).map(|c| depth(chains, c)).max().unwrap_or(0)
+    }
+
+    /// The tree answers exactly what a longest-prefix match over the keys answers.
+    #[test]
+    fn tree_is_longest_prefix_match() {
+        use crate::firewall::sim::{Packet, Verdict, Walker};
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..30 {
+            let mut keys = std::collections::BTreeMap::new();
+            for _ in 0..next(120) + 1 {
+                let len = [32, 32, 32, 30, 28, 24, 20, 16][next(8) as usize];
+                let addr = std::net::Ipv4Addr::from(0x0a00_0000 | next(1 << 12) as u32);
+                let action = if next(2) == 0 { Action::Return } else { Action::Drop };
+                keys.insert(Cidr::new(addr.into(), len).unwrap(), action);
+            }
+            let fallback = if round % 2 == 0 { None } else { Some(Action::Drop) };
+            let chains = build(&spec(fallback.clone()), keys.clone().into_iter().collect());
+            assert!(depth(&chains, "SEG-INGRESS") <= 6);
+            let mut table = crate::firewall::Table::default();
+            table.chains.extend(chains);
+            table.chains.insert("SEG-FORWARD".into(), vec!["-j SEG-INGRESS".into()]);
+            let walker = Walker::new(&table).unwrap();
+            for _ in 0..300 {
+                let dst = std::net::Ipv4Addr::from(0x0a00_0000 | next(1 << 12) as u32);
+                let lpm = keys
+                    .iter()
+                    .filter(|(k, _)| k.contains_ip(dst.into()))
+                    .max_by_key(|(k, _)| k.prefix_len());
+                let want = match lpm.map(|(_, a)| a).or(fallback.as_ref()) {
+                    Some(Action::Drop) => Verdict::Drop,
+                    _ => Verdict::Pass,
+                };
+                let p = Packet {
+                    src: dst.into(),
+                    dst: dst.into(),
+                    proto: None,
+                    dport: 0,
+                    in_if: String::new(),
+                    out_if: String::new(),
+                    established: false,
+                    dnat: None,
+                };
+                assert_eq!(walker.walk(&p).0, want, "{dst} in round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_root_key_only_applies_inside_its_prefix() {
+        let mut entries: Vec<_> = (1..=10u32)
+            .map(|i| (Cidr::host(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()), Action::Return))
+            .collect();
+        entries.push((ip("10.0.0.0/24"), Action::Drop));
+        let chains = build(&spec(None), entries);
+        assert_eq!(chains[0].1.last().unwrap(), "-d 10.0.0.0/24 -j DROP");
+        let chains = build(&spec(Some(Action::Drop)), vec![(ip("0.0.0.0/0"), Action::Return)]);
+        assert_eq!(chains[0].1, vec!["-j RETURN"]);
+    }
+
+    #[test]
+    fn names_fit_iptables() {
+        let v6 = ip("fd00:1234:5678:9abc:def0:1234:5678:9a00/120");
+        let name = node_name("SEG-a1b2c3-", &v6);
+        assert!(name.len() <= 28 && name.ends_with("-120"), "{name}");
+        assert_eq!(node_name("SEG-I-", &ip("172.18.0.0/16")), "SEG-I-ac12-16");
+    }
+}
