@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Sourced by the scripts in this directory.
+
+# Makes `cargo` available when the scripts run under sudo: sudo's secure_path
+# drops ~/.cargo/bin, so look for rustup's toolchain of root and of the user
+# who ran sudo. Returns 1 if there is none.
+seg_find_cargo() {
+    command -v cargo >/dev/null 2>&1 && return 0
+    local home candidates=()
+    [[ -n "${SUDO_USER:-}" ]] && home=$(getent passwd "$SUDO_USER" | cut -d: -f6) && candidates+=("$home")
+    candidates+=("${HOME:-/root}" /root)
+    for home in "${candidates[@]}"; do
+        if [[ -x "$home/.cargo/bin/cargo" ]]; then
+            export PATH="$home/.cargo/bin:$PATH"
+            [[ -d "$home/.rustup" ]] && export RUSTUP_HOME="${RUSTUP_HOME:-$home/.rustup}"
+            export CARGO_HOME="${CARGO_HOME:-$home/.cargo}"
+            return 0
+        fi
+    done
+    return 1
+}
