@@ -18,7 +18,13 @@
 //! - `PUT /v1/secrets/{name}/ttl` [`TtlRequest`]
 //! - `POST /v1/secrets/{name}/grants` / `DELETE …/grants` [`GrantTarget`]
 //!
+//! Rotation (push stream, acknowledgements, hooks, consumer status): see
+//! [`rotation`].
+//!
 //! Every error is a non-2xx status with an [`ApiError`] body.
+
+pub mod rotation;
+pub use rotation::*;
 
 use crate::name::SecretName;
 use serde::{Deserialize, Serialize};
@@ -177,6 +183,9 @@ pub struct StatusReport {
     pub secrets: usize,
     /// "ok (API x.y)" or what went wrong talking to Docker.
     pub docker: String,
+    /// Watch streams open on the agent socket.
+    #[serde(default)]
+    pub watches: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,15 @@
 //! client reads the head into a bounded scratch buffer (wiped), requires a
 //! `Content-Length`, and reads the body in place. It only has to speak to
 //! seg's own controller (hyper on the server side).
+//!
+//! [`stream::open`] is the other mode: a long-lived response (the agent's
+//! watch stream, chunked) read line by line as it arrives. It carries names
+//! and versions only, never values.
+
+mod framing;
+pub mod stream;
+
+pub use stream::{open as open_stream, Stream};
 
 use crate::secret::SecretBytes;
 use std::io;
@@ -157,13 +166,13 @@ async fn read_response(
     Ok(Response { status, headers, body })
 }
 
-fn find_head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
 type Head = (u16, Vec<(String, String)>);
 
-fn parse_head(head: &[u8]) -> Result<Head, &'static str> {
+pub(crate) fn parse_head(head: &[u8]) -> Result<Head, &'static str> {
     let text = std::str::from_utf8(head).map_err(|_| "response head is not UTF-8")?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().ok_or("empty response")?;

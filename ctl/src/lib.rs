@@ -7,6 +7,7 @@
 //! - [`cli`]: the admin-side commands that talk to the admin socket.
 
 pub mod attest;
+pub mod audit;
 pub mod cli;
 pub mod daemon_json;
 pub mod docker;
@@ -15,4 +16,5 @@ pub mod inventory;
 pub mod network;
 pub mod node;
 pub mod policy;
+pub mod segregation;
 pub mod store;

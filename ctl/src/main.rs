@@ -28,11 +28,16 @@ enum Command {
     Node(cli::node::NodeCmd),
     /// Show whether the controller runs and what it sees.
     Status(cli::status::StatusArgs),
-    /// Manage secrets: put, ls, get, rm, grant, revoke, ttl.
+    /// Manage secrets: put, ls, get, rm, grant, revoke, ttl, rotate, status, hook.
     Secret(cli::secret::SecretArgs),
-    // Reserved for the groups that land later, one variant each:
-    // Policy(cli::policy::PolicyArgs), Net(cli::net::NetArgs),
-    // Icc(cli::icc::IccArgs), Audit(cli::audit::AuditArgs).
+    /// Check this Docker host's security (CIS Docker Benchmark + seg's own); --fix what seg owns.
+    Audit(segctl::audit::AuditArgs),
+    /// Network policies: apply, ls, show, rm, diff, lint, check, verify.
+    Policy(cli::policy::PolicyArgs),
+    /// Docker networks for segregation: create, ls, rm (straight to Docker).
+    Net(cli::net::NetArgs),
+    /// Inter-container traffic on docker0: status, disable, enable.
+    Icc(cli::icc::IccArgs),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -40,6 +45,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Node(cmd) => cli::node::run(cmd).await,
         Command::Status(args) => cli::status::run(args).await,
         Command::Secret(args) => cli::secret::run(args).await,
+        Command::Audit(args) => segctl::audit::run(args).await,
+        Command::Policy(args) => cli::policy::run(args).await,
+        Command::Net(args) => cli::net::run(args).await,
+        Command::Icc(args) => cli::icc::run(args).await,
     }
 }
 

@@ -2,9 +2,13 @@
 //!
 //! [`Source`] is the seam the renewal loop uses, so it can be tested with a
 //! fake; [`Agent`] is the real thing over `seg_common::uds_http`, which reads
-//! secret values straight into a [`SecretBytes`].
+//! secret values straight into a [`SecretBytes`]. The watch stream
+//! ([`Source::watch`]) carries names and versions only; values are always
+//! fetched with [`Source::fetch`].
 
-use seg_common::api::{self, ApiError, GrantedSecret, SecretList};
+use seg_common::api::{
+    self, AckRequest, ApiError, GrantedSecret, NotifyRequest, NotifyResult, SecretList, WatchEvent,
+};
 use seg_common::name::{SecretName, MAX_VALUE_LEN};
 use seg_common::secret::SecretBytes;
 use seg_common::uds_http::{self, ClientError, Request};
@@ -14,6 +18,8 @@ use std::time::Duration;
 
 /// Largest non-secret (JSON) answer accepted: a list of many granted secrets.
 const MAX_JSON_LEN: usize = 1024 * 1024;
+/// Longest line of the watch stream (a hello listing many secrets).
+const MAX_EVENT_LEN: usize = 1024 * 1024;
 
 /// A secret value with its lease.
 pub struct Fetched {
@@ -47,10 +53,44 @@ impl AgentError {
             _ => None,
         }
     }
+
+    /// The HTTP status of a refusal or failure.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AgentError::Refused { status, .. } | AgentError::Failed { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The events of one open watch stream.
+pub trait Events: Send + 'static {
+    /// The next event; `None` when the controller ended the stream.
+    fn next_event(&mut self) -> impl Future<Output = Result<Option<WatchEvent>, AgentError>> + Send;
 }
 
 /// Where secrets come from.
 pub trait Source: Send + Sync + 'static {
+    type Stream: Events;
+    /// Opens the watch stream (`wants: None`: every granted secret).
+    fn watch(
+        &self,
+        wants: Option<&[SecretName]>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Stream, AgentError>> + Send;
+    /// Reports the version of `name` now on disk.
+    fn ack(
+        &self,
+        name: &SecretName,
+        version: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), AgentError>> + Send;
+    /// Asks the controller to run the declared post-rotate action.
+    fn notify(
+        &self,
+        req: &NotifyRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<NotifyResult, AgentError>> + Send;
     /// Secrets granted to this container.
     fn list(&self, timeout: Duration) -> impl Future<Output = Result<Vec<GrantedSecret>, AgentError>> + Send;
     /// One secret's value and lease.
@@ -72,7 +112,78 @@ impl Agent {
     }
 }
 
+/// The watch stream of the real agent socket.
+pub struct AgentEvents(uds_http::Stream);
+
+impl Events for AgentEvents {
+    async fn next_event(&mut self) -> Result<Option<WatchEvent>, AgentError> {
+        loop {
+            let Some(line) = self.0.next_line(MAX_EVENT_LEN).await? else { return Ok(None) };
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice(&line) {
+                Ok(event) => return Ok(Some(event)),
+                // A newer controller may send events this sidecar does not
+                // know: skip them rather than drop the stream.
+                Err(e) => tracing::debug!("skipping a watch event this sidecar does not understand: {e}"),
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// A small JSON POST; answers the response for [`check_status`].
+    async fn post(
+        &self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<uds_http::Response, ClientError> {
+        let req = Request { method: "POST", path, content_type: "application/json", body };
+        uds_http::send(&self.socket, &req, timeout, MAX_JSON_LEN).await
+    }
+}
+
 impl Source for Agent {
+    type Stream = AgentEvents;
+
+    async fn watch(
+        &self,
+        wants: Option<&[SecretName]>,
+        timeout: Duration,
+    ) -> Result<AgentEvents, AgentError> {
+        let path = match wants {
+            Some(names) => {
+                format!(
+                    "/v1/watch?secrets={}",
+                    names.iter().map(SecretName::as_str).collect::<Vec<_>>().join(",")
+                )
+            }
+            None => "/v1/watch".to_owned(),
+        };
+        let mut stream = uds_http::open_stream(&self.socket, &Request::get(&path), timeout).await?;
+        if stream.is_success() {
+            return Ok(AgentEvents(stream));
+        }
+        let body = stream.read_to_end(64 * 1024).await.unwrap_or_default();
+        Err(error_answer("the watch stream", stream.status, &body))
+    }
+
+    async fn ack(&self, name: &SecretName, version: u64, timeout: Duration) -> Result<(), AgentError> {
+        let body = serde_json::to_vec(&AckRequest { name: name.clone(), version }).unwrap_or_default();
+        let resp = self.post("/v1/ack", &body, timeout).await?;
+        check_status(&resp, &format!("the acknowledgement of {name} v{version}"))
+    }
+
+    async fn notify(&self, req: &NotifyRequest, timeout: Duration) -> Result<NotifyResult, AgentError> {
+        let what = "the post-rotate notification";
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let resp = self.post("/v1/notify", &body, timeout).await?;
+        check_status(&resp, what)?;
+        resp.json().map_err(|e| protocol(what, e.to_string()))
+    }
+
     async fn list(&self, timeout: Duration) -> Result<Vec<GrantedSecret>, AgentError> {
         let what = "the list of granted secrets";
         let resp = uds_http::send(&self.socket, &Request::get("/v1/secrets"), timeout, MAX_JSON_LEN).await?;
@@ -112,17 +223,21 @@ fn check_status(resp: &uds_http::Response, what: &str) -> Result<(), AgentError>
     if resp.is_success() {
         return Ok(());
     }
-    let (code, message) = match resp.json::<ApiError>() {
+    Err(error_answer(what, resp.status, resp.body.expose()))
+}
+
+/// The error a non-2xx answer with this (error) body means.
+fn error_answer(what: &str, status: u16, body: &[u8]) -> AgentError {
+    let (code, message) = match serde_json::from_slice::<ApiError>(body) {
         Ok(e) => (e.code, e.error.chars().take(300).collect()),
         Err(_) => ("unknown".to_owned(), "(no error details in the answer)".to_owned()),
     };
-    let status = resp.status;
     let what = what.to_owned();
     // 408/429 are "try again later", like 5xx.
     if (400..500).contains(&status) && status != 408 && status != 429 {
-        Err(AgentError::Refused { what, status, code, message })
+        AgentError::Refused { what, status, code, message }
     } else {
-        Err(AgentError::Failed { what, status, code, message })
+        AgentError::Failed { what, status, code, message }
     }
 }
 
@@ -205,6 +320,36 @@ mod tests {
         let (_d, agent) = agent_answering(Box::leak(raw.into_boxed_str())).await;
         let list = agent.list(T).await.unwrap();
         assert_eq!(list, vec![GrantedSecret { name: name("db"), version: 2, ttl_ms: 60000 }]);
+    }
+
+    #[tokio::test]
+    async fn the_watch_stream_yields_events_and_skips_unknown_ones() {
+        let hello =
+            r#"{"event":"hello","secrets":[{"name":"db","version":2,"ttl_ms":1000}],"ping_ms":15000}"#;
+        let odd = r#"{"event":"from_the_future","x":1}"#;
+        let version = r#"{"event":"version","name":"db","version":3,"ttl_ms":1000}"#;
+        let body = format!("{hello}\n{odd}\n{version}\n");
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        );
+        let (_d, agent) = agent_answering(Box::leak(raw.into_boxed_str())).await;
+        let mut events = agent.watch(Some(&[name("db")]), T).await.unwrap();
+        assert!(matches!(events.next_event().await.unwrap(), Some(WatchEvent::Hello { ping_ms: 15000, .. })));
+        assert!(matches!(events.next_event().await.unwrap(), Some(WatchEvent::Version { version: 3, .. })));
+        assert!(events.next_event().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_watch_carries_its_status() {
+        let body = r#"{"code":"too_many_watches","error":"limit"}"#;
+        let raw = format!("HTTP/1.1 429 Too Many\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let (_d, agent) = agent_answering(Box::leak(raw.into_boxed_str())).await;
+        let err = agent.watch(None, T).await.err().unwrap();
+        assert_eq!(err.status(), Some(429));
+        assert!(err.to_string().contains("too_many_watches"), "{err}");
+        let (_d, agent) = agent_answering("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
+        agent.ack(&name("db"), 3, T).await.unwrap();
     }
 
     #[tokio::test]

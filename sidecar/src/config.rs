@@ -1,11 +1,14 @@
 //! Command line and environment.
 
 use crate::health;
+use crate::notify::OnRotate;
 use crate::writer::{DirOptions, Owner};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
+use seg_common::api::PostRotate;
 use seg_common::name::SecretName;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +37,29 @@ pub enum Command {
     /// Ask the running sidecar whether every secret is on disk within its
     /// lease; exit 0 if so, else 1 with the reason.
     Health,
+    /// Open the controller's watch stream and print its events (names and
+    /// versions, never values). A diagnostic; with --connections and
+    /// --no-read, a load and abuse generator for tests and benchmarks.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The controller's agent socket.
+    #[arg(long, env = "SEG_AGENT_SOCKET", default_value = "/run/seg/agent/agent.sock")]
+    pub agent_socket: PathBuf,
+    /// Comma-separated secrets to watch [default: every granted secret].
+    #[arg(long, env = "SEG_SECRETS", value_parser = parse_names)]
+    pub secrets: Option<NameList>,
+    /// Open this many streams; events are printed from the first one only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+    /// Read each answer's head, then never read the streams.
+    #[arg(long)]
+    pub no_read: bool,
+    /// Stop after this many seconds [default: at SIGTERM or SIGINT].
+    #[arg(long)]
+    pub seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,11 +88,35 @@ pub struct RunArgs {
     /// error, warn, info, debug or trace.
     #[arg(long, env = "SEG_LOG", default_value = "info", value_parser = parse_level)]
     pub log_level: tracing::Level,
+    /// Keep a watch stream open (pushed rotations and revocations) and
+    /// report the versions on disk. `false`: lease renewals only.
+    #[arg(long, env = "SEG_WATCH", default_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub watch: bool,
+    /// After files changed: `signal:HUP` (or USR1, USR2, WINCH) to the app's
+    /// containers, `http://SERVICE[:PORT]/PATH` (a POST of names and
+    /// versions), or `command` (the host command the operator registered).
+    #[arg(long, env = "SEG_ON_ROTATE", value_parser = parse_action)]
+    pub on_rotate: Option<PostRotate>,
+    /// The service to notify [default: the one this sidecar acts for].
+    #[arg(long, env = "SEG_ON_ROTATE_TARGET", requires = "on_rotate")]
+    pub on_rotate_target: Option<String>,
+    /// Changes this close together make one notification, e.g. 500ms, 2s.
+    #[arg(long, env = "SEG_ON_ROTATE_DEBOUNCE", default_value = "500ms", value_parser = parse_duration)]
+    pub on_rotate_debounce: Duration,
 }
 
 impl RunArgs {
     pub fn dir_options(&self) -> DirOptions {
         DirOptions { mode: self.mode, owner: self.owner, allow_non_tmpfs: self.allow_non_tmpfs }
+    }
+
+    /// The post-rotate action, if one was declared.
+    pub fn on_rotate(&self) -> Option<OnRotate> {
+        Some(OnRotate {
+            action: self.on_rotate.clone()?,
+            target: self.on_rotate_target.clone(),
+            debounce: self.on_rotate_debounce,
+        })
     }
 
     /// The requested names, sorted and without duplicates, or `None` for
@@ -80,7 +130,29 @@ impl RunArgs {
 
 /// A comma-separated list of secret names.
 #[derive(Debug, Clone)]
-pub struct NameList(Vec<SecretName>);
+pub struct NameList(pub Vec<SecretName>);
+
+fn parse_action(raw: &str) -> Result<PostRotate, String> {
+    PostRotate::parse(raw).map_err(|e| e.to_string())
+}
+
+/// `250ms`, `2s`, `1m`: a number and a unit.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let bad = || format!("{raw:?} is not a duration like 500ms, 2s or 1m");
+    let n: u64 = raw[..digits].parse().map_err(|_| bad())?;
+    let d = match &raw[digits..] {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(bad()),
+    };
+    if d > Duration::from_secs(600) {
+        return Err(format!("{raw} is too long: use at most 10m"));
+    }
+    Ok(d)
+}
 
 fn parse_names(raw: &str) -> Result<NameList, String> {
     let mut names = Vec::new();
@@ -183,6 +255,34 @@ mod tests {
     #[test]
     fn allow_non_tmpfs_takes_boolish_values() {
         assert!(parse(&["--allow-non-tmpfs"]).unwrap().run.allow_non_tmpfs);
+    }
+
+    #[test]
+    fn push_options() {
+        let run = parse(&[]).unwrap().run;
+        assert!(run.watch && run.on_rotate().is_none());
+        assert_eq!(run.on_rotate_debounce, Duration::from_millis(500));
+        let run =
+            parse(&["--on-rotate", "signal:HUP", "--on-rotate-target", "web", "--on-rotate-debounce", "2s"])
+                .unwrap()
+                .run;
+        let on = run.on_rotate().unwrap();
+        assert_eq!(
+            (on.action.to_string(), on.target.as_deref(), on.debounce),
+            ("signal:HUP".into(), Some("web"), Duration::from_secs(2))
+        );
+        assert!(!parse(&["--watch", "false"]).unwrap().run.watch);
+        for (args, needle) in [
+            (&["--on-rotate", "signal:KILL"][..], "allowed signals"),
+            (&["--on-rotate", "exec:rm"], "use signal:HUP"),
+            (&["--on-rotate-debounce", "5"], "not a duration"),
+            (&["--on-rotate-target", "web"], "--on-rotate"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let w = parse(&["watch", "--connections", "3", "--no-read"]).unwrap();
+        assert!(matches!(w.command, Some(Command::Watch(WatchArgs { connections: 3, no_read: true, .. }))));
     }
 
     #[test]

@@ -3,9 +3,15 @@
 
 mod agent;
 mod config;
+#[cfg(test)]
+mod fakes;
 mod health;
 mod lease;
+mod notify;
+mod probe;
 mod run;
+mod supervise;
+mod watch;
 mod writer;
 
 use anyhow::Context;
@@ -23,6 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Health) => health_command(&cli.health_socket),
+        Some(Command::Watch(args)) => watch_command(args),
         Some(Command::Run(ref args)) => run_command(args, hardened, &cli.health_socket),
         None => run_command(&cli.run, hardened, &cli.health_socket),
     }
@@ -40,6 +47,18 @@ fn health_command(socket: &str) -> ExitCode {
         }
         Err(e) => {
             println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn watch_command(args: config::WatchArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build();
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(probe::run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seg-sidecar watch: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -87,7 +106,7 @@ fn start(args: &RunArgs, hardened: std::io::Result<()>, health_socket: &str) -> 
     drop(seg_common::secret::SecretBytes::zeroed(1));
     run::warn_once_if_unlocked();
     tracing::info!(
-        "seg-sidecar {} starting: agent {}, dir {}, secrets {}, mode {:04o}{}",
+        "seg-sidecar {} starting: agent {}, dir {}, secrets {}, mode {:04o}{}, push {}{}",
         env!("CARGO_PKG_VERSION"),
         args.agent_socket.display(),
         args.dir.display(),
@@ -97,20 +116,24 @@ fn start(args: &RunArgs, hardened: std::io::Result<()>, health_socket: &str) -> 
         },
         args.mode,
         args.owner.map(|o| format!(", owner {o}")).unwrap_or_default(),
+        if args.watch { "on" } else { "off" },
+        args.on_rotate().map(|o| format!(", on rotate {}", o.action)).unwrap_or_default(),
     );
+    let push = supervise::Push { watch: args.watch, on_rotate: args.on_rotate() };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .context("cannot start the async runtime")?;
     let agent = agent::Agent::new(args.agent_socket.clone());
-    runtime.block_on(serve(sink, agent, requested, health_socket))
+    runtime.block_on(serve(sink, agent, requested, push, health_socket))
 }
 
 async fn serve(
     sink: writer::TmpfsDir,
     agent: agent::Agent,
     requested: Option<Vec<seg_common::name::SecretName>>,
+    push: supervise::Push,
     health_socket: &str,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -127,7 +150,7 @@ async fn serve(
         };
         tracing::info!("{which} received: wiping secrets and exiting");
     };
-    run::run(ctx, requested, shutdown).await;
+    supervise::run(ctx, requested, push, shutdown).await;
     health_task.abort();
     tracing::info!("stopped");
     Ok(())

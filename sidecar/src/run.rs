@@ -1,23 +1,28 @@
-//! The renewal loop: one small task per secret, plus (when no list of
-//! secrets was given) a discovery loop that follows what is granted.
+//! The per-secret renewal tasks and the state they share ([`Ctx`]). The
+//! supervisor that starts and stops them, follows discovery and the watch
+//! stream, is in `supervise`.
 //!
 //! Everything runs on one current-thread runtime. The sink and the lease
 //! table sit behind std mutexes that are never held across an `.await`, so a
 //! task aborted at an await point can never leave a half-written file.
+//!
+//! Push support: after a secret is stored, its version is acknowledged to
+//! the controller (once per version, by the acker task); when the bytes of a
+//! file that was already there changed, the change goes to the notifier
+//! (post-rotate action). A wipe by a revocation event bumps the secret's
+//! epoch, so a fetch that was already in flight cannot write it back.
 
 use crate::agent::{AgentError, Fetched, Source};
 use crate::health::{self, Discovery, Entry};
 use crate::lease::{self, Lease, Phase};
 use crate::writer::{SecretSink, Stored};
-use seg_common::api::GrantedSecret;
+use seg_common::api::Changed;
 use seg_common::name::SecretName;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
 /// When the process started, for the one "ready" log line that the benchmark
@@ -30,21 +35,23 @@ pub fn mark_start() {
     STARTED.get_or_init(std::time::Instant::now);
 }
 
-/// Re-list granted secrets at least this often, so new grants and rotations
-/// are picked up even when leases are long.
-const DISCOVERY_MAX: Duration = Duration::from_secs(30);
-/// Re-list this often while nothing is granted.
-const DISCOVERY_EMPTY: Duration = Duration::from_secs(5);
-
 /// State shared by the tasks and the health server.
 pub struct Ctx<S, A> {
     sink: Mutex<S>,
-    agent: A,
+    pub(crate) agent: A,
     leases: Mutex<BTreeMap<SecretName, Lease>>,
-    discovery: Mutex<Discovery>,
+    pub(crate) discovery: Mutex<Discovery>,
+    /// The version the controller last accepted as on our disk.
+    acked: Mutex<BTreeMap<SecretName, u64>>,
+    /// Bumped by every wipe on a revocation event.
+    epochs: Mutex<BTreeMap<SecretName, u64>>,
+    /// Versions to acknowledge (set when push is on).
+    acks: OnceLock<mpsc::UnboundedSender<Changed>>,
+    /// Files whose bytes changed (set when a post-rotate action is declared).
+    changes: OnceLock<mpsc::UnboundedSender<Changed>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data (no
     // multi-step invariants), so poisoning is not worth dying for.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -58,7 +65,68 @@ impl<S: SecretSink, A: Source> Ctx<S, A> {
             agent,
             leases: Mutex::new(BTreeMap::new()),
             discovery: Mutex::new(discovery),
+            acked: Mutex::new(BTreeMap::new()),
+            epochs: Mutex::new(BTreeMap::new()),
+            acks: OnceLock::new(),
+            changes: OnceLock::new(),
         })
+    }
+
+    /// Where versions to acknowledge go (the acker task).
+    pub fn send_acks_to(&self, tx: mpsc::UnboundedSender<Changed>) {
+        let _ = self.acks.set(tx);
+    }
+
+    /// Where changed files are reported (the notifier task).
+    pub fn send_changes_to(&self, tx: mpsc::UnboundedSender<Changed>) {
+        let _ = self.changes.set(tx);
+    }
+
+    /// Queues an acknowledgement of `version` unless it was already accepted.
+    pub fn want_ack(&self, name: &SecretName, version: u64) {
+        if lock(&self.acked).get(name) == Some(&version) {
+            return;
+        }
+        if let Some(tx) = self.acks.get() {
+            let _ = tx.send(Changed { name: name.clone(), version });
+        }
+    }
+
+    /// Whether `version` of `name` is (still) what we have on disk, and not
+    /// acknowledged yet.
+    pub fn ack_due(&self, name: &SecretName, version: u64) -> bool {
+        let live = self.lease(name).is_some_and(|l| l.phase == Phase::Live && l.version == Some(version));
+        live && lock(&self.acked).get(name) != Some(&version)
+    }
+
+    pub fn acked(&self, name: &SecretName, version: u64) {
+        lock(&self.acked).insert(name.clone(), version);
+    }
+
+    /// Forgets every acknowledgement (a new stream: maybe a new controller).
+    pub fn forget_acks(&self) {
+        lock(&self.acked).clear();
+    }
+
+    fn epoch(&self, name: &SecretName) -> u64 {
+        lock(&self.epochs).get(name).copied().unwrap_or(0)
+    }
+
+    /// Wipes `name` now because the controller said so (revoked, removed),
+    /// and makes sure a fetch already in flight does not write it back.
+    pub fn wipe_now(&self, name: &SecretName, code: &str) {
+        *lock(&self.epochs).entry(name.clone()).or_insert(0) += 1;
+        self.wipe(name, &format!("the controller pushed: {code}"));
+        lock(&self.acked).remove(name);
+        if lock(&self.leases).contains_key(name) {
+            self.update(name, |l| l.refused(Instant::now(), code));
+        }
+    }
+
+    /// Forgets a secret that is no longer followed.
+    pub fn drop_secret(&self, name: &SecretName) {
+        lock(&self.leases).remove(name);
+        lock(&self.acked).remove(name);
     }
 
     /// The one-line health status.
@@ -89,11 +157,11 @@ impl<S: SecretSink, A: Source> Ctx<S, A> {
         lock(&self.leases).get(name).cloned()
     }
 
-    fn update<R>(&self, name: &SecretName, f: impl FnOnce(&mut Lease) -> R) -> R {
+    pub(crate) fn update<R>(&self, name: &SecretName, f: impl FnOnce(&mut Lease) -> R) -> R {
         f(lock(&self.leases).entry(name.clone()).or_default())
     }
 
-    fn wipe(&self, name: &SecretName, why: &str) {
+    pub(crate) fn wipe(&self, name: &SecretName, why: &str) {
         let version = lock(&self.leases).get(name).and_then(|l| l.version);
         let shown = version.map(|v| format!("{name} v{v}")).unwrap_or_else(|| name.to_string());
         let mut sink = lock(&self.sink);
@@ -124,122 +192,12 @@ impl<S: SecretSink, A: Source> Ctx<S, A> {
     }
 }
 
-/// Runs until `shutdown` completes, then stops every task and wipes every
-/// file written. `requested: None` means "every granted secret".
-pub async fn run<S: SecretSink, A: Source>(
-    ctx: Arc<Ctx<S, A>>,
-    requested: Option<Vec<SecretName>>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut workers = Workers::default();
-    match requested {
-        Some(names) => {
-            for name in names {
-                workers.spawn(&ctx, name);
-            }
-            shutdown.await;
-        }
-        None => discover(&ctx, &mut workers, shutdown).await,
-    }
-    workers.stop_all().await;
-    ctx.wipe_all("shutting down");
-}
-
-struct Worker {
-    handle: JoinHandle<()>,
-    kick: Arc<Notify>,
-}
-
-#[derive(Default)]
-struct Workers(BTreeMap<SecretName, Worker>);
-
-impl Workers {
-    fn spawn<S: SecretSink, A: Source>(&mut self, ctx: &Arc<Ctx<S, A>>, name: SecretName) {
-        ctx.update(&name, |_| ());
-        let kick = Arc::new(Notify::new());
-        let handle = tokio::spawn(secret_task(ctx.clone(), name.clone(), kick.clone()));
-        self.0.insert(name, Worker { handle, kick });
-    }
-
-    async fn stop(&mut self, name: &SecretName) {
-        if let Some(w) = self.0.remove(name) {
-            w.handle.abort();
-            let _ = w.handle.await;
-        }
-    }
-
-    async fn stop_all(&mut self) {
-        let names: Vec<_> = self.0.keys().cloned().collect();
-        for name in names {
-            self.stop(&name).await;
-        }
-    }
-}
-
-/// Follows `GET /v1/secrets`: starts tasks for new grants, stops and wipes
-/// revoked ones, and nudges a task at once when its version changed.
-async fn discover<S: SecretSink, A: Source>(
-    ctx: &Arc<Ctx<S, A>>,
-    workers: &mut Workers,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut rng = fastrand::Rng::new();
-    let (mut next, mut failures) = (Instant::now(), 0u32);
-    loop {
-        let listed = tokio::select! {
-            () = &mut shutdown => return,
-            r = async { sleep_until(next).await; ctx.agent.list(lease::FETCH_TIMEOUT).await } => r,
-        };
-        let now = Instant::now();
-        match listed {
-            Ok(list) => {
-                failures = 0;
-                *lock(&ctx.discovery) = Discovery::Done;
-                reconcile(ctx, workers, &list).await;
-                next = now + discovery_interval(&list, &mut rng);
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let wait = lease::backoff(failures, lease::BACKOFF_MAX);
-                tracing::warn!("listing granted secrets failed: {e}; retrying in {wait:?}");
-                next = now + wait;
-            }
-        }
-    }
-}
-
-async fn reconcile<S: SecretSink, A: Source>(
-    ctx: &Arc<Ctx<S, A>>,
-    workers: &mut Workers,
-    list: &[GrantedSecret],
-) {
-    let granted: BTreeMap<&SecretName, u64> = list.iter().map(|g| (&g.name, g.version)).collect();
-    let revoked: Vec<SecretName> = workers.0.keys().filter(|n| !granted.contains_key(n)).cloned().collect();
-    for name in revoked {
-        workers.stop(&name).await;
-        ctx.wipe(&name, "no longer granted");
-        lock(&ctx.leases).remove(&name);
-    }
-    for (name, version) in granted {
-        match workers.0.get(name) {
-            None => workers.spawn(ctx, name.clone()),
-            Some(w) if ctx.lease(name).is_some_and(|l| l.version != Some(version)) => w.kick.notify_one(),
-            Some(_) => {}
-        }
-    }
-}
-
-fn discovery_interval(list: &[GrantedSecret], rng: &mut fastrand::Rng) -> Duration {
-    let shortest = list.iter().map(|g| Duration::from_millis(g.ttl_ms)).min();
-    match shortest {
-        Some(ttl) => lease::renew_after(ttl, rng).min(DISCOVERY_MAX),
-        None => DISCOVERY_EMPTY,
-    }
-}
-
 /// Keeps one secret on disk for as long as its lease holds.
-async fn secret_task<S: SecretSink, A: Source>(ctx: Arc<Ctx<S, A>>, name: SecretName, kick: Arc<Notify>) {
+pub(crate) async fn secret_task<S: SecretSink, A: Source>(
+    ctx: Arc<Ctx<S, A>>,
+    name: SecretName,
+    kick: Arc<Notify>,
+) {
     let mut rng = fastrand::Rng::new();
     let mut next = Instant::now();
     loop {
@@ -260,9 +218,15 @@ async fn renew_once<S: SecretSink, A: Source>(
     let started = Instant::now();
     ctx.expire_if_due(name, started);
     let timeout = ctx.update(name, |l| l.fetch_timeout(started));
+    let epoch = ctx.epoch(name);
     let result = ctx.agent.fetch(name, timeout).await;
     let now = Instant::now();
     let next = match result {
+        Ok(_) if ctx.epoch(name) != epoch => {
+            // Revoked while the fetch was in flight: what it brought is stale.
+            tracing::info!("not writing {name}: the controller revoked it during the fetch");
+            now + lease::BACKOFF_START
+        }
         Ok(fetched) => stored(ctx, name, started, fetched, rng),
         Err(e) => match e.refusal_code() {
             Some(code) => {
@@ -297,6 +261,8 @@ fn stored<S: SecretSink, A: Source>(
 ) -> Instant {
     warn_once_if_unlocked();
     let Fetched { value, version, ttl } = fetched;
+    // The version on disk before this store, if the file was ours and live.
+    let before = ctx.lease(name).filter(|l| l.phase == Phase::Live).and_then(|l| l.version);
     let result = {
         let mut sink = lock(&ctx.sink);
         sink.store(name, version, &value).map(|s| (s, sink.describe(name)))
@@ -312,6 +278,12 @@ fn stored<S: SecretSink, A: Source>(
             tracing::info!("fetched {name} v{version} (lease {ttl:?}): {what}");
             let next = ctx.update(name, |l| l.renewed(started, version, ttl, rng));
             ctx.log_ready_once();
+            ctx.want_ack(name, version);
+            if outcome == Stored::Written && before.is_some_and(|b| b != version) {
+                if let Some(tx) = ctx.changes.get() {
+                    let _ = tx.send(Changed { name: name.clone(), version });
+                }
+            }
             next
         }
         Err(e) => {
@@ -345,3 +317,7 @@ pub fn warn_once_if_unlocked() {
 #[cfg(test)]
 #[path = "run_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "push_tests.rs"]
+mod push_tests;

@@ -3,145 +3,10 @@
 //! be checked to the millisecond without waiting for them.
 
 use super::*;
-use crate::writer::WriteError;
-use seg_common::secret::SecretBytes;
+use crate::fakes::{FakeAgent, FakeSink};
+use crate::supervise::{run, Push};
 use std::time::Duration;
-
-#[derive(Default)]
-struct AgentState {
-    up: bool,
-    /// Requests hang until their timeout.
-    hang: bool,
-    /// name → (value, version, ttl_ms); absent = not granted.
-    secrets: BTreeMap<String, (Vec<u8>, u64, u64)>,
-    fetches: u32,
-}
-
-#[derive(Clone, Default)]
-struct FakeAgent(Arc<Mutex<AgentState>>);
-
-impl FakeAgent {
-    fn with(secrets: &[(&str, &[u8], u64, u64)]) -> FakeAgent {
-        let agent = FakeAgent::default();
-        {
-            let mut s = agent.0.lock().unwrap();
-            s.up = true;
-            for (n, v, ver, ttl) in secrets {
-                s.secrets.insert(n.to_string(), (v.to_vec(), *ver, *ttl));
-            }
-        }
-        agent
-    }
-    fn set_up(&self, up: bool) {
-        self.0.lock().unwrap().up = up;
-    }
-    fn set_hang(&self, hang: bool) {
-        self.0.lock().unwrap().hang = hang;
-    }
-    fn set(&self, name: &str, value: &[u8], version: u64, ttl_ms: u64) {
-        self.0.lock().unwrap().secrets.insert(name.into(), (value.to_vec(), version, ttl_ms));
-    }
-    fn revoke(&self, name: &str) {
-        self.0.lock().unwrap().secrets.remove(name);
-    }
-    fn fetches(&self) -> u32 {
-        self.0.lock().unwrap().fetches
-    }
-}
-
-fn down() -> AgentError {
-    AgentError::Protocol { what: "test".into(), detail: "agent is down".into() }
-}
-
-impl Source for FakeAgent {
-    async fn list(&self, _timeout: Duration) -> Result<Vec<GrantedSecret>, AgentError> {
-        let s = self.0.lock().unwrap();
-        if !s.up {
-            return Err(down());
-        }
-        let list = s.secrets.iter().map(|(n, (_, version, ttl_ms))| GrantedSecret {
-            name: SecretName::parse(n).unwrap(),
-            version: *version,
-            ttl_ms: *ttl_ms,
-        });
-        Ok(list.collect())
-    }
-
-    async fn fetch(&self, name: &SecretName, timeout: Duration) -> Result<Fetched, AgentError> {
-        let hang = self.0.lock().unwrap().hang;
-        if hang {
-            tokio::time::sleep(timeout).await;
-            return Err(down());
-        }
-        let mut s = self.0.lock().unwrap();
-        s.fetches += 1;
-        if !s.up {
-            return Err(down());
-        }
-        match s.secrets.get(name.as_str()) {
-            Some((value, version, ttl)) => Ok(Fetched {
-                value: SecretBytes::from_slice(value),
-                version: *version,
-                ttl: Duration::from_millis(*ttl),
-            }),
-            None => Err(AgentError::Refused {
-                what: name.to_string(),
-                status: 403,
-                code: "not_granted".into(),
-                message: "not granted".into(),
-            }),
-        }
-    }
-}
-
-#[derive(Default)]
-struct SinkState {
-    /// name → (version, value) of what is "on disk".
-    files: BTreeMap<SecretName, (u64, Vec<u8>)>,
-    /// Writes and wipes, in order.
-    log: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct FakeSink(Arc<Mutex<SinkState>>);
-
-impl FakeSink {
-    fn on_disk(&self, name: &str) -> Option<(u64, Vec<u8>)> {
-        self.0.lock().unwrap().files.get(&SecretName::parse(name).unwrap()).cloned()
-    }
-    fn log(&self) -> Vec<String> {
-        self.0.lock().unwrap().log.clone()
-    }
-}
-
-impl SecretSink for FakeSink {
-    fn store(&mut self, name: &SecretName, version: u64, value: &SecretBytes) -> Result<Stored, WriteError> {
-        let mut g = self.0.lock().unwrap();
-        if g.files.get(name).is_some_and(|(_, v)| v == value.expose()) {
-            return Ok(Stored::Unchanged);
-        }
-        g.files.insert(name.clone(), (version, value.expose().to_vec()));
-        g.log.push(format!("write {name} v{version}"));
-        Ok(Stored::Written)
-    }
-    fn wipe(&mut self, name: &SecretName) -> Result<bool, WriteError> {
-        let mut g = self.0.lock().unwrap();
-        let had = g.files.remove(name).is_some();
-        if had {
-            g.log.push(format!("wipe {name}"));
-        }
-        Ok(had)
-    }
-    fn is_on_disk(&self, name: &SecretName) -> bool {
-        self.0.lock().unwrap().files.contains_key(name)
-    }
-    fn written(&self) -> Vec<SecretName> {
-        self.0.lock().unwrap().files.keys().cloned().collect()
-    }
-    fn describe(&self, name: &SecretName) -> String {
-        format!("fake/{name}")
-    }
-}
+use tokio::task::JoinHandle;
 
 fn name(s: &str) -> SecretName {
     SecretName::parse(s).unwrap()
@@ -156,7 +21,7 @@ fn start(
 ) -> (Arc<Ctx<FakeSink, FakeAgent>>, Stop, JoinHandle<()>) {
     let ctx = Ctx::new(sink.clone(), agent.clone(), requested.is_none());
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let handle = tokio::spawn(run(ctx.clone(), requested, async move {
+    let handle = tokio::spawn(run(ctx.clone(), requested, Push::default(), async move {
         let _ = stopped.await;
     }));
     (ctx, stop, handle)

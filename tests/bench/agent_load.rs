@@ -112,7 +112,8 @@ async fn exchange(stream: &mut UnixStream, request: &[u8], buf: &mut [u8]) -> st
         .unwrap_or(0);
     let mut have = filled - head_end;
     while have < len {
-        let n = stream.read(&mut buf[..(len - have).min(buf.len())]).await?;
+        let want = (len - have).min(buf.len());
+        let n = stream.read(&mut buf[..want]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

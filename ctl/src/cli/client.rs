@@ -31,7 +31,11 @@ impl AdminClient {
     }
 
     async fn send(&self, req: &Request<'_>, max_body: usize) -> Result<Response> {
-        let resp = uds_http::send(&self.socket, req, TIMEOUT, max_body).await.map_err(|e| self.explain(e))?;
+        self.send_within(req, max_body, TIMEOUT).await
+    }
+
+    async fn send_within(&self, req: &Request<'_>, max_body: usize, timeout: Duration) -> Result<Response> {
+        let resp = uds_http::send(&self.socket, req, timeout, max_body).await.map_err(|e| self.explain(e))?;
         if resp.is_success() {
             return Ok(resp);
         }
@@ -77,10 +81,27 @@ impl AdminClient {
 
     /// Sends a secret value as the raw body of a PUT.
     pub async fn put_value<T: DeserializeOwned>(&self, path: &str, value: &SecretBytes) -> Result<T> {
-        let req =
-            Request { method: "PUT", path, content_type: "application/octet-stream", body: value.expose() };
-        let resp = self.send(&req, MAX_JSON).await?;
-        resp.json().context("unexpected answer from the controller to a PUT")
+        self.send_value("PUT", path, value).await
+    }
+
+    /// Sends a secret value as the raw body of a request. Allows for a
+    /// pre-rotate hook that takes up to its 10-minute limit.
+    pub async fn send_value<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        value: &SecretBytes,
+    ) -> Result<T> {
+        let req = Request { method, path, content_type: "application/octet-stream", body: value.expose() };
+        let timeout = Duration::from_millis(seg_common::api::MAX_HOOK_TIMEOUT_MS) + TIMEOUT;
+        let resp = self.send_within(&req, MAX_JSON, timeout).await?;
+        resp.json().with_context(|| format!("unexpected answer from the controller to {method} {path}"))
+    }
+
+    /// A GET that may take up to `timeout` (a status request that waits).
+    pub async fn get_within<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T> {
+        let resp = self.send_within(&Request::get(path), MAX_JSON, timeout).await?;
+        resp.json().with_context(|| format!("unexpected answer from the controller to GET {path}"))
     }
 
     /// Reads a secret value; returns it with its version.

@@ -3,14 +3,19 @@
 //!
 //! - [`node`]: `segctl node run` (the controller itself).
 //! - [`status`]: `segctl status`.
-//! - [`secret`]: `segctl secret put|ls|get|rm|grant|revoke|ttl`.
+//! - [`secret`]: `segctl secret put|ls|get|rm|grant|revoke|ttl|rotate|status|hook`
+//!   ([`rotation`] holds the last three).
 //!
 //! Admin commands talk to `<run-dir>/admin.sock` through [`client`].
 
 pub mod client;
 pub mod duration;
+pub mod icc;
 pub mod input;
+pub mod net;
 pub mod node;
+pub mod policy;
+pub mod rotation;
 pub mod secret;
 pub mod status;
 

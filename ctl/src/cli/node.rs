@@ -29,6 +29,27 @@ pub struct RunArgs {
     /// `segctl=debug` (debug includes each access-log line).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+    /// Watch streams one container may hold open at once.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_watches_per_container: u32,
+    /// Watch streams open at once, in total.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watches: u32,
+    /// Agent-socket connections one container may hold open at once.
+    #[arg(long, default_value_t = crate::node::server::DEFAULT_CONNS_PER_CONTAINER as u32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_conns_per_container: u32,
+    /// How often the live firewall rules are re-read and repaired (e.g. 30s, 1s).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_interval)]
+    pub resync_interval: std::time::Duration,
+}
+
+fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
+    let ms = super::duration::parse_ms(raw).map_err(|e| e.to_string())?;
+    if ms < 100 {
+        return Err("--resync-interval must be at least 100ms".into());
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 pub async fn run(cmd: NodeCmd) -> Result<()> {
@@ -53,6 +74,13 @@ async fn run_node(args: RunArgs) -> Result<()> {
         run_dir: args.run_dir,
         docker_socket: args.docker_socket,
         access_log: args.access_log,
+        watch_limits: node::watch::WatchLimits {
+            per_container: args.max_watches_per_container as usize,
+            total: args.max_watches as usize,
+            ..Default::default()
+        },
+        conns_per_container: args.max_conns_per_container as usize,
+        resync_interval: args.resync_interval,
     };
     node::run(opts).await.context("cannot start the seg controller")
 }

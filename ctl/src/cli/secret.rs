@@ -1,10 +1,12 @@
 //! `segctl secret …`: manage secrets on the controller. Values never reach
 //! argv, the environment or the terminal by accident: they come from a
 //! file, stdin or the random generator, and `get` refuses a TTY stdout.
+//! `rotate`, `status` and `hook` are implemented in [`super::rotation`].
 
 use super::client::method::{DELETE, POST, PUT};
 use super::client::AdminClient;
 use super::duration::{format_ms, parse_ttl};
+use super::rotation::{self, parse_grace, parse_hook_timeout, parse_wait, HookArgs, RotateOpts};
 use super::{input, AdminOpts, Output};
 use crate::node::admin::ChangeResult;
 use anyhow::{bail, Context, Result};
@@ -83,6 +85,70 @@ pub enum SecretCmd {
         #[arg(value_name = "DURATION", value_parser = parse_ttl)]
         ttl: u64,
     },
+    /// Store a new version and push it to every running consumer now (after
+    /// the pre-rotate hook, if any, accepted it).
+    #[command(group(ArgGroup::new("source").required(true).args(["from_file", "from_stdin", "generate"])))]
+    Rotate {
+        /// Secret name (it must exist; create it with `put`).
+        name: SecretName,
+        /// Read the new value from this file (at most 512 KiB).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// Read the new value from standard input, until EOF.
+        #[arg(long)]
+        from_stdin: bool,
+        /// Generate a random value of N characters from [A-Za-z0-9].
+        #[arg(long, value_name = "N")]
+        generate: Option<usize>,
+        /// Lease TTL for readers, e.g. 5m [default: keep].
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// The longest the previous version stays readable, e.g. 0s, 5m; it
+        /// ends sooner once every consumer has the new version [default: 10m].
+        #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+        grace: Option<u64>,
+        /// Return only when every consumer has the new version on disk; exit
+        /// 1 naming those that do not by the timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits [default: 30s].
+        #[arg(long, value_name = "DURATION", value_parser = parse_wait, requires = "wait")]
+        timeout: Option<u64>,
+    },
+    /// Show every consumer of a secret: container, service, the version it
+    /// has on disk and when it said so.
+    Status {
+        /// Secret name.
+        name: SecretName,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show or set the rotation hooks of a secret (commands run on this host).
+    Hook {
+        /// Secret name.
+        name: SecretName,
+        /// Run CMD (`sh -c`) before a rotation is distributed, with the new
+        /// value on stdin; a failure or timeout aborts the rotation.
+        #[arg(long, value_name = "CMD")]
+        pre_rotate: Option<String>,
+        /// Run CMD when a sidecar declaring SEG_ON_ROTATE=command reports
+        /// that the secret changed on its disk (event JSON on stdin, no value).
+        #[arg(long, value_name = "CMD")]
+        post_rotate: Option<String>,
+        /// Time limit of the hook(s) set by this command, 100ms..10m [default: 30s].
+        #[arg(long, value_name = "DURATION", value_parser = parse_hook_timeout)]
+        timeout: Option<u64>,
+        /// Remove the pre-rotate hook.
+        #[arg(long, conflicts_with = "pre_rotate")]
+        no_pre_rotate: bool,
+        /// Remove the post-rotate hook.
+        #[arg(long, conflicts_with = "post_rotate")]
+        no_post_rotate: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 pub fn parse_target(raw: &str) -> Result<GrantTarget, String> {
@@ -131,6 +197,17 @@ pub async fn run(args: SecretArgs) -> Result<()> {
             let body = TtlRequest { ttl_ms: ttl };
             change(&client, PUT, &name, "/ttl", Some(&body), "cannot change the lease TTL of").await?;
             println!("{name}: lease TTL is now {}", format_ms(ttl));
+        }
+        SecretCmd::Rotate { name, from_file, from_stdin, generate, ttl, grace, wait, timeout } => {
+            let value = read_value(from_file, from_stdin, generate)?;
+            let wait_ms = wait.then(|| timeout.unwrap_or(rotation::DEFAULT_WAIT_MS));
+            rotation::rotate(&client, &name, &value, RotateOpts { ttl_ms: ttl, grace_ms: grace, wait_ms })
+                .await?;
+        }
+        SecretCmd::Status { name, output } => rotation::status(&client, &name, output).await?,
+        SecretCmd::Hook { name, pre_rotate, post_rotate, timeout, no_pre_rotate, no_post_rotate, output } => {
+            let a = HookArgs { pre_rotate, post_rotate, timeout_ms: timeout, no_pre_rotate, no_post_rotate };
+            rotation::hook(&client, &name, a, output).await?;
         }
     }
     Ok(())

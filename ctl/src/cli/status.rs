@@ -30,7 +30,7 @@ pub fn render(r: &StatusReport) -> String {
         ("store", format!("{}, {} secret(s), {}", r.store, r.secrets, r.state_dir)),
         ("docker", r.docker.clone()),
         ("admin socket", r.admin_socket.clone()),
-        ("agent socket", r.agent_socket.clone()),
+        ("agent socket", format!("{} ({} watch stream(s) open)", r.agent_socket, r.watches)),
         ("access log", r.access_log.clone()),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
@@ -53,10 +53,12 @@ mod tests {
             access_log: "/var/lib/seg/access.log".into(),
             secrets: 2,
             docker: "ok (API 1.41)".into(),
+            watches: 3,
         };
         let text = render(&r);
         assert_eq!(text.lines().count(), 6);
         assert!(text.contains("controller    segctl 0.1.0, pid 7, up 1m15s"), "{text}");
         assert!(text.contains("docker        ok (API 1.41)"), "{text}");
+        assert!(text.contains("agent.sock (3 watch stream(s) open)"), "{text}");
     }
 }

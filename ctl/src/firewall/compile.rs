@@ -21,14 +21,16 @@
 //! never accepts). ICC-off is dispatched by destination like the rest, so a
 //! policy allow is decided before — and instead of — the ICC drop.
 
+use super::cache::Groups;
 use super::inventory::ServiceId;
 use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
 use super::plan::Plan;
 use super::ports::PortSet;
 use super::ruleset::{Ruleset, Table};
 use super::trie::{self, Action, Dir, TrieSpec};
+use super::HostSettings;
 use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 pub use super::inventory::Inventory;
@@ -37,22 +39,74 @@ pub use super::inventory::Inventory;
 /// every container (not only the protected ones): an address on a guarded
 /// network that it does not list is dropped.
 pub fn compile(policies: &[Policy], inventory: &Inventory) -> Ruleset {
-    let plan = Plan::new(policies, inventory);
-    Ruleset { v4: Builder::new(&plan, Family::V4).build(), v6: Builder::new(&plan, Family::V6).build() }
+    compile_with(policies, inventory, &HostSettings::default())
 }
 
-struct Builder<'p, 'a> {
-    plan: &'p Plan<'a>,
-    family: Family,
+/// [`compile`] with the host's own settings (ICC off on `docker0`).
+pub fn compile_with(policies: &[Policy], inventory: &Inventory, host: &HostSettings) -> Ruleset {
+    let plan = Plan::new(policies, inventory, host);
+    Ruleset {
+        v4: Builder::new(&plan, Family::V4, None).build(),
+        v6: Builder::new(&plan, Family::V6, None).build(),
+    }
+}
+
+pub(super) struct Builder<'p, 'a, 'c> {
+    pub(super) plan: &'p Plan<'a>,
+    pub(super) family: Family,
     chains: BTreeMap<String, Vec<String>>,
+    /// Service chain groups built last time ([`super::CompileCache`]), and
+    /// the ones built or reused this time (which replace them at the end).
+    cache: Option<&'c mut Groups>,
+    fresh: Groups,
+    /// The chains of the group being built, when caching.
+    recording: Option<Vec<(String, Vec<String>)>>,
+    /// Service chains already built, by kind and service (one per service,
+    /// however many containers dispatch to it).
+    built: HashMap<(&'static str, &'a ServiceId), String>,
 }
 
-impl<'p, 'a> Builder<'p, 'a> {
-    fn new(plan: &'p Plan<'a>, family: Family) -> Self {
-        Builder { plan, family, chains: BTreeMap::new() }
+impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
+    pub(super) fn new(plan: &'p Plan<'a>, family: Family, cache: Option<&'c mut Groups>) -> Self {
+        Builder {
+            plan,
+            family,
+            chains: BTreeMap::new(),
+            cache,
+            fresh: Groups::default(),
+            recording: None,
+            built: HashMap::new(),
+        }
     }
 
-    fn build(mut self) -> Table {
+    /// Builds one service's chains, or reuses last time's when their inputs
+    /// hash the same (`fingerprint`; `None`: no cache).
+    fn group(&mut self, name: &str, fingerprint: Option<u64>, build: impl FnOnce(&mut Self)) {
+        let Some(fp) = fingerprint else { return build(self) };
+        let old = self.cache.as_deref_mut().and_then(|c| c.groups.remove(name));
+        if let Some((old_fp, chains)) = old.filter(|(old_fp, _)| *old_fp == fp) {
+            debug_assert_eq!(old_fp, fp);
+            for (n, rules) in &chains {
+                self.chains.insert(n.clone(), rules.clone());
+            }
+            self.fresh.groups.insert(name.to_string(), (fp, chains));
+            return;
+        }
+        let outer = self.recording.replace(Vec::new());
+        build(self);
+        let produced = std::mem::replace(&mut self.recording, outer).unwrap_or_default();
+        self.fresh.groups.insert(name.to_string(), (fp, produced));
+    }
+
+    /// Every chain goes in through here (so a group being built records it).
+    fn insert(&mut self, name: String, rules: Vec<String>) {
+        if let Some(group) = self.recording.as_mut() {
+            group.push((name.clone(), rules.clone()));
+        }
+        self.chains.insert(name, rules);
+    }
+
+    pub(super) fn build(mut self) -> Table {
         let egress = self.dispatch(Dir::Src);
         let ingress = self.dispatch(Dir::Dst);
         if egress.is_empty() && ingress.is_empty() {
@@ -67,15 +121,22 @@ impl<'p, 'a> Builder<'p, 'a> {
             let letter = if dir == Dir::Src { "E" } else { "I" };
             let node_prefix = format!("SEG-{letter}{tag}-");
             let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
-            self.add(trie::build(&spec, entries.into_iter().collect()));
+            let memo = self.cache.as_deref_mut().map(|c| c.trees.entry(root.to_string()).or_default());
+            let chains = trie::build_memo(&spec, entries.into_iter().collect(), memo);
+            self.add(chains);
             top.push(format!("-j {root}"));
         }
         self.chains.insert(TOP.to_string(), top);
+        if let Some(cache) = self.cache.take() {
+            cache.groups = std::mem::take(&mut self.fresh.groups);
+        }
         Table { chains: self.chains, hooks: None }
     }
 
     fn add(&mut self, chains: Vec<(String, Vec<String>)>) {
-        self.chains.extend(chains);
+        for (name, rules) in chains {
+            self.insert(name, rules);
+        }
     }
 
     /// The keys of the top-level dispatch on source (egress) or destination
@@ -90,6 +151,15 @@ impl<'p, 'a> Builder<'p, 'a> {
         };
         for subnet in self.plan.guarded_subnets(self.family) {
             put(&mut keys, subnet, Action::Drop);
+        }
+        if dir == Dir::Dst {
+            // An address on a host ICC-off network that no container claims
+            // (yet) still gets the ICC check: no window after a start.
+            for (network, subnet) in self.plan.icc_only_subnets(self.family) {
+                if let Some(chain) = self.icc_chain(&network) {
+                    put(&mut keys, subnet, Action::Goto(chain));
+                }
+            }
         }
         let plan = self.plan;
         for c in &plan.inv.containers {
@@ -119,12 +189,18 @@ impl<'p, 'a> Builder<'p, 'a> {
     }
 
     /// `SEG-IN-<svc>`: who may reach the service, on which ports.
-    fn service_ingress(&mut self, id: &ServiceId) -> String {
-        let name = service_chain("IN", id);
-        if self.chains.contains_key(&name) {
-            return name;
+    fn service_ingress(&mut self, id: &'a ServiceId) -> String {
+        if let Some(name) = self.built.get(&("IN", id)) {
+            return name.clone();
         }
-        self.chains.insert(name.clone(), Vec::new()); // reserve: members share it
+        let name = service_chain("IN", id);
+        let fp = self.cache.is_some().then(|| self.ingress_fingerprint(id));
+        self.group(&name, fp, |b| b.build_ingress(id, &name));
+        self.built.insert(("IN", id), name.clone());
+        name
+    }
+
+    fn build_ingress(&mut self, id: &ServiceId, name: &str) {
         let (policy, spec) = self.plan.specs[id];
         let Ingress::Allow(rules) = &spec.ingress else {
             unreachable!("only protected services get a chain")
@@ -149,19 +225,25 @@ impl<'p, 'a> Builder<'p, 'a> {
         };
         let entries =
             inherit_ports(&sources).into_iter().map(|(key, ports)| (key, self.port_action(&ports))).collect();
-        let node_prefix = owned_prefix(&name);
+        let node_prefix = owned_prefix(name);
         let spec =
-            TrieSpec { root: &name, node_prefix: &node_prefix, dir: Dir::Src, fallback: Some(fallback) };
+            TrieSpec { root: name, node_prefix: &node_prefix, dir: Dir::Src, fallback: Some(fallback) };
         self.add(trie::build(&spec, entries));
-        name
     }
 
     /// `SEG-OUT-<svc>`: where the service may connect to.
-    fn service_egress(&mut self, id: &ServiceId) -> String {
-        let name = service_chain("OUT", id);
-        if self.chains.contains_key(&name) {
-            return name;
+    fn service_egress(&mut self, id: &'a ServiceId) -> String {
+        if let Some(name) = self.built.get(&("OUT", id)) {
+            return name.clone();
         }
+        let name = service_chain("OUT", id);
+        let fp = self.cache.is_some().then(|| self.egress_fingerprint(id));
+        self.group(&name, fp, |b| b.build_egress(id, &name));
+        self.built.insert(("OUT", id), name.clone());
+        name
+    }
+
+    fn build_egress(&mut self, id: &ServiceId, name: &str) {
         let (policy, spec) = self.plan.specs[id];
         let Egress::Allow(peers) = &spec.egress else { unreachable!("only restricted services get a chain") };
         let entries: Vec<(Cidr, Action)> = peers
@@ -169,11 +251,10 @@ impl<'p, 'a> Builder<'p, 'a> {
             .flat_map(|p| self.plan.peer_keys(policy, p, self.family))
             .map(|key| (key, Action::Return))
             .collect();
-        let node_prefix = owned_prefix(&name);
+        let node_prefix = owned_prefix(name);
         let spec =
-            TrieSpec { root: &name, node_prefix: &node_prefix, dir: Dir::Dst, fallback: Some(Action::Drop) };
+            TrieSpec { root: name, node_prefix: &node_prefix, dir: Dir::Dst, fallback: Some(Action::Drop) };
         self.add(trie::build(&spec, entries));
-        name
     }
 
     /// `SEG-P-<hash>`: the allowed ports, shared by every source and service
@@ -185,7 +266,7 @@ impl<'p, 'a> Builder<'p, 'a> {
         let name = format!("SEG-P-{}", super::naming::hash_hex(&ports.key(), 12));
         let mut rules: Vec<String> = ports.matches().into_iter().map(|m| format!("{m} -j RETURN")).collect();
         rules.push("-j DROP".to_string());
-        self.chains.insert(name.clone(), rules);
+        self.insert(name.clone(), rules);
         Action::Goto(name)
     }
 
@@ -194,7 +275,7 @@ impl<'p, 'a> Builder<'p, 'a> {
     /// the world. `None` when no published port is allowed.
     fn world_chain(&mut self, id: &ServiceId, allowed: &PortSet) -> Option<String> {
         let mut accepts = Vec::new();
-        for c in self.plan.inv.members(id) {
+        for c in self.plan.members(id) {
             for p in c.published.iter().filter(|p| allowed.allows(p.proto, p.container_port)) {
                 let orig = match p.host_ip.filter(|h| !h.is_unspecified()) {
                     Some(h) if family_of(h) != self.family => continue,
@@ -223,7 +304,7 @@ impl<'p, 'a> Builder<'p, 'a> {
         rules.extend(accepts);
         rules.push("-j DROP".to_string());
         let name = service_chain("W", id);
-        self.chains.insert(name.clone(), rules);
+        self.insert(name.clone(), rules);
         Some(name)
     }
 
@@ -231,7 +312,7 @@ impl<'p, 'a> Builder<'p, 'a> {
     fn icc_chain(&mut self, network: &str) -> Option<String> {
         let bridge = self.plan.inv.network(network)?.bridge.clone()?;
         let name = format!("SEG-ICC-{bridge}");
-        self.chains.insert(name.clone(), vec![format!("-i {bridge} -o {bridge} -j DROP")]);
+        self.insert(name.clone(), vec![format!("-i {bridge} -o {bridge} -j DROP")]);
         Some(name)
     }
 }

@@ -72,7 +72,7 @@ impl Endpoint {
 }
 
 /// A published port: Docker DNATs `host_ip:host_port` to the container's port.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublishedPort {
     pub proto: Proto,
     pub container_port: u16,

@@ -11,6 +11,7 @@
 //! Rules stay when the controller stops (fail closed): nothing here removes
 //! seg's chains except a ruleset that no longer needs them.
 
+mod cache;
 mod check;
 mod compile;
 mod fake;
@@ -26,8 +27,9 @@ pub mod sim;
 pub mod synth;
 mod trie;
 
+pub use cache::{compile_cached, CompileCache};
 pub use check::{check, Decision, Endpoint};
-pub use compile::{compile, validate_set};
+pub use compile::{compile, compile_with, validate_set};
 pub use fake::FakeFirewall;
 pub use inventory::{
     bridge_name, identity_from_labels, inventory_from, Container, ContainerFacts, Endpoint as NetEndpoint,
@@ -38,6 +40,16 @@ pub use ruleset::{Hooks, Ruleset, Table};
 pub use trie::FLAT_MAX;
 
 use crate::policy::Family;
+use std::collections::BTreeSet;
+
+/// Settings of the host that shape the rules besides the policies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSettings {
+    /// Docker networks (by name, e.g. `bridge` for docker0) on which
+    /// containers reach each other only where a policy allows — the
+    /// controller's `segctl icc disable`, effective at once.
+    pub icc_off: BTreeSet<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -105,5 +117,7 @@ pub fn apply(fw: &mut dyn Firewall, desired: &Ruleset) -> Result<ApplyReport, Fi
     Ok(report)
 }
 
+#[cfg(test)]
+mod host_tests;
 #[cfg(test)]
 mod tests;

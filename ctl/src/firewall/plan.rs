@@ -1,7 +1,8 @@
 //! Policies resolved against the inventory: which services are named, which
 //! addresses a reference stands for, which networks are guarded or ICC-off.
 
-use super::inventory::{Inventory, ServiceId};
+use super::inventory::{Container, Inventory, ServiceId};
+use super::HostSettings;
 use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,12 +20,18 @@ pub(crate) struct Plan<'a> {
     /// the networks policies declare. A container started since the last
     /// reconcile is cut off until the next one accounts for it (fail closed).
     pub guarded: BTreeSet<String>,
+    /// ICC-off networks that are not guarded (the host's own setting, e.g.
+    /// docker0): every address on them, known or not, gets the ICC check.
+    pub icc_only: BTreeSet<String>,
+    /// The containers of each service, looked up once (compiling 1,000
+    /// services must not scan every container per reference).
+    members: BTreeMap<&'a ServiceId, Vec<&'a Container>>,
 }
 
 impl<'a> Plan<'a> {
-    pub fn new(policies: &'a [Policy], inv: &'a Inventory) -> Plan<'a> {
+    pub fn new(policies: &'a [Policy], inv: &'a Inventory, host: &HostSettings) -> Plan<'a> {
         let mut specs = BTreeMap::new();
-        let mut icc_off = BTreeSet::new();
+        let mut icc_off: BTreeSet<String> = BTreeSet::new();
         let mut guarded = BTreeSet::new();
         for policy in policies {
             for (key, spec) in &policy.services {
@@ -40,12 +47,23 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+        let mut members: BTreeMap<&ServiceId, Vec<&Container>> = BTreeMap::new();
         for c in &inv.containers {
-            if c.service.as_ref().is_some_and(|id| specs.contains_key(id)) {
+            let Some(id) = c.service.as_ref() else { continue };
+            members.entry(id).or_default().push(c);
+            if specs.contains_key(id) {
                 guarded.extend(c.endpoints.iter().map(|e| e.network.clone()));
             }
         }
-        Plan { inv, specs, icc_off, guarded }
+        let host_off = host.icc_off.iter().filter(|n| inv.network(n).is_some());
+        let icc_only = host_off.filter(|n| !guarded.contains(*n)).cloned().collect();
+        icc_off.extend(host.icc_off.iter().cloned());
+        Plan { inv, specs, icc_off, guarded, icc_only, members }
+    }
+
+    /// The containers of a service, in inventory order.
+    pub fn members(&self, id: &ServiceId) -> impl Iterator<Item = &'a Container> + '_ {
+        self.members.get(id).into_iter().flatten().copied()
     }
 
     /// Services whose ingress is restricted.
@@ -60,7 +78,6 @@ impl<'a> Plan<'a> {
     /// Every address of a service's containers in one family.
     pub fn addrs(&self, id: &ServiceId, family: Family) -> Vec<Cidr> {
         let mut out: Vec<Cidr> = self
-            .inv
             .members(id)
             .flat_map(|c| c.endpoints.iter().filter_map(move |e| e.ip(family)))
             .map(Cidr::host)
@@ -88,6 +105,13 @@ impl<'a> Plan<'a> {
     pub fn guarded_subnets(&self, family: Family) -> Vec<Cidr> {
         let nets = self.guarded.iter().filter_map(|n| self.inv.network(n));
         nets.flat_map(|n| n.subnets.iter().copied()).filter(|s| s.family() == family).collect()
+    }
+
+    /// Subnets of the ICC-only networks in one family.
+    pub fn icc_only_subnets(&self, family: Family) -> Vec<(String, Cidr)> {
+        let nets = self.icc_only.iter().filter_map(|n| self.inv.network(n));
+        let subnets = nets.flat_map(|n| n.subnets.iter().map(move |s| (n.name.clone(), *s)));
+        subnets.filter(|(_, s)| s.family() == family).collect()
     }
 
     /// Bridge devices of every network in the inventory (for "not from a container").

@@ -22,6 +22,11 @@ pub fn address(k: usize, s: usize, r: usize) -> Ipv4Addr {
 
 /// The policy of project `k`.
 pub fn policy(k: usize) -> Policy {
+    parse_policy(&policy_text(k), &format!("p{k}.yaml")).expect("synthetic policy is valid")
+}
+
+/// The policy of project `k`, as the YAML a user would write.
+pub fn policy_text(k: usize) -> String {
     let mut text = format!("version: 1\nproject: p{k}\nservices:\n");
     for s in 0..SERVICES_PER_PROJECT {
         let ingress = if s == 0 {
@@ -40,7 +45,7 @@ pub fn policy(k: usize) -> Policy {
         };
         text.push_str(&format!("  s{s}: {{ ingress: {ingress}, egress: {egress} }}\n"));
     }
-    parse_policy(&text, &format!("p{k}.yaml")).expect("synthetic policy is valid")
+    text
 }
 
 /// `projects` projects × 10 services × `replicas` containers (replicas ≤ 10).

@@ -18,6 +18,9 @@
 
 use super::naming::{fits, hash_hex};
 use crate::policy::Cidr;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// Subtrees with at most this many keys are one flat chain.
 pub const FLAT_MAX: usize = 8;
@@ -25,7 +28,7 @@ pub const FLAT_MAX: usize = 8;
 pub const STRIDE: u8 = 3;
 
 /// What a matching key does. All are terminal, so the first match wins.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// Back to the caller of the tree (the checks passed).
     Return,
@@ -77,48 +80,84 @@ struct Node {
     own: Option<Action>,
     children: Vec<Node>,
     keys: usize,
+    /// Of the prefix, the key and everything below: equal hashes, equal subtrees.
+    hash: u64,
 }
 
+/// `entries` are sorted, distinct and inside `prefix`. Sorted by address
+/// then length, a key equal to `prefix` comes first, and the keys below its
+/// 0 and 1 branches are two runs, so the recursion only slices (a dispatch
+/// tree holds every container: no copying per level).
 fn trie(prefix: Cidr, entries: &[(Cidr, Action)]) -> Node {
-    let own = entries.iter().find(|(c, _)| *c == prefix).map(|(_, a)| a.clone());
-    let rest: Vec<(Cidr, Action)> = entries.iter().filter(|(c, _)| *c != prefix).cloned().collect();
-    let (left, right): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(c, _)| !c.bit(prefix.prefix_len()));
+    let (own, rest) = match entries.split_first() {
+        Some(((c, a), rest)) if *c == prefix => (Some(a.clone()), rest),
+        _ => (None, entries),
+    };
+    let split = rest.partition_point(|(c, _)| !c.bit(prefix.prefix_len()));
+    let (left, right) = rest.split_at(split);
     let children: Vec<Node> = [left, right]
         .into_iter()
         .filter(|s| !s.is_empty())
-        .map(|side| trie(common_prefix(&side), &side))
+        .map(|side| trie(common_prefix(side), side))
         .collect();
     let keys = usize::from(own.is_some()) + children.iter().map(|c| c.keys).sum::<usize>();
-    Node { prefix, own, children, keys }
+    let mut h = DefaultHasher::new();
+    (prefix, &own).hash(&mut h);
+    children.iter().for_each(|c| c.hash.hash(&mut h));
+    Node { prefix, own, children, keys, hash: h.finish() }
+}
+
+/// The rules of a tree's chains from its last build, by chain name, with a
+/// hash of what each was made of: an unchanged chain is not formatted again.
+pub type Memo = HashMap<String, (u64, Vec<String>)>;
+
+struct Out<'m> {
+    chains: Vec<(String, Vec<String>)>,
+    /// Last build's chains (taken from as they are reused) and this build's.
+    memo: Option<(&'m mut Memo, Memo)>,
 }
 
 /// Builds the chains for `entries` (keys must be distinct and of one
 /// family). The root chain comes first; it exists even when there are no keys.
-pub fn build(spec: &TrieSpec, mut entries: Vec<(Cidr, Action)>) -> Vec<(String, Vec<String>)> {
+pub fn build(spec: &TrieSpec, entries: Vec<(Cidr, Action)>) -> Vec<(String, Vec<String>)> {
+    build_memo(spec, entries, None)
+}
+
+/// [`build`], reusing the rules of chains whose subtree did not change
+/// since the build that left `memo` (which then holds this build's).
+pub fn build_memo(
+    spec: &TrieSpec,
+    mut entries: Vec<(Cidr, Action)>,
+    memo: Option<&mut Memo>,
+) -> Vec<(String, Vec<String>)> {
     entries.sort();
     entries.dedup_by(|a, b| a.0 == b.0);
-    let mut out = Vec::new();
     if entries.is_empty() {
-        out.push((spec.root.to_string(), spec.fallback.iter().map(Action::target).collect()));
-        return out;
+        if let Some(m) = memo {
+            m.clear();
+        }
+        return vec![(spec.root.to_string(), spec.fallback.iter().map(Action::target).collect())];
     }
     let root = trie(common_prefix(&entries), &entries);
+    let mut out = Out { chains: Vec::new(), memo: memo.map(|m| (m, Memo::new())) };
     chain(spec, spec.root.to_string(), &root, true, spec.fallback.clone(), &mut out);
-    out
+    if let Some((old, new)) = out.memo {
+        *old = new;
+    }
+    out.chains
+}
+
+/// Where a rule of a chain leads: a key's action, or a child chain.
+enum To<'n> {
+    Key(&'n Action),
+    Chain(String),
 }
 
 /// One chain for `node`'s subtree. `is_root`: entered without having matched
 /// `node.prefix`. `default`: the action for a packet matching no key here.
-fn chain(
-    spec: &TrieSpec,
-    name: String,
-    node: &Node,
-    is_root: bool,
-    default: Option<Action>,
-    out: &mut Vec<(String, Vec<String>)>,
-) {
-    let slot = out.len();
-    out.push((name, Vec::new()));
+fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Option<Action>, out: &mut Out) {
+    let slot = out.chains.len();
+    out.chains.push((name, Vec::new()));
     // The chain covers the trie nodes of its own stride (bit positions
     // aligned to STRIDE), or its whole subtree when that is small. Where
     // chains start depends only on prefixes, not on how many keys sit
@@ -126,7 +165,7 @@ fn chain(
     let flat = node.keys <= FLAT_MAX;
     let stride = node.prefix.prefix_len() / STRIDE;
     let mut frontier: Vec<(&Node, Option<Action>)> = node.children.iter().map(|c| (c, None)).collect();
-    let mut inline: Vec<(Cidr, Action)> = Vec::new();
+    let mut rules: Vec<(u8, Cidr, To)> = Vec::new();
     while let Some(i) = frontier
         .iter()
         .position(|(n, _)| !n.children.is_empty() && (flat || n.prefix.prefix_len() / STRIDE == stride))
@@ -134,27 +173,56 @@ fn chain(
         let (n, inherited) = frontier.swap_remove(i);
         let below = n.own.clone().or(inherited);
         if let Some(own) = &n.own {
-            inline.push((n.prefix, own.clone()));
+            rules.push((n.prefix.prefix_len(), n.prefix, To::Key(own)));
         }
         frontier.extend(n.children.iter().map(|c| (c, below.clone())));
     }
-    let mut rules: Vec<(u8, Cidr, String)> = Vec::new();
     for (n, inherited) in frontier {
-        let target = if n.children.is_empty() {
-            n.own.clone().expect("a leaf is a key").target()
+        let to = if n.children.is_empty() {
+            To::Key(n.own.as_ref().expect("a leaf is a key"))
         } else {
             let child_name = node_name(spec.node_prefix, &n.prefix);
             let child_default = inherited.or_else(|| node.own.clone()).or_else(|| default.clone());
             chain(spec, child_name.clone(), n, false, child_default, out);
-            format!("-g {child_name}")
+            To::Chain(child_name)
         };
-        rules.push((n.prefix.prefix_len(), n.prefix, target));
+        rules.push((n.prefix.prefix_len(), n.prefix, to));
     }
-    rules.extend(inline.into_iter().map(|(c, a)| (c.prefix_len(), c, a.target())));
-    // Most specific first: in one chain that is longest-prefix match.
+    let mut h = DefaultHasher::new();
+    (node.hash, is_root, &default, spec.dir == Dir::Src).hash(&mut h);
+    let fp = h.finish();
+    let name = &out.chains[slot].0;
+    let reused = out.memo.as_mut().and_then(|(old, _)| old.remove(name)).filter(|(f, _)| *f == fp);
+    let lines = match reused {
+        Some((_, lines)) => lines,
+        None => lines(spec, node, is_root, &default, rules),
+    };
+    if let Some((_, new)) = out.memo.as_mut() {
+        new.insert(name.clone(), (fp, lines.clone()));
+    }
+    out.chains[slot].1 = lines;
+}
+
+/// The rules of one chain, most specific first (in one chain, that is
+/// longest-prefix match).
+fn lines(
+    spec: &TrieSpec,
+    node: &Node,
+    is_root: bool,
+    default: &Option<Action>,
+    mut rules: Vec<(u8, Cidr, To)>,
+) -> Vec<String> {
     rules.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut lines: Vec<String> =
-        rules.into_iter().map(|(_, c, t)| format!("{} {} {t}", spec.dir.flag(), c.to_iptables())).collect();
+    let mut lines: Vec<String> = rules
+        .into_iter()
+        .map(|(_, c, to)| {
+            let target = match to {
+                To::Key(a) => a.target(),
+                To::Chain(child) => format!("-g {child}"),
+            };
+            format!("{} {} {target}", spec.dir.flag(), c.to_iptables())
+        })
+        .collect();
     match (&node.own, is_root && node.prefix.prefix_len() > 0) {
         (Some(own), true) => {
             lines.push(format!("{} {} {}", spec.dir.flag(), node.prefix.to_iptables(), own.target()));
@@ -163,7 +231,7 @@ fn chain(
         (Some(own), false) => lines.push(own.target()),
         (None, _) => lines.extend(default.iter().map(Action::target)),
     }
-    out[slot].1 = lines;
+    lines
 }
 
 /// The longest prefix containing every key of `side` (non-empty).

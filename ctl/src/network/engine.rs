@@ -110,15 +110,22 @@ pub(super) fn create_request(spec: &NetworkSpec) -> NetworkCreateRequest {
         config: Some(vec![IpamConfig { subnet: Some(s.to_string()), ..Default::default() }]),
         options: None,
     });
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
     NetworkCreateRequest {
         name: spec.name.clone(),
         driver: Some("bridge".to_owned()),
         internal: Some(spec.internal),
         enable_ipv6: spec.subnet.map(|s| s.is_ipv6()).filter(|v6| *v6),
         ipam,
-        // Always explicit, so `docker network inspect` shows the choice.
-        options: Some(HashMap::from([(ICC_OPTION.to_owned(), spec.icc.to_string())])),
-        labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
+        // Only when off: docker-compose refuses to adopt a network whose
+        // driver options differ from its file's (none, usually).
+        options: Some(if spec.icc {
+            HashMap::new()
+        } else {
+            HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])
+        }),
+        labels: Some(labels),
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 //! the engine so a typo is reported with its reason rather than as a Docker error.
 
 use super::{NetworkError, PREDEFINED};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -107,6 +108,9 @@ pub struct NetworkSpec {
     pub icc: bool,
     /// Docker picks one from its pools when `None`.
     pub subnet: Option<Subnet>,
+    /// Labels besides `seg.managed` (compose's, for a project's network,
+    /// so that `docker-compose up` adopts it).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl NetworkSpec {
@@ -117,6 +121,6 @@ impl NetworkSpec {
         subnet: Option<Subnet>,
     ) -> Result<NetworkSpec, NetworkError> {
         validate_name(name)?;
-        Ok(NetworkSpec { name: name.to_owned(), internal, icc, subnet })
+        Ok(NetworkSpec { name: name.to_owned(), internal, icc, subnet, labels: BTreeMap::new() })
     }
 }

@@ -187,7 +187,7 @@ fn create_request_carries_flags_label_and_subnet() {
     assert_eq!(subnet.as_deref(), Some("fd00:7::/64"));
     let plain = create_request(&spec("app", false, true));
     assert_eq!((plain.ipam, plain.enable_ipv6), (None, None));
-    assert_eq!(plain.options.unwrap()[ICC_OPTION], "true");
+    assert!(plain.options.unwrap().is_empty(), "ICC on is Docker's default: no option");
 }
 
 fn attachments(pairs: &[(&str, &[&str])]) -> Attachments {
@@ -246,7 +246,13 @@ fn network_plan_refuses_conflicts_and_predefined() {
     let conflict = [spec("app", true, false), spec("app", false, false)];
     let err = plan_networks(&conflict, &[]).unwrap_err();
     assert!(matches!(err, NetworkError::ConflictingDeclarations { .. }), "{err}");
-    let sneaky = NetworkSpec { name: "host".into(), internal: false, icc: true, subnet: None };
+    let sneaky = NetworkSpec {
+        name: "host".into(),
+        internal: false,
+        icc: true,
+        subnet: None,
+        labels: Default::default(),
+    };
     assert!(matches!(plan_networks(&[sneaky], &[]), Err(NetworkError::Predefined(_))));
 }
 

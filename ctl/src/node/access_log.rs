@@ -3,6 +3,9 @@
 //! concurrent requests never interleave. It records who asked for what and
 //! what was decided — never a secret value (entries are built from names,
 //! versions and error messages, none of which carry values).
+//!
+//! Hook runs are logged too (action `hook`), with a `hook` object: which
+//! hook, what it acted on, how it ended and how long it took.
 
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -41,6 +44,23 @@ pub struct Entry {
     pub version: Option<u64>,
     pub outcome: Outcome,
     pub reason: String,
+    /// Set on hook runs only.
+    pub hook: Option<HookLog>,
+}
+
+/// One hook run: `{"kind":"pre-rotate","action":"command","target":"…",
+/// "status":"exit 0","duration_ms":12}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookLog {
+    /// `pre-rotate` or `post-rotate`.
+    pub kind: &'static str,
+    /// `command`, `signal:HUP`, `http://app:8080/reload`.
+    pub action: String,
+    /// What it acted on: the command line, a container, a URL.
+    pub target: String,
+    /// `exit 0`, `exit 3`, `timed out after 30s`, `ok`, `HTTP 500`, …
+    pub status: String,
+    pub duration_ms: u64,
 }
 
 impl Entry {
@@ -56,6 +76,7 @@ impl Entry {
             version: None,
             outcome: Outcome::Allowed,
             reason: String::new(),
+            hook: None,
         }
     }
 }
@@ -73,6 +94,8 @@ struct Line<'a> {
     version: Option<u64>,
     outcome: Outcome,
     reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hook: Option<&'a HookLog>,
 }
 
 /// Renders one entry as a JSON line (with the trailing newline).
@@ -89,6 +112,7 @@ pub fn render(entry: &Entry, now_secs: u64) -> String {
         version: entry.version,
         outcome: entry.outcome,
         reason: &entry.reason,
+        hook: entry.hook.as_ref(),
     };
     // Serializing plain strings and numbers cannot fail.
     let mut text = serde_json::to_string(&line).unwrap_or_default();
@@ -200,6 +224,26 @@ mod tests {
         assert_eq!(v["version"], 3);
         assert_eq!(v["outcome"], "denied");
         assert_eq!(v["reason"], "not granted");
+    }
+
+    #[test]
+    fn hook_runs_carry_a_hook_object() {
+        let mut e = Entry::new(Socket::Admin, "hook");
+        e.secret = Some("db".into());
+        e.hook = Some(HookLog {
+            kind: "pre-rotate",
+            action: "command".into(),
+            target: "psql -c …".into(),
+            status: "exit 3".into(),
+            duration_ms: 12,
+        });
+        let v: serde_json::Value = serde_json::from_str(&render(&e, 0)).unwrap();
+        assert_eq!(v["hook"]["kind"], "pre-rotate");
+        assert_eq!(v["hook"]["status"], "exit 3");
+        assert_eq!(v["hook"]["duration_ms"], 12);
+        let plain: serde_json::Value =
+            serde_json::from_str(&render(&Entry::new(Socket::Admin, "list"), 0)).unwrap();
+        assert!(plain.get("hook").is_none());
     }
 
     #[test]

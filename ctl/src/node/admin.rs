@@ -1,9 +1,12 @@
 //! The admin API (root only): manage secrets, their grants and leases, and
 //! report status. The socket is 0600; the peer uid is checked as well in
-//! case the mode is ever loosened by hand.
+//! case the mode is ever loosened by hand. Every change is pushed to the
+//! watch streams it concerns; rotation, hooks and consumer status are in
+//! `admin_rotation`.
 
 use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
+use super::live::Live;
 use super::server::Peer;
 use super::{finish, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore};
@@ -44,6 +47,9 @@ pub struct Admin {
     pub log: Arc<AccessLog>,
     pub docker: Arc<dyn DockerStatus>,
     pub info: NodeInfo,
+    pub live: Arc<Live>,
+    /// Network policies and ICC (`/v1/policies…`, `/v1/icc`); `None` in tests.
+    pub segregation: Option<Arc<crate::segregation::Segregation>>,
 }
 
 impl Admin {
@@ -65,6 +71,10 @@ impl Admin {
         B: ReqBody,
     {
         let path = req.uri().path().to_owned();
+        if crate::segregation::routes::owns(&path) {
+            return crate::segregation::routes::handle(self.segregation.as_deref(), peer.uid, req, entry)
+                .await;
+        }
         let route = http::route(&path);
         entry.action = action(req.method(), route);
         if entry.action == "unknown" {
@@ -75,7 +85,12 @@ impl Admin {
             return Err(Failure::new(StatusCode::FORBIDDEN, "not_root", msg));
         }
         let name = match route {
-            Route::Secret(raw) | Route::SecretTtl(raw) | Route::SecretGrants(raw) => {
+            Route::Secret(raw)
+            | Route::SecretTtl(raw)
+            | Route::SecretGrants(raw)
+            | Route::SecretRotate(raw)
+            | Route::SecretHooks(raw)
+            | Route::SecretStatus(raw) => {
                 let name = parse_name(raw)?;
                 entry.secret = Some(name.to_string());
                 Some(name)
@@ -86,7 +101,11 @@ impl Admin {
             ("status", _) => self.status().await,
             ("list", _) => self.list().await,
             ("put", Some(n)) => self.put(n, req, entry).await,
+            ("rotate", Some(n)) => self.rotate(n, req, entry).await,
             ("read", Some(n)) => self.read(n, entry).await,
+            ("hooks", Some(n)) => self.hooks(n).await,
+            ("set_hooks", Some(n)) => self.set_hooks(n, req, entry).await,
+            ("secret_status", Some(n)) => self.secret_status(n, req.uri().query(), entry).await,
             ("remove", Some(n)) => self.change(n, |s, n| s.remove(n).map(|()| true)).await,
             ("ttl", Some(n)) => {
                 let len = http::content_length(&req);
@@ -122,6 +141,7 @@ impl Admin {
             access_log: self.info.access_log.display().to_string(),
             secrets,
             docker: self.docker.describe().await,
+            watches: self.live.hub.count(),
         };
         Ok(json(StatusCode::OK, &report))
     }
@@ -132,22 +152,35 @@ impl Admin {
         Ok(json(StatusCode::OK, &infos))
     }
 
+    /// A new version; on an existing secret this is a rotation with default
+    /// options (its pre-rotate hook runs, the version is pushed).
     async fn put<B>(&self, name: SecretName, req: Request<B>, entry: &mut Entry) -> Result<Resp, Failure>
     where
         B: ReqBody,
     {
         let ttl = http::ttl_query(req.uri().query())?;
-        if let Some(ttl_ms) = ttl {
-            // Refuse a bad lease before reading up to 512 KiB of value.
+        let rotation = self.rotation(name, ttl, None, false, req).await?;
+        let done = super::rotate::rotate(&self.store, &self.live, rotation, entry).await?;
+        Ok(json(StatusCode::OK, &PutResult { name: done.name, version: done.version }))
+    }
+
+    /// Checks the options, then reads the value (refusing a bad lease before
+    /// reading up to 512 KiB of value).
+    pub(super) async fn rotation<B: ReqBody>(
+        &self,
+        name: SecretName,
+        ttl_ms: Option<u64>,
+        grace_ms: Option<u64>,
+        must_exist: bool,
+        req: Request<B>,
+    ) -> Result<super::rotate::Rotation, Failure> {
+        if let Some(ttl_ms) = ttl_ms {
             crate::store::check_ttl(ttl_ms).map_err(store_failure)?;
         }
+        let grace = super::rotate::grace_policy(grace_ms)?;
         let len = http::content_length(&req);
         let value = http::read_secret(req.into_body(), len).await?;
-        let n = name.clone();
-        let version =
-            with_store(&self.store, move |s| s.put(&n, &value, ttl)).await?.map_err(store_failure)?;
-        entry.version = Some(version);
-        Ok(json(StatusCode::OK, &PutResult { name, version }))
+        Ok(super::rotate::Rotation { name, value, ttl_ms, grace, must_exist })
     }
 
     async fn read(&self, name: SecretName, entry: &mut Entry) -> Result<Resp, Failure> {
@@ -156,13 +189,24 @@ impl Admin {
         Ok(http::secret_value(current.value, current.version, current.ttl_ms))
     }
 
-    /// Runs one mutating store call and answers with a [`ChangeResult`].
+    /// Runs one mutating store call under the secret's lock, pushes what it
+    /// changed to the watch streams, and answers with a [`ChangeResult`].
     async fn change<F>(&self, name: SecretName, f: F) -> Result<Resp, Failure>
     where
         F: FnOnce(&dyn SecretStore, &SecretName) -> Result<bool, crate::store::StoreError> + Send + 'static,
     {
+        let _guard = self.live.lock_secret(&name).await;
         let n = name.clone();
-        let changed = with_store(&self.store, move |s| f(s, &n)).await?.map_err(store_failure)?;
+        let (before, changed, after) = with_store(&self.store, move |s| {
+            let before = s.meta(&n).ok();
+            let changed = f(s, &n);
+            (before, changed, s.meta(&n).ok())
+        })
+        .await?;
+        let changed = changed.map_err(store_failure)?;
+        if changed {
+            self.live.publish(before.as_ref(), after.as_ref());
+        }
         Ok(json(StatusCode::OK, &ChangeResult { name, changed }))
     }
 }
@@ -177,6 +221,10 @@ fn action(method: &Method, route: Route<'_>) -> &'static str {
         (Route::SecretTtl(_), "PUT") => "ttl",
         (Route::SecretGrants(_), "POST") => "grant",
         (Route::SecretGrants(_), "DELETE") => "revoke",
+        (Route::SecretRotate(_), "POST") => "rotate",
+        (Route::SecretHooks(_), "GET") => "hooks",
+        (Route::SecretHooks(_), "PUT") => "set_hooks",
+        (Route::SecretStatus(_), "GET") => "secret_status",
         _ => "unknown",
     }
 }
@@ -205,7 +253,7 @@ fn checked_target(target: GrantTarget) -> Result<GrantTarget, Failure> {
     Ok(target)
 }
 
-fn info(m: SecretMeta) -> SecretInfo {
+pub(super) fn info(m: SecretMeta) -> SecretInfo {
     SecretInfo {
         name: m.name,
         version: m.version,
@@ -219,3 +267,7 @@ fn info(m: SecretMeta) -> SecretInfo {
 #[cfg(test)]
 #[path = "admin_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "admin_rotation_tests.rs"]
+mod rotation_tests;

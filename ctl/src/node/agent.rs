@@ -2,10 +2,14 @@
 //! connection by attestation of its `SO_PEERCRED` PID; it may list and read
 //! only the secrets granted to that identity. "Not granted" and "no such
 //! secret" get the same answer so a container cannot probe for names.
+//!
+//! The push side — watch streams, acknowledgements, post-rotate
+//! notifications and reads of the previous version — is in `agent_live`.
 
 use super::access_log::{AccessLog, Entry, Socket};
-use super::http::{self, json, parse_name, Failure, Resp, Route};
-use super::server::Peer;
+use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
+use super::live::Live;
+use super::server::{Hangup, Peer};
 use super::{finish, store_failure, with_store};
 use crate::attest::{AttestError, Attested, LookupError};
 use crate::store::{SecretStore, StoreError};
@@ -51,56 +55,70 @@ pub struct Agent {
     pub store: Arc<dyn SecretStore>,
     pub log: Arc<AccessLog>,
     pub identify: Arc<dyn Identify>,
+    pub live: Arc<Live>,
 }
 
-/// Per-connection state: the peer and, once known, its identity.
+/// Per-connection state: the peer, once known its identity, and the way to
+/// hang up on it (a watch stream that is cut off).
 pub struct AgentConn {
     peer: Peer,
     who: OnceCell<Attested>,
+    pub(super) hangup: Hangup,
 }
 
 impl AgentConn {
     pub fn new(peer: Peer) -> AgentConn {
-        AgentConn { peer, who: OnceCell::new() }
+        AgentConn::with_hangup(peer, Hangup::default())
+    }
+
+    pub fn with_hangup(peer: Peer, hangup: Hangup) -> AgentConn {
+        AgentConn { peer, who: OnceCell::new(), hangup }
     }
 }
 
 impl Agent {
-    pub async fn handle<B>(&self, conn: &AgentConn, req: Request<B>) -> Resp {
+    pub async fn handle<B: ReqBody>(&self, conn: &AgentConn, req: Request<B>) -> Resp {
         let mut entry = Entry::new(Socket::Agent, "unknown");
         entry.pid = conn.peer.pid;
         entry.uid = Some(conn.peer.uid);
-        let result = self.dispatch(conn, &req, &mut entry).await;
+        let result = self.dispatch(conn, req, &mut entry).await;
         let resp = finish(&mut entry, result);
         self.log.record(&entry);
         resp
     }
 
-    async fn dispatch<B>(
+    async fn dispatch<B: ReqBody>(
         &self,
         conn: &AgentConn,
-        req: &Request<B>,
+        req: Request<B>,
         entry: &mut Entry,
     ) -> Result<Resp, Failure> {
-        let route = http::route(req.uri().path());
-        let get = req.method() == Method::GET;
+        let path = req.uri().path().to_owned();
+        let route = http::route(&path);
+        let (get, post) = (req.method() == Method::GET, req.method() == Method::POST);
         entry.action = match route {
             Route::WhoAmI if get => "whoami",
             Route::Secrets if get => "list",
             Route::Secret(_) if get => "read",
-            _ => return Err(unrouted(route, req)),
+            Route::Watch if get => "watch",
+            Route::Ack if post => "ack",
+            Route::Notify if post => "notify",
+            _ => return Err(unrouted(route, &req)),
         };
         let who = self.attest(conn).await?;
         entry.identity = Some(who.identity.to_string());
         entry.container_id = Some(short_id(&who.container_id));
+        let query = req.uri().query().map(str::to_owned);
         match route {
             Route::WhoAmI => Ok(json(
                 StatusCode::OK,
                 &WhoAmI { identity: who.identity.clone(), container_id: who.container_id.clone() },
             )),
             Route::Secrets => self.list(who).await,
-            Route::Secret(raw) => self.read(who, raw, entry).await,
-            _ => Err(unrouted(route, req)),
+            Route::Secret(raw) => self.read(who, raw, query.as_deref(), entry).await,
+            Route::Watch => self.watch(conn, who, query.as_deref(), entry).await,
+            Route::Ack => self.ack(who, req, entry).await,
+            _ => self.notify(who, req, entry).await,
         }
     }
 
@@ -122,17 +140,29 @@ impl Agent {
     }
 
     async fn list(&self, who: &Attested) -> Result<Resp, Failure> {
-        let metas = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?;
-        let secrets = metas
-            .into_iter()
-            .filter(|m| m.grants.iter().any(|g| g.matches(&who.identity)))
-            .map(|m| GrantedSecret { name: m.name, version: m.version, ttl_ms: m.ttl_ms })
-            .collect();
+        let secrets = self.granted(who).await?;
         Ok(json(StatusCode::OK, &SecretList { secrets }))
     }
 
-    async fn read(&self, who: &Attested, raw: &str, entry: &mut Entry) -> Result<Resp, Failure> {
+    /// The secrets granted to `who`, with their current versions.
+    pub(super) async fn granted(&self, who: &Attested) -> Result<Vec<GrantedSecret>, Failure> {
+        let metas = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?;
+        Ok(metas
+            .into_iter()
+            .filter(|m| m.grants.iter().any(|g| g.matches(&who.identity)))
+            .map(|m| GrantedSecret { name: m.name, version: m.version, ttl_ms: m.ttl_ms })
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        who: &Attested,
+        raw: &str,
+        query: Option<&str>,
+        entry: &mut Entry,
+    ) -> Result<Resp, Failure> {
         let name = parse_name(raw)?;
+        let [wanted] = http::numbers_query(query, ["version"])?;
         entry.secret = Some(name.to_string());
         let denied = || {
             Failure::new(
@@ -152,6 +182,10 @@ impl Agent {
             Err(e) => return Err(store_failure(e)),
         };
         let grant = meta.grants.iter().find(|g| g.matches(&who.identity)).ok_or_else(denied)?;
+        entry.reason = format!("granted to {grant}");
+        if let Some(v) = wanted.filter(|v| *v != meta.version) {
+            return self.read_previous(&name, v, meta.version, entry).await;
+        }
         let n = name.clone();
         let current = match with_store(&self.store, move |s| s.get(&n)).await? {
             Ok(v) => v,
@@ -159,12 +193,11 @@ impl Agent {
             Err(e) => return Err(store_failure(e)),
         };
         entry.version = Some(current.version);
-        entry.reason = format!("granted to {grant}");
         Ok(http::secret_value(current.value, current.version, current.ttl_ms))
     }
 }
 
-fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
+pub(super) fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
     match http::allow_for(route, false) {
         Some(allow) => Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -185,3 +218,7 @@ pub fn short_id(id: &str) -> String {
 #[cfg(test)]
 #[path = "agent_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "agent_live_tests.rs"]
+mod live_tests;

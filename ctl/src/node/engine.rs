@@ -8,10 +8,14 @@
 
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
+use super::live::{AppContainer, Containers};
+use crate::attest::labels::{identity_from_labels, SEG_FOR};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError};
 use crate::docker::{self, Backoff, DockerLookup};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
+use seg_common::api::Identity;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -100,10 +104,76 @@ impl DockerStatus for EngineLink {
     }
 }
 
+impl Containers for EngineLink {
+    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
+        Box::pin(async move {
+            let docker = current(&self.slot).map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let filters = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
+            let opts = bollard::query_parameters::ListContainersOptions {
+                filters: Some(filters),
+                ..Default::default()
+            };
+            let list =
+                docker.list_containers(Some(opts)).await.map_err(|e| format!("listing containers: {e}"))?;
+            Ok(list.into_iter().filter_map(|c| app_container(c, who)).collect())
+        })
+    }
+
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let docker = current(&self.slot).map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let opts = bollard::query_parameters::KillContainerOptions { signal: signal.to_owned() };
+            docker.kill_container(id, Some(opts)).await.map_err(|e| format!("sending {signal}: {e}"))
+        })
+    }
+}
+
+/// `c` if it is a running app container of `who` (never a sidecar: those
+/// carry `seg.for` and share the identity of the service they act for).
+fn app_container(c: bollard::models::ContainerSummary, who: &Identity) -> Option<AppContainer> {
+    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+    if labels.contains_key(SEG_FOR) || identity_from_labels(&labels).ok().as_ref() != Some(who) {
+        return None;
+    }
+    let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    let mut addresses: Vec<std::net::IpAddr> =
+        networks.values().filter_map(|e| e.ip_address.as_deref()?.parse().ok()).collect();
+    addresses.sort();
+    let name = c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_owned());
+    Some(AppContainer { id: c.id?, name: name.unwrap_or_default(), addresses })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::attest::AttestError;
+
+    #[test]
+    fn only_app_containers_of_the_identity_are_targets() {
+        use bollard::models::ContainerSummary;
+        let summary = |id: &str, labels: &[(&str, &str)]| ContainerSummary {
+            id: Some(id.into()),
+            names: Some(vec![format!("/{id}")]),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        };
+        let who = Identity { project: Some("shop".into()), service: "app".into() };
+        let app =
+            summary("a", &[("com.docker.compose.project", "shop"), ("com.docker.compose.service", "app")]);
+        let sidecar = summary(
+            "s",
+            &[
+                ("com.docker.compose.project", "shop"),
+                ("com.docker.compose.service", "app-secrets"),
+                ("seg.for", "app"),
+            ],
+        );
+        let other =
+            summary("o", &[("com.docker.compose.project", "other"), ("com.docker.compose.service", "app")]);
+        assert_eq!(app_container(app, &who).map(|c| c.name), Some("a".into()));
+        assert!(app_container(sidecar, &who).is_none());
+        assert!(app_container(other, &who).is_none());
+    }
 
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {

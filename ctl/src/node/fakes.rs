@@ -1,26 +1,30 @@
 //! Test doubles for the node handlers: an in-memory store, a fake
-//! attestation and a fake Docker status, so handlers are tested without
-//! sockets, Docker or /proc.
+//! attestation, a fake Docker status and fake app containers, so handlers
+//! are tested without sockets, Docker or /proc.
 
 use super::access_log::AccessLog;
 use super::admin::{Admin, DockerStatus, NodeInfo};
 use super::agent::{Agent, Identify, IdentifyError};
+use super::live::{AppContainer, Containers, Live};
+use super::watch::{Hub, WatchLimits};
 use crate::attest::{AttestError, Attested};
-use crate::store::{check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
+use crate::store::{check_hooks, check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::Full;
 use hyper::Request;
-use seg_common::api::{GrantTarget, Identity, DEFAULT_TTL_MS};
+use seg_common::api::{GrantTarget, Hooks, Identity, DEFAULT_TTL_MS};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Like the real stores, keeps the current and the previous version.
 #[derive(Default)]
 pub struct FakeStore {
     secrets: Mutex<BTreeMap<SecretName, (SecretBytes, SecretMeta)>>,
+    previous: Mutex<BTreeMap<SecretName, (u64, SecretBytes)>>,
 }
 
 fn missing(name: &SecretName) -> StoreError {
@@ -35,7 +39,8 @@ impl SecretStore for FakeStore {
         }
         let mut map = self.secrets.lock().unwrap();
         let meta = match map.remove(name) {
-            Some((_, mut m)) => {
+            Some((old, mut m)) => {
+                self.previous.lock().unwrap().insert(name.clone(), (m.version, old));
                 m.version += 1;
                 m.ttl_ms = ttl_ms.unwrap_or(m.ttl_ms);
                 m
@@ -45,6 +50,7 @@ impl SecretStore for FakeStore {
                 version: 1,
                 ttl_ms: ttl_ms.unwrap_or(DEFAULT_TTL_MS),
                 grants: BTreeSet::new(),
+                hooks: Hooks::default(),
                 created_at: 1,
                 updated_at: 1,
             },
@@ -65,7 +71,26 @@ impl SecretStore for FakeStore {
         Ok(self.secrets.lock().unwrap().values().map(|(_, m)| m.clone()).collect())
     }
     fn remove(&self, name: &SecretName) -> Result<(), StoreError> {
+        self.previous.lock().unwrap().remove(name);
         self.secrets.lock().unwrap().remove(name).map(|_| ()).ok_or_else(|| missing(name))
+    }
+    fn get_version(&self, name: &SecretName, version: u64) -> Result<Option<SecretVersion>, StoreError> {
+        let current = self.get(name)?;
+        if current.version == version {
+            return Ok(Some(current));
+        }
+        let previous = self.previous.lock().unwrap();
+        Ok(previous.get(name).filter(|(v, _)| *v == version).map(|(v, value)| SecretVersion {
+            value: value.duplicate(),
+            version: *v,
+            ttl_ms: current.ttl_ms,
+        }))
+    }
+    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
+        check_hooks(hooks)?;
+        let mut map = self.secrets.lock().unwrap();
+        let meta = &mut map.get_mut(name).ok_or_else(|| missing(name))?.1;
+        Ok(std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
     }
     fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
         let mut map = self.secrets.lock().unwrap();
@@ -86,14 +111,15 @@ impl SecretStore for FakeStore {
     }
 }
 
-/// PID 100 is `shop/app`, 200 is `other/web`, 300 is Docker-down;
-/// anything else is a host process.
+/// PID 100 is `shop/app`, 101 another `shop/app` container, 200 is
+/// `other/web`, 300 is Docker-down; anything else is a host process.
 pub struct FakeIdentify;
 
 impl Identify for FakeIdentify {
     fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>> {
         let result = match pid {
             100 => Ok(attested("shop", "app", "aaaaaaaaaaaaaaaaaaaa")),
+            101 => Ok(attested("shop", "app", "cccccccccccccccccccc")),
             200 => Ok(attested("other", "web", "bbbbbbbbbbbbbbbbbbbb")),
             300 => Err(IdentifyError::DockerUnavailable("connection refused".into())),
             _ => Err(IdentifyError::Attest(AttestError::NotAContainer { pid })),
@@ -102,7 +128,7 @@ impl Identify for FakeIdentify {
     }
 }
 
-fn attested(project: &str, service: &str, id: &str) -> Attested {
+pub fn attested(project: &str, service: &str, id: &str) -> Attested {
     Attested {
         identity: Identity { project: Some(project.into()), service: service.into() },
         container_id: id.into(),
@@ -118,19 +144,56 @@ impl DockerStatus for FakeDocker {
     }
 }
 
+/// App containers by identity; records the signals sent.
+#[derive(Default)]
+pub struct FakeContainers {
+    pub apps: Mutex<BTreeMap<Identity, Vec<AppContainer>>>,
+    pub signals: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeContainers {
+    pub fn add(&self, project: &str, service: &str, id: &str, address: Option<std::net::IpAddr>) {
+        let who = Identity { project: Some(project.into()), service: service.into() };
+        let c = AppContainer {
+            id: id.into(),
+            name: format!("{project}-{service}-1"),
+            addresses: address.into_iter().collect(),
+        };
+        self.apps.lock().unwrap().entry(who).or_default().push(c);
+    }
+}
+
+impl Containers for FakeContainers {
+    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
+        let found = self.apps.lock().unwrap().get(who).cloned().unwrap_or_default();
+        Box::pin(async move { Ok(found) })
+    }
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.signals.lock().unwrap().push((id.to_owned(), signal.to_owned()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// A fresh store, access log and both handlers over them.
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub store: Arc<FakeStore>,
+    pub containers: Arc<FakeContainers>,
     pub admin: Admin,
     pub agent: Agent,
 }
 
 impl Rig {
     pub fn new() -> Rig {
+        Rig::with_limits(WatchLimits::default())
+    }
+
+    pub fn with_limits(limits: WatchLimits) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AccessLog::open(&dir.path().join("access.log")).unwrap());
         let store = Arc::new(FakeStore::default());
+        let containers = Arc::new(FakeContainers::default());
+        let live = Live::new(Hub::new(limits), containers.clone(), log.clone());
         let info = NodeInfo {
             state_dir: dir.path().into(),
             admin_socket: dir.path().join("admin.sock"),
@@ -138,9 +201,17 @@ impl Rig {
             access_log: dir.path().join("access.log"),
             started: Instant::now(),
         };
-        let admin = Admin { store: store.clone(), log: log.clone(), docker: Arc::new(FakeDocker), info };
-        let agent = Agent { store: store.clone(), log, identify: Arc::new(FakeIdentify) };
-        Rig { dir, store, admin, agent }
+        let docker = Arc::new(FakeDocker);
+        let admin = Admin {
+            store: store.clone(),
+            log: log.clone(),
+            docker,
+            info,
+            live: live.clone(),
+            segregation: None,
+        };
+        let agent = Agent { store: store.clone(), log, identify: Arc::new(FakeIdentify), live: live.clone() };
+        Rig { dir, store, containers, admin, agent }
     }
 
     pub fn log_lines(&self) -> Vec<serde_json::Value> {

@@ -2,7 +2,7 @@
 //! secret-value responses, and bounded request-body readers.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
@@ -12,7 +12,14 @@ use seg_common::secret::SecretBytes;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub type Resp = Response<Full<Bytes>>;
+/// A response body: a whole one, or a watch stream that lasts as long as
+/// the connection.
+pub type RespBody = Either<Full<Bytes>, super::watch::WatchBody>;
+pub type Resp = Response<RespBody>;
+
+fn full(bytes: Bytes) -> RespBody {
+    Either::Left(Full::new(bytes))
+}
 
 /// A request body the readers accept: hyper's `Incoming` in production,
 /// `Full<Bytes>` in tests.
@@ -49,7 +56,7 @@ impl Failure {
 
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -66,7 +73,7 @@ impl AsRef<[u8]> for SecretOwner {
 }
 
 pub fn secret_value(value: SecretBytes, version: u64, lease_ms: u64) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from_owner(SecretOwner(value))));
+    let mut resp = Response::new(full(Bytes::from_owner(SecretOwner(value))));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(HDR_VERSION, HeaderValue::from(version));
@@ -84,6 +91,12 @@ pub enum Route<'a> {
     Secret(&'a str),
     SecretTtl(&'a str),
     SecretGrants(&'a str),
+    SecretRotate(&'a str),
+    SecretHooks(&'a str),
+    SecretStatus(&'a str),
+    Watch,
+    Ack,
+    Notify,
     Unknown,
 }
 
@@ -96,6 +109,12 @@ pub fn route(path: &str) -> Route<'_> {
         ["secrets", name] => Route::Secret(name),
         ["secrets", name, "ttl"] => Route::SecretTtl(name),
         ["secrets", name, "grants"] => Route::SecretGrants(name),
+        ["secrets", name, "rotate"] => Route::SecretRotate(name),
+        ["secrets", name, "hooks"] => Route::SecretHooks(name),
+        ["secrets", name, "status"] => Route::SecretStatus(name),
+        ["watch"] => Route::Watch,
+        ["ack"] => Route::Ack,
+        ["notify"] => Route::Notify,
         _ => Route::Unknown,
     }
 }
@@ -107,28 +126,54 @@ pub fn parse_name(raw: &str) -> Result<SecretName, Failure> {
 /// `?ttl_ms=N` of a PUT; any other query parameter is refused so typos do
 /// not silently do nothing.
 pub fn ttl_query(query: Option<&str>) -> Result<Option<u64>, Failure> {
-    let mut ttl = None;
+    let [ttl] = numbers_query(query, ["ttl_ms"])?;
+    Ok(ttl)
+}
+
+/// The whole-number query parameters `names`, in that order; any other
+/// parameter is refused.
+pub fn numbers_query<const N: usize>(
+    query: Option<&str>,
+    names: [&'static str; N],
+) -> Result<[Option<u64>; N], Failure> {
+    let mut out = [None; N];
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(i) = names.iter().position(|n| *n == key) else {
+            let shown: String = pair.chars().take(40).collect();
+            return Err(Failure::bad_request(format!(
+                "unknown query parameter {shown:?}; accepted: {}",
+                names.join(", ")
+            )));
+        };
+        let n = value.parse().map_err(|_| match key {
+            "ttl_ms" => Failure::new(
+                StatusCode::BAD_REQUEST,
+                "bad_ttl",
+                "ttl_ms must be a whole number of milliseconds",
+            ),
+            _ => Failure::bad_request(format!("{key} must be a whole number")),
+        })?;
+        out[i] = Some(n);
+    }
+    Ok(out)
+}
+
+/// The text query parameter `name` (`?secrets=a,b`); others are refused.
+pub fn text_query<'a>(query: Option<&'a str>, name: &'static str) -> Result<Option<&'a str>, Failure> {
+    let mut out = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("ttl_ms", v)) => {
-                let n = v.parse().map_err(|_| {
-                    Failure::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_ttl",
-                        "ttl_ms must be a whole number of milliseconds",
-                    )
-                })?;
-                ttl = Some(n);
-            }
+            Some((k, v)) if k == name => out = Some(v),
             _ => {
                 let shown: String = pair.chars().take(40).collect();
                 return Err(Failure::bad_request(format!(
-                    "unknown query parameter {shown:?}; only ttl_ms is accepted"
+                    "unknown query parameter {shown:?}; only {name} is accepted"
                 )));
             }
         }
     }
-    Ok(ttl)
+    Ok(out)
 }
 
 pub fn allow_for(route: Route<'_>, admin: bool) -> Option<&'static str> {
@@ -139,6 +184,10 @@ pub fn allow_for(route: Route<'_>, admin: bool) -> Option<&'static str> {
         (Route::Secret(_), true) => Some("GET, PUT, DELETE"),
         (Route::SecretTtl(_), true) => Some("PUT"),
         (Route::SecretGrants(_), true) => Some("POST, DELETE"),
+        (Route::SecretRotate(_), true) => Some("POST"),
+        (Route::SecretHooks(_), true) => Some("GET, PUT"),
+        (Route::SecretStatus(_), true) | (Route::Watch, false) => Some("GET"),
+        (Route::Ack | Route::Notify, false) => Some("POST"),
         _ => None,
     }
 }
@@ -257,6 +306,13 @@ mod tests {
         assert_eq!(route("/v1/secrets/db"), Route::Secret("db"));
         assert_eq!(route("/v1/secrets/db/ttl"), Route::SecretTtl("db"));
         assert_eq!(route("/v1/secrets/db/grants"), Route::SecretGrants("db"));
+        assert_eq!(route("/v1/secrets/db/rotate"), Route::SecretRotate("db"));
+        assert_eq!(route("/v1/secrets/db/hooks"), Route::SecretHooks("db"));
+        assert_eq!(route("/v1/secrets/db/status"), Route::SecretStatus("db"));
+        assert_eq!(
+            (route("/v1/watch"), route("/v1/ack"), route("/v1/notify")),
+            (Route::Watch, Route::Ack, Route::Notify)
+        );
         for other in ["/", "/v1", "/v1/", "/v2/status", "/v1/secrets/a/b", "/v1/secrets/db/x", "/v1/status/"]
         {
             assert_eq!(route(other), Route::Unknown, "{other}");
@@ -269,6 +325,10 @@ mod tests {
         assert_eq!(ttl_query(Some("ttl_ms=2000")), Ok(Some(2000)));
         assert_eq!(ttl_query(Some("ttl_ms=x")).unwrap_err().code, "bad_ttl");
         assert_eq!(ttl_query(Some("ttl=5")).unwrap_err().code, "bad_request");
+        let [a, b] = numbers_query(Some("grace_ms=5&ttl_ms=2000"), ["ttl_ms", "grace_ms"]).unwrap();
+        assert_eq!((a, b), (Some(2000), Some(5)));
+        assert_eq!(text_query(Some("secrets=a,b"), "secrets"), Ok(Some("a,b")));
+        assert!(text_query(Some("x=1"), "secrets").is_err());
     }
 
     #[tokio::test]

@@ -6,17 +6,30 @@
 //! - [`setup`]: directories, the pid-file lock, socket binding.
 //! - [`server`]: the accept loop and hyper limits.
 //! - [`http`]: routes, responses, bounded body readers.
-//! - [`admin`], [`agent`]: the two APIs.
-//! - [`engine`]: the (re)connecting Docker link behind attestation.
+//! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_live`:
+//!   their rotation and push parts).
+//! - [`engine`]: the (re)connecting Docker link behind attestation and
+//!   post-rotate signals.
 //! - [`access_log`]: the JSON-lines access log.
+//! - Rotation: [`watch`] (push streams), [`consumers`] (acknowledged
+//!   versions, grace periods), [`rotate`], [`hooks`] (host commands),
+//!   [`notify`] (post-rotate actions), [`live`] (what ties them together).
 
 pub mod access_log;
 pub mod admin;
+mod admin_rotation;
 pub mod agent;
+mod agent_live;
+pub mod consumers;
 pub mod engine;
+pub mod hooks;
 pub mod http;
+pub mod live;
+pub mod notify;
+pub mod rotate;
 pub mod server;
 pub mod setup;
+pub mod watch;
 
 #[cfg(test)]
 mod fakes;
@@ -39,6 +52,12 @@ pub struct NodeOptions {
     pub docker_socket: PathBuf,
     /// Defaults to `<state>/access.log`.
     pub access_log: Option<PathBuf>,
+    /// Limits on watch streams.
+    pub watch_limits: watch::WatchLimits,
+    /// Concurrent agent connections per container.
+    pub conns_per_container: usize,
+    /// How often network segregation re-reads and repairs the live rules.
+    pub resync_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +70,8 @@ pub enum NodeError {
     AccessLog(#[from] access_log::OpenError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Segregation(#[from] crate::segregation::SegregationError),
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -60,18 +81,31 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     // Everything the controller creates is private unless chmod-ed open on
     // purpose; the admin socket is thus 0600 from the moment it exists.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // Every watch stream holds a descriptor; the usual soft limit of 1024
+    // would cap them long before the configured limits do.
+    setup::raise_fd_limit();
     setup::prepare_dirs(&paths)?;
     let pid_lock = setup::lock_pid_file(&paths)?;
     let store: Arc<dyn SecretStore> = Arc::new(EmbeddedStore::open(&paths.state_dir)?);
     let log = Arc::new(AccessLog::open(&paths.access_log)?);
+    let segregation = crate::segregation::Segregation::start(crate::segregation::Options::new(
+        &paths.state_dir,
+        &opts.docker_socket,
+        opts.resync_interval,
+    ))?;
     let engine = engine::EngineLink::new("/proc".into());
     engine.spawn_connect(opts.docker_socket.clone());
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
     let agent_listener = setup::bind_socket(&paths.agent_socket, 0o666)?;
+    let hub = watch::Hub::new(opts.watch_limits);
+    let pinger = hub.spawn_pinger();
+    let live = live::Live::new(hub, engine.clone(), log.clone());
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         log: log.clone(),
         docker: engine.clone(),
+        live: live.clone(),
+        segregation: Some(segregation),
         info: admin::NodeInfo {
             state_dir: paths.state_dir.clone(),
             admin_socket: paths.admin_socket.clone(),
@@ -80,9 +114,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
             started: Instant::now(),
         },
     });
-    let agent = Arc::new(agent::Agent { store, log, identify: engine });
+    let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
+    let per_container = per_container_limit(opts.conns_per_container, "/proc".into());
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
-    let agent_task = tokio::spawn(serve_agent(agent_listener, agent));
+    let agent_task = tokio::spawn(serve_agent(agent_listener, agent, Some(per_container)));
     tracing::info!(
         "seg controller {} ready: admin {}, agent {}",
         env!("CARGO_PKG_VERSION"),
@@ -93,13 +128,14 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     tracing::info!("{signal}: shutting down");
     admin_task.abort();
     agent_task.abort();
+    pinger.abort();
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())
 }
 
 async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin>) {
-    server::serve(listener, "admin", server::MAX_CONNECTIONS, move |peer| {
+    server::serve(listener, "admin", server::MAX_CONNECTIONS, None, move |peer, _hangup| {
         let admin = admin.clone();
         service_fn(move |req| {
             let admin = admin.clone();
@@ -109,10 +145,26 @@ async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin
     .await
 }
 
-async fn serve_agent(listener: tokio::net::UnixListener, agent: Arc<agent::Agent>) {
-    server::serve(listener, "agent", server::MAX_CONNECTIONS, move |peer| {
+/// Connections are counted per container (from `/proc/<pid>/cgroup`, cheap
+/// and before any Docker call), so one container cannot take every slot.
+fn per_container_limit(limit: usize, proc_root: PathBuf) -> Arc<server::PerKeyLimit> {
+    server::PerKeyLimit::new(limit, move |peer| match peer.pid {
+        Some(pid) => match crate::attest::procfs::read_container_id(&proc_root, pid) {
+            Ok(Some(id)) => id,
+            _ => "host".to_owned(),
+        },
+        None => "unknown".to_owned(),
+    })
+}
+
+async fn serve_agent(
+    listener: tokio::net::UnixListener,
+    agent: Arc<agent::Agent>,
+    per_container: Option<Arc<server::PerKeyLimit>>,
+) {
+    server::serve(listener, "agent", server::AGENT_MAX_CONNECTIONS, per_container, move |peer, hangup| {
         let agent = agent.clone();
-        let conn = Arc::new(agent::AgentConn::new(peer));
+        let conn = Arc::new(agent::AgentConn::with_hangup(peer, hangup));
         service_fn(move |req| {
             let (agent, conn) = (agent.clone(), conn.clone());
             async move { Ok::<_, Infallible>(agent.handle(&conn, req).await) }
@@ -151,6 +203,7 @@ pub(crate) fn store_failure(err: StoreError) -> Failure {
         StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         StoreError::BadTtl { .. } => (StatusCode::BAD_REQUEST, "bad_ttl"),
+        StoreError::BadHook(_) => (StatusCode::BAD_REQUEST, "bad_hook"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {

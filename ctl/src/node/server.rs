@@ -1,18 +1,22 @@
 //! The accept loop shared by both sockets: one task per connection, a cap
-//! on concurrent connections, and hyper's HTTP/1 limits so a slow or
-//! malformed client only ever ties up its own task.
+//! on concurrent connections (overall and, on the agent socket, per
+//! container), and hyper's HTTP/1 limits so a slow or malformed client only
+//! ever ties up its own task. A handler can [`Hangup`] its own connection,
+//! which drops it even while a write to a client that does not read is
+//! pending (how stalled watch streams are cut off).
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::http::Resp;
 
@@ -21,8 +25,12 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// A request head must arrive within this time; it also bounds how long an
 /// idle keep-alive connection is kept.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent connections per socket; more are answered 503 and closed.
+/// Concurrent connections on the admin socket; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Concurrent connections on the agent socket (watch streams hold one each).
+pub const AGENT_MAX_CONNECTIONS: usize = 4096;
+/// Concurrent agent connections from one container (or from the host).
+pub const DEFAULT_CONNS_PER_CONTAINER: usize = 512;
 
 /// Who is on the other end of a connection (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +40,77 @@ pub struct Peer {
 }
 
 const BUSY: &str = r#"{"code":"busy","error":"too many connections to this socket; retry shortly"}"#;
+const BUSY_PEER: &str =
+    r#"{"code":"busy","error":"too many connections from this container; close some and retry"}"#;
+
+/// Lets a handler close its own connection at once.
+#[derive(Clone, Default)]
+pub struct Hangup(Arc<Notify>);
+
+impl Hangup {
+    pub fn hang_up(&self) {
+        // A stored permit: a hang-up before the wait starts is not lost.
+        self.0.notify_one();
+    }
+
+    pub(crate) async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// A cap on concurrent connections per key (the caller's container).
+pub struct PerKeyLimit {
+    limit: usize,
+    key_of: Box<dyn Fn(&Peer) -> String + Send + Sync>,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// Holds one connection slot of a key; frees it on drop.
+pub struct KeySlot {
+    owner: Arc<PerKeyLimit>,
+    key: String,
+}
+
+impl PerKeyLimit {
+    pub fn new(limit: usize, key_of: impl Fn(&Peer) -> String + Send + Sync + 'static) -> Arc<PerKeyLimit> {
+        Arc::new(PerKeyLimit { limit, key_of: Box::new(key_of), counts: Mutex::new(HashMap::new()) })
+    }
+
+    fn acquire(self: &Arc<Self>, peer: &Peer) -> Option<KeySlot> {
+        let key = (self.key_of)(peer);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(KeySlot { owner: self.clone(), key })
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Accepts connections forever; `make` builds the per-connection service
-/// from the peer's credentials. Cancel by aborting the task.
-pub async fn serve<M, S>(listener: UnixListener, socket: &'static str, max_conns: usize, make: M)
-where
-    M: Fn(Peer) -> S,
+/// from the peer's credentials and the connection's [`Hangup`]. Cancel by
+/// aborting the task.
+pub async fn serve<M, S>(
+    listener: UnixListener,
+    socket: &'static str,
+    max_conns: usize,
+    per_key: Option<Arc<PerKeyLimit>>,
+    make: M,
+) where
+    M: Fn(Peer, Hangup) -> S,
     S: Service<Request<Incoming>, Response = Resp, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -54,7 +127,7 @@ where
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("{socket} socket: {max_conns} connections open; refusing a new one");
-            tokio::spawn(refuse_busy(stream));
+            tokio::spawn(refuse_busy(stream, BUSY));
             continue;
         };
         let peer = match stream.peer_cred() {
@@ -64,11 +137,28 @@ where
                 continue;
             }
         };
-        let service = make(peer);
+        let key_slot = match &per_key {
+            None => None,
+            Some(limit) => {
+                match limit.acquire(&peer) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::warn!("{socket} socket: pid {:?}'s container has {} connections open; refusing a new one", peer.pid, limit.limit);
+                        tokio::spawn(refuse_busy(stream, BUSY_PEER));
+                        continue;
+                    }
+                }
+            }
+        };
+        let hangup = Hangup::default();
+        let service = make(peer, hangup.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(err) = builder().serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!("{socket} socket: connection from pid {:?} ended: {err}", peer.pid);
+            let _slots = (permit, key_slot);
+            tokio::select! {
+                done = builder().serve_connection(TokioIo::new(stream), service) => if let Err(err) = done {
+                    tracing::debug!("{socket} socket: connection from pid {:?} ended: {err}", peer.pid);
+                },
+                () = hangup.wait() => tracing::debug!("{socket} socket: hung up on pid {:?}", peer.pid),
             }
         });
     }
@@ -86,10 +176,10 @@ fn builder() -> http1::Builder {
     b
 }
 
-async fn refuse_busy(mut stream: UnixStream) {
+async fn refuse_busy(mut stream: UnixStream, body: &'static str) {
     let msg = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BUSY}",
-        BUSY.len()
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
 }
@@ -106,7 +196,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let task = tokio::spawn(serve(listener, "test", max, |peer: Peer| {
+        let task = tokio::spawn(serve(listener, "test", max, None, |peer: Peer, _hangup| {
             service_fn(move |req: Request<Incoming>| async move {
                 let resp = if req.uri().path() == "/peer" {
                     json(StatusCode::OK, &serde_json::json!({"uid": peer.uid, "pid": peer.pid}))
@@ -160,6 +250,39 @@ mod tests {
         let started = std::time::Instant::now();
         let _ = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
         assert!(started.elapsed() < Duration::from_secs(8), "slow client kept for {:?}", started.elapsed());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_per_container_cap_refuses_only_that_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let limit = PerKeyLimit::new(2, |peer: &Peer| format!("uid{}", peer.uid));
+        let task = tokio::spawn(serve(listener, "test", 16, Some(limit.clone()), |_peer, hangup: Hangup| {
+            service_fn(move |req: Request<Incoming>| {
+                let hangup = hangup.clone();
+                async move {
+                    if req.uri().path() == "/hangup" {
+                        hangup.hang_up();
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Infallible>(json(StatusCode::OK, &"ok"))
+                }
+            })
+        }));
+        let _a = UnixStream::connect(&path).await.unwrap();
+        let _b = UnixStream::connect(&path).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = raw(&path, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 503") && out.contains("from this container"), "{out}");
+        drop((_a, _b));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(limit.counts.lock().unwrap().is_empty(), "slots were not freed");
+        // A handler that hangs up closes its connection without answering.
+        let started = std::time::Instant::now();
+        let out = raw(&path, b"GET /hangup HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(out.is_empty() && started.elapsed() < Duration::from_secs(2), "{out}");
         task.abort();
     }
 

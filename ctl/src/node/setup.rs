@@ -53,6 +53,19 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     move |source| SetupError::Io { action, path: path.to_owned(), source }
 }
 
+/// Raises the soft limit on open files to the hard limit (at most 1M).
+/// Best effort: a failure only means fewer streams fit.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let want = now.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if now.current.is_some_and(|c| c < want) {
+        if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: now.maximum }) {
+            tracing::warn!("cannot raise the open-file limit to {want}: {e}; fewer watch streams will fit");
+        }
+    }
+}
+
 pub fn require_root() -> Result<(), SetupError> {
     let uid = rustix::process::geteuid();
     if uid.is_root() {
@@ -156,6 +169,9 @@ mod tests {
             run_dir: dir.join("run"),
             docker_socket: "/nonexistent".into(),
             access_log: None,
+            watch_limits: Default::default(),
+            conns_per_container: 64,
+            resync_interval: std::time::Duration::from_secs(30),
         })
     }
 

@@ -38,19 +38,29 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: file.clone(), source })?;
-    if has_x_seg(&text) {
-        let dir_project = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()));
-        return parse_compose(&text, &file, dir_project.as_deref());
+    parse_source(&text, &file, dir_project(path).as_deref())
+}
+
+/// The directory name of a file, the project `x-seg:` defaults to last.
+pub fn dir_project(path: &Path) -> Option<String> {
+    let full = path.canonicalize().ok()?;
+    full.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Parses the text of a policy file or of a compose file with `x-seg:`
+/// (what [`load`] does once the file is read; the controller gets the text
+/// from `segctl policy apply`). `file` names it in messages; `dir_project`
+/// is the compose file's directory name.
+pub fn parse_source(text: &str, file: &str, dir_project: Option<&str>) -> Result<Policy, PolicyError> {
+    if has_x_seg(text) {
+        return parse_compose(text, file, dir_project);
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = Path::new(file).file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.contains("compose") {
         let message = "a compose file without an `x-seg:` key holds no policy".to_string();
-        return Err(PolicyError::File { file, message });
+        return Err(PolicyError::File { file: file.to_string(), message });
     }
-    parse_policy(&text, &file)
+    parse_policy(text, file)
 }
 
 /// Parses the text of a policy file; `file` is only used in messages.

@@ -14,7 +14,7 @@
 use super::record::{Record, SealedVersion, MAX_FILE_LEN};
 use super::seal::{MasterKey, SealError};
 use super::*;
-use seg_common::api::DEFAULT_TTL_MS;
+use seg_common::api::{Hooks, DEFAULT_TTL_MS};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
@@ -224,6 +224,11 @@ impl SecretStore for EmbeddedStore {
         check_ttl(ttl_ms)?;
         self.modify(name, |meta| std::mem::replace(&mut meta.ttl_ms, ttl_ms) != ttl_ms)?;
         Ok(())
+    }
+
+    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
+        check_hooks(hooks)?;
+        self.modify(name, |meta| std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
     }
 
     fn kind(&self) -> &'static str {

@@ -89,6 +89,34 @@ fn limits_are_enforced_and_change_nothing() {
 }
 
 #[test]
+fn hooks_are_kept_with_the_metadata_and_checked() {
+    use seg_common::api::HookSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let hooks = Hooks {
+        pre_rotate: Some(HookSpec {
+            command: "psql -c 'ALTER USER app PASSWORD …'".into(),
+            timeout_ms: 5_000,
+        }),
+        post_rotate: None,
+    };
+    assert!(matches!(store.set_hooks(&name("db"), &hooks), Err(StoreError::NotFound(_))));
+    store.put(&name("db"), &value("v"), None).unwrap();
+    assert!(store.set_hooks(&name("db"), &hooks).unwrap());
+    assert!(!store.set_hooks(&name("db"), &hooks).unwrap(), "the same hooks are no change");
+    store.put(&name("db"), &value("v2"), None).unwrap();
+    let bad =
+        Hooks { post_rotate: Some(HookSpec { command: String::new(), timeout_ms: 5_000 }), ..hooks.clone() };
+    assert!(matches!(store.set_hooks(&name("db"), &bad), Err(StoreError::BadHook(_))));
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.meta(&name("db")).unwrap().hooks, hooks, "hooks survive a restart and a new version");
+    store.set_hooks(&name("db"), &Hooks::default()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("secrets/db.json")).unwrap();
+    assert!(!text.contains("hooks"), "no hooks, no field (format 1 unchanged): {text}");
+}
+
+#[test]
 fn restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();

@@ -4,7 +4,7 @@
 //! restarts at 1) but keeps values unsealed in `SecretBytes`, on no disk.
 
 use super::*;
-use seg_common::api::DEFAULT_TTL_MS;
+use seg_common::api::{Hooks, DEFAULT_TTL_MS};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -68,6 +68,7 @@ impl SecretStore for MemoryStore {
                 version: 0,
                 ttl_ms: DEFAULT_TTL_MS,
                 grants: Default::default(),
+                hooks: Default::default(),
                 created_at: now,
                 updated_at: now,
             },
@@ -115,6 +116,11 @@ impl SecretStore for MemoryStore {
         check_ttl(ttl_ms)?;
         self.with_meta(name, |meta| touch(meta, |m| std::mem::replace(&mut m.ttl_ms, ttl_ms) != ttl_ms))?;
         Ok(())
+    }
+
+    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
+        check_hooks(hooks)?;
+        self.with_meta(name, |meta| touch(meta, |m| std::mem::replace(&mut m.hooks, hooks.clone()) != *hooks))
     }
 
     fn kind(&self) -> &'static str {

@@ -8,7 +8,7 @@ pub mod memory;
 mod record;
 pub mod seal;
 
-use seg_common::api::GrantTarget;
+use seg_common::api::{GrantTarget, Hooks};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::collections::BTreeSet;
@@ -22,6 +22,8 @@ pub struct SecretMeta {
     pub version: u64,
     pub ttl_ms: u64,
     pub grants: BTreeSet<GrantTarget>,
+    /// Pre- and post-rotate commands, run by the controller.
+    pub hooks: Hooks,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
     pub updated_at: u64,
@@ -47,6 +49,8 @@ pub enum StoreError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{0}")]
+    BadHook(String),
 }
 
 /// Where secrets live. Methods are synchronous: the embedded store does a
@@ -64,6 +68,8 @@ pub trait SecretStore: Send + Sync {
     /// Returns whether the grant existed.
     fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError>;
     fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError>;
+    /// Replaces the hooks of `name`; returns whether they changed.
+    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError>;
     /// Short backend name for `segctl status`.
     fn kind(&self) -> &'static str;
     /// A kept version of a secret: the current one or the one before it
@@ -92,6 +98,16 @@ pub fn check_ttl(ttl_ms: u64) -> Result<(), StoreError> {
     use seg_common::api::{MAX_TTL_MS, MIN_TTL_MS};
     if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
         return Err(StoreError::BadTtl { ttl_ms });
+    }
+    Ok(())
+}
+
+/// The hook checks every backend enforces.
+pub fn check_hooks(hooks: &Hooks) -> Result<(), StoreError> {
+    for (which, spec) in [("pre-rotate", &hooks.pre_rotate), ("post-rotate", &hooks.post_rotate)] {
+        if let Some(problem) = spec.as_ref().and_then(|s| s.problem()) {
+            return Err(StoreError::BadHook(format!("{which} hook: {problem}")));
+        }
     }
     Ok(())
 }

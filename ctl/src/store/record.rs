@@ -9,13 +9,16 @@
 //! ```
 //!
 //! `versions` is newest first and holds the current and the previous
-//! version. `key_id` is the fingerprint of the master key that sealed them.
+//! version. An optional `hooks` object holds the pre- and post-rotate
+//! commands (`{"pre_rotate": {"command": "…", "timeout_ms": 30000}}`); files
+//! without it read as "no hooks", and it is left out when there are none,
+//! so format 1 stays readable both ways. `key_id` is the fingerprint of the master key that sealed them.
 //! Nothing in the file is secret.
 
 use super::{SecretMeta, KEPT_VERSIONS};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use seg_common::api::GrantTarget;
+use seg_common::api::{GrantTarget, Hooks};
 use seg_common::name::SecretName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -51,6 +54,8 @@ struct FileV1 {
     updated_at: u64,
     key_id: String,
     versions: Vec<VersionV1>,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    hooks: Hooks,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,6 +74,7 @@ impl Record {
             version: 0,
             ttl_ms,
             grants: BTreeSet::new(),
+            hooks: Hooks::default(),
             created_at: now,
             updated_at: now,
         };
@@ -106,6 +112,7 @@ impl Record {
                     created_at: v.created_at,
                 })
                 .collect(),
+            hooks: self.meta.hooks.clone(),
         };
         serde_json::to_vec_pretty(&file).expect("plain data always serializes")
     }
@@ -129,6 +136,7 @@ impl Record {
             ));
         }
         super::check_ttl(file.ttl_ms).map_err(|e| e.to_string())?;
+        super::check_hooks(&file.hooks).map_err(|e| e.to_string())?;
         let versions = decode_versions(&file)?;
         let grants = file
             .grants
@@ -140,6 +148,7 @@ impl Record {
             version: file.version,
             ttl_ms: file.ttl_ms,
             grants,
+            hooks: file.hooks,
             created_at: file.created_at,
             updated_at: file.updated_at,
         };

@@ -1,0 +1,265 @@
+//! Docker start event → that container's rules in the kernel, with N
+//! services present. Real Docker, real events, the controller's own code
+//! path (`Segregation`: inspect, compile, fast diff, one
+//! `iptables-restore --noflush`), inside a throwaway network namespace so
+//! the host's rules are never touched.
+//!
+//! `cargo run --release -p segctl --example reconcile_bench [-- PROJECTS REPLICAS STARTS]`
+//! (defaults 100 projects × 10 services = 1,000 services, 2 replicas = 2,000
+//! synthetic containers, 200 real container starts). Needs root, dockerd on
+//! /var/run/docker.sock and the image seg-busybox:dev (scripts/build-images).
+//!
+//! The synthetic services (`segctl::firewall::synth`) are fed to the
+//! controller as if Docker listed them; each measured start is a real
+//! container labelled as one more replica of the synthetic service p0/s1,
+//! on a real network created for the run, so its start rewrites the chains
+//! of every service it talks to.
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+use segctl::firewall::{synth, ContainerFacts, IptablesFirewall, NetworkFacts};
+use segctl::network::{self, DockerNetworks, NetworkSpec};
+use segctl::segregation::live::Known;
+use segctl::segregation::{EventTiming, Segregation};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const INSIDE: &str = "SEG_RBENCH_INSIDE";
+const DOCKER_HOOKS: &str =
+    "*filter\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let projects = args.first().copied().unwrap_or(100);
+    let replicas = args.get(1).copied().unwrap_or(2);
+    let starts = args.get(2).copied().unwrap_or(200);
+    if std::env::var_os(INSIDE).is_none() {
+        return outside(&args);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(inside(projects, replicas, starts));
+    // The controller's tasks (event stream, resync) run for ever: stop here
+    // rather than have the runtime tear them down mid-request.
+    std::process::exit(0);
+}
+
+/// Re-runs this binary inside a fresh network namespace (its own iptables).
+fn outside(args: &[usize]) {
+    let ns = format!("segt-rbench-{}", std::process::id());
+    run(&["ip", "netns", "add", &ns]);
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(std::env::current_exe().unwrap())
+        .args(args.iter().map(ToString::to_string))
+        .env(INSIDE, "1")
+        .status();
+    run(&["ip", "netns", "del", &ns]);
+    assert!(status.expect("run inside the namespace").success(), "benchmark failed");
+}
+
+fn run(args: &[&str]) {
+    let ok = Command::new(args[0]).args(&args[1..]).status().is_ok_and(|s| s.success());
+    assert!(ok, "{args:?} failed");
+}
+
+fn restore(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("iptables-restore");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn compose_labels(project: &str, service: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("com.docker.compose.project".to_string(), project.to_string()),
+        ("com.docker.compose.service".to_string(), service.to_string()),
+    ])
+}
+
+/// The synthetic scenario as the controller's inventory input.
+fn synthetic(projects: usize, replicas: usize) -> (Vec<Known>, Vec<NetworkFacts>) {
+    let (_, inv) = synth::scenario(projects, replicas);
+    let networks = inv
+        .networks
+        .iter()
+        .enumerate()
+        .map(|(k, n)| NetworkFacts {
+            id: format!("{k:012x}{}", "0".repeat(52)),
+            name: n.name.clone(),
+            driver: "bridge".into(),
+            labels: BTreeMap::from([
+                ("com.docker.compose.project".to_string(), format!("p{k}")),
+                ("com.docker.compose.network".to_string(), "default".to_string()),
+            ]),
+            subnets: n.subnets.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let containers = inv
+        .containers
+        .into_iter()
+        .map(|c| {
+            let id = c.service.clone().expect("synthetic containers have a service");
+            let labels = compose_labels(id.project.as_deref().unwrap_or_default(), &id.service);
+            let facts =
+                ContainerFacts { id: c.id.clone(), labels, endpoints: c.endpoints, published: c.published };
+            Known { facts, name: c.id, pid: None }
+        })
+        .collect();
+    (containers, networks)
+}
+
+async fn inside(projects: usize, replicas: usize, starts: usize) {
+    restore(DOCKER_HOOKS);
+    let services = projects * synth::SERVICES_PER_PROJECT;
+    let state = tempfile::tempdir().unwrap();
+    let store = segctl::segregation::store::Store::open(state.path()).unwrap();
+    for k in 0..projects {
+        let source = segctl::segregation::api::PolicySource {
+            file: format!("p{k}.yaml"),
+            text: synth::policy_text(k),
+            dir_project: None,
+        };
+        store
+            .save(&segctl::segregation::store::Record { name: format!("p{k}"), source, applied_at: 0 })
+            .unwrap();
+    }
+    let docker = segctl::docker::connect("/var/run/docker.sock".as_ref()).await.expect("dockerd");
+    let api = DockerNetworks { docker: docker.clone() };
+    let net = format!("segt-rbench-{}", std::process::id());
+    network::create(&api, &NetworkSpec::new(&net, false, true, None).unwrap()).await.expect("bench network");
+    let seg =
+        Segregation::new(state.path(), Box::new(IptablesFirewall::new()), Duration::from_secs(3600)).unwrap();
+    drop(seg.spawn("/var/run/docker.sock".into()));
+    while !seg.synced().await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (containers, networks) = synthetic(projects, replicas);
+    let seeded = Instant::now();
+    seg.seed(containers, networks).await;
+    let rules = count_rules();
+    println!(
+        "{services} services, {} synthetic containers, {rules} rules in seg's chains (seeded in {:?})",
+        services * replicas,
+        seeded.elapsed()
+    );
+    let (started, died) = measure(&seg, &docker, &net, starts).await;
+    report("start", &started);
+    report("die", &died);
+    let _ = network::remove(&api, &net).await;
+}
+
+fn count_rules() -> usize {
+    let out = Command::new("iptables-save").args(["-t", "filter"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("-A SEG-")).count()
+}
+
+/// One measured start: Docker's start event → the first update that put
+/// the container into the rules (often the update for its `network
+/// connect`, which Docker sends first: then the rules were live before the
+/// start event was even sent, and the latency counts as 0).
+struct Sample {
+    latency: Duration,
+    before_start: bool,
+    timing: EventTiming,
+}
+
+/// Starts and removes `n` containers one at a time.
+async fn measure(seg: &Arc<Segregation>, docker: &Docker, net: &str, n: usize) -> (Vec<Sample>, Vec<Sample>) {
+    let (mut started, mut died) = (Vec::new(), Vec::new());
+    let labels: std::collections::HashMap<String, String> = compose_labels("p0", "s1").into_iter().collect();
+    for i in 0..n {
+        let name = format!("{net}-{i}");
+        let body = ContainerCreateBody {
+            image: Some("seg-busybox:dev".into()),
+            cmd: Some(vec!["sleep".into(), "600".into()]),
+            labels: Some(labels.clone()),
+            host_config: Some(HostConfig { network_mode: Some(net.into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        let id =
+            docker.create_container(Some(opts), body).await.expect("create (is seg-busybox:dev built?)").id;
+        docker.start_container(&id, None).await.expect("start");
+        started.push(wait_for(seg, &id, "container start").await);
+        if i < 3 {
+            assert_live(docker, &id).await;
+        }
+        let force = RemoveContainerOptionsBuilder::new().force(true).build();
+        docker.remove_container(&id, Some(force)).await.expect("remove");
+        died.push(wait_for(seg, &id, "container die").await);
+    }
+    (started, died)
+}
+
+async fn wait_for(seg: &Segregation, id: &str, action: &str) -> Sample {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen: Vec<EventTiming> = Vec::new();
+    loop {
+        seen.extend(seg.take_timings().into_iter().filter(|t| t.container == id));
+        if let Some(t) = seen.iter().find(|t| t.action == action) {
+            let written = seen.iter().filter(|t| t.changed).map(|t| t.done_at).min().unwrap_or(t.done_at);
+            let at = t.event_at.expect("Docker stamps events");
+            return Sample {
+                latency: written.saturating_sub(at),
+                before_start: written < at,
+                timing: t.clone(),
+            };
+        }
+        assert!(Instant::now() < deadline, "no `{action}` handled for {id} within 10 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The container's address is in seg's live rules (read from the kernel).
+async fn assert_live(docker: &Docker, id: &str) {
+    let r = docker.inspect_container(id, None).await.unwrap();
+    let nets = r.network_settings.and_then(|s| s.networks).unwrap_or_default();
+    let ip = nets.values().find_map(|e| e.ip_address.clone().filter(|a| !a.is_empty())).expect("an address");
+    let out = Command::new("iptables-save").args(["-t", "filter"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("-A SEG-") && l.contains(&format!("{ip}/32"))),
+        "{ip} not live"
+    );
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(what: &str, samples: &[Sample]) {
+    let sorted = |f: &dyn Fn(&Sample) -> Duration| {
+        let mut v: Vec<Duration> = samples.iter().map(f).collect();
+        v.sort();
+        v
+    };
+    let latency = sorted(&|s| s.latency);
+    let handling = sorted(&|s| s.timing.handling);
+    let compile = sorted(&|s| s.timing.compile);
+    let restore = sorted(&|s| s.timing.restore);
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    let early = samples.iter().filter(|s| s.before_start).count();
+    let full = samples.iter().filter(|s| s.timing.full).count();
+    println!(
+        "{what:>5}: n={} event→live p50 {} p90 {} p99 {} max {} ms ({early} live before the event) | \
+         this event's handling p50 {} p99 {}, compile p50 {}, restore p50 {} p99 {} ms | {full} full",
+        samples.len(),
+        ms(pct(&latency, 0.5)),
+        ms(pct(&latency, 0.9)),
+        ms(pct(&latency, 0.99)),
+        ms(*latency.last().unwrap()),
+        ms(pct(&handling, 0.5)),
+        ms(pct(&handling, 0.99)),
+        ms(pct(&compile, 0.5)),
+        ms(pct(&restore, 0.5)),
+        ms(pct(&restore, 0.99)),
+    );
+}

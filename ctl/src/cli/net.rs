@@ -1,0 +1,102 @@
+//! `segctl net`: seg-managed Docker networks, straight through the Docker
+//! API (no controller needed): create (bridge, optionally internal, ICC off,
+//! a fixed subnet), list, remove (only when nothing is attached).
+
+use super::Output;
+use crate::docker;
+use crate::network::{self, DockerNetworks, NetworkInfo, NetworkSpec, Subnet};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    #[command(subcommand)]
+    pub cmd: NetCmd,
+    /// The Docker Engine API socket.
+    #[arg(long, global = true, default_value = "/var/run/docker.sock", value_name = "PATH")]
+    pub docker_socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NetCmd {
+    /// Create a bridge network (labelled seg.managed=true).
+    Create {
+        name: String,
+        /// No route out of the host.
+        #[arg(long)]
+        internal: bool,
+        /// Containers on it cannot talk to each other (Docker's enable_icc=false).
+        #[arg(long)]
+        no_icc: bool,
+        /// E.g. 10.30.0.0/24 (default: Docker picks one).
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+    },
+    /// List networks.
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Remove a network nothing is attached to.
+    Rm { name: String },
+}
+
+pub async fn run(args: NetArgs) -> Result<()> {
+    let api = DockerNetworks { docker: docker::connect(&args.docker_socket).await? };
+    match args.cmd {
+        NetCmd::Create { name, internal, no_icc, subnet } => {
+            let subnet: Option<Subnet> = subnet.map(|s| s.parse()).transpose()?;
+            let spec = NetworkSpec::new(&name, internal, !no_icc, subnet)?;
+            let id = network::create(&api, &spec)
+                .await
+                .with_context(|| format!("cannot create network {name}"))?;
+            println!("created network {name} ({})", &id[..id.len().min(12)]);
+        }
+        NetCmd::Ls { output } => {
+            let list = network::list(&api).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&json(&list))?),
+                Output::Table => print!("{}", render(&list)),
+            }
+        }
+        NetCmd::Rm { name } => {
+            network::remove(&api, &name).await.with_context(|| format!("cannot remove network {name}"))?;
+            println!("removed network {name}");
+        }
+    }
+    Ok(())
+}
+
+fn json(list: &[NetworkInfo]) -> serde_json::Value {
+    list.iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name, "id": n.id, "driver": n.driver, "internal": n.internal, "icc": n.icc,
+                "subnets": n.subnets, "bridge": n.bridge_if, "managed": n.managed, "containers": n.containers,
+            })
+        })
+        .collect()
+}
+
+pub fn render(list: &[NetworkInfo]) -> String {
+    let mut out = format!(
+        "{:<28} {:<8} {:<8} {:<5} {:<18} {:<16} {}\n",
+        "NAME", "DRIVER", "INTERNAL", "ICC", "SUBNETS", "BRIDGE", "CONTAINERS"
+    );
+    for n in list {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let name = if n.managed { format!("{} (seg)", n.name) } else { n.name.clone() };
+        out.push_str(&format!(
+            "{:<28} {:<8} {:<8} {:<5} {:<18} {:<16} {}\n",
+            name,
+            n.driver,
+            yes(n.internal),
+            yes(n.icc),
+            n.subnets.join(","),
+            n.bridge_if.as_deref().unwrap_or("-"),
+            n.containers.len()
+        ));
+    }
+    out
+}

@@ -1,0 +1,270 @@
+//! `segctl policy`: apply, list, show, remove, diff, lint, check and verify
+//! network policies. Everything but `lint` goes through the controller,
+//! which parses the file again itself (so both report the same line and
+//! column) and owns the firewall.
+
+use super::{AdminOpts, Output};
+use crate::policy;
+use crate::segregation::api::{
+    ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
+    VerifyReport,
+};
+use crate::segregation::routes::encode;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub cmd: PolicyCmd,
+    #[command(flatten)]
+    pub admin: AdminOpts,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PolicyCmd {
+    /// Apply a policy file, or a compose file's `x-seg:` key (replaces the project's policy).
+    Apply(FileArg),
+    /// List the applied policies.
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show an applied policy, normalized (every default spelled out).
+    Show {
+        /// The project (`_standalone` for containers without one).
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = ShowFormat::Yaml)]
+        output: ShowFormat,
+    },
+    /// Remove a policy: its rules go (networks and attachments stay).
+    Rm { name: String },
+    /// Print the rule changes `apply -f FILE` would make (iptables-restore input), without making them.
+    Diff(FileArg),
+    /// Check a policy file without applying it (no controller needed).
+    Lint(FileArg),
+    /// Would a flow be allowed by the applied policies, and which rule decides?
+    Check {
+        /// `world`, a service (`web`, `shop/web`) or an address.
+        #[arg(long, value_name = "SERVICE|world")]
+        from: String,
+        /// A service (`db`, `shop/db`) or an address.
+        #[arg(long, value_name = "SERVICE")]
+        to: String,
+        /// `5432/tcp`, `53/udp` (a bare number is tcp).
+        #[arg(long, value_name = "PORT/PROTO")]
+        port: String,
+    },
+    /// Probe the real flows between running containers and compare with the policy.
+    Verify {
+        /// Only this policy (default: all).
+        name: Option<String>,
+        /// How long a probe waits for an answer before calling the flow blocked.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        timeout_ms: u64,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FileArg {
+    /// A policy YAML file, or a compose file with an `x-seg:` key.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Yaml,
+    Json,
+    /// The text it was applied from.
+    Source,
+}
+
+pub async fn run(args: PolicyArgs) -> Result<()> {
+    let client = args.admin.client();
+    match args.cmd {
+        PolicyCmd::Lint(f) => lint(&f.file),
+        PolicyCmd::Apply(f) => {
+            let result: ApplyResult = client.call("POST", "/v1/policies", Some(&source(&f.file)?)).await?;
+            print!("{}", render_apply(&result));
+            Ok(())
+        }
+        PolicyCmd::Diff(f) => {
+            let diff: DiffResult =
+                client.call("POST", "/v1/policies/-/diff", Some(&source(&f.file)?)).await?;
+            print_diff(&diff);
+            Ok(())
+        }
+        PolicyCmd::Ls { output } => {
+            let list: Vec<PolicySummary> = client.get("/v1/policies").await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Output::Table => print!("{}", render_list(&list)),
+            }
+            Ok(())
+        }
+        PolicyCmd::Show { name, output } => {
+            let d: PolicyDetail = client.get(&format!("/v1/policies/{}", encode(&name))).await?;
+            match output {
+                ShowFormat::Yaml => print!("{}", serde_yaml::to_string(&d.policy)?),
+                ShowFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+                ShowFormat::Source => print!("{}", d.source),
+            }
+            Ok(())
+        }
+        PolicyCmd::Rm { name } => {
+            let r: RemoveResult =
+                client.call("DELETE", &format!("/v1/policies/{}", encode(&name)), None::<&()>).await?;
+            println!(
+                "policy {} removed: {} chain(s) removed, {} rule(s) left in force",
+                r.name, r.rules.chains_removed, r.rules.rules_total
+            );
+            Ok(())
+        }
+        PolicyCmd::Check { from, to, port } => {
+            let path = format!(
+                "/v1/policies/-/check?from={}&to={}&port={}",
+                encode(&from),
+                encode(&to),
+                encode(&port)
+            );
+            let c: CheckResult = client.get(&path).await?;
+            println!(
+                "{} {} → {} {}: {}",
+                if c.allowed { "ALLOW" } else { "DENY" },
+                c.from,
+                c.to,
+                c.port,
+                c.rule
+            );
+            Ok(())
+        }
+        PolicyCmd::Verify { name, timeout_ms, output } => {
+            let mut path = format!("/v1/policies/-/verify?timeout_ms={timeout_ms}");
+            if let Some(n) = &name {
+                path.push_str(&format!("&name={}", encode(n)));
+            }
+            let report: VerifyReport = client.get(&path).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => print!("{}", render_verify(&report)),
+            }
+            match report.mismatches() {
+                0 => Ok(()),
+                n => bail!("{n} of {} probed flow(s) differ from the policy", report.rows.len()),
+            }
+        }
+    }
+}
+
+fn lint(file: &Path) -> Result<()> {
+    let p = policy::lint(file)?;
+    let project = p.project().unwrap_or("(standalone containers)");
+    println!(
+        "{}: ok: project {project}, {} service(s), {} network(s)",
+        file.display(),
+        p.services.len(),
+        p.networks.len()
+    );
+    Ok(())
+}
+
+/// Reads the file and checks it here first, so a bad file is refused even
+/// when the controller is down (with the same message it would give).
+fn source(file: &Path) -> Result<PolicySource> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let shown = file.display().to_string();
+    let dir_project = policy::dir_project(file);
+    policy::parse_source(&text, &shown, dir_project.as_deref())?;
+    Ok(PolicySource { file: shown, text, dir_project })
+}
+
+pub fn render_apply(r: &ApplyResult) -> String {
+    let mut out = if r.changed {
+        format!(
+            "policy {} applied: {} chain(s) written ({} rule(s)), {} removed; {} rule(s) in force\n",
+            r.name,
+            r.rules.chains_written,
+            r.rules.rules_written,
+            r.rules.chains_removed,
+            r.rules.rules_total
+        )
+    } else {
+        format!("policy {}: already applied and in force, nothing written\n", r.name)
+    };
+    out.extend(r.networks.created.iter().map(|n| format!("created network {n}\n")));
+    out.extend(r.networks.attachments.iter().map(|a| format!("{a}\n")));
+    out.extend(r.networks.warnings.iter().map(|w| format!("warning: {w}\n")));
+    out
+}
+
+fn print_diff(d: &DiffResult) {
+    for note in &d.notes {
+        eprintln!("# note: {note}");
+    }
+    if d.v4.is_empty() && d.v6.is_empty() {
+        eprintln!("# policy {}: no change, the live rules already match", d.name);
+        return;
+    }
+    if !d.v4.is_empty() {
+        println!("# iptables-restore --noflush");
+        print!("{}", d.v4);
+    }
+    if !d.v6.is_empty() {
+        println!("# ip6tables-restore --noflush");
+        print!("{}", d.v6);
+    }
+}
+
+pub fn render_list(list: &[PolicySummary]) -> String {
+    if list.is_empty() {
+        return "no policy applied\n".into();
+    }
+    let mut out = format!("{:<20} {:<28} {:<20} {}\n", "NAME", "SERVICES", "NETWORKS", "FROM");
+    for p in list {
+        out.push_str(&format!(
+            "{:<20} {:<28} {:<20} {}\n",
+            p.name,
+            p.services.join(","),
+            p.networks.join(","),
+            p.origin
+        ));
+    }
+    out
+}
+
+pub fn render_verify(r: &VerifyReport) -> String {
+    let mut out = format!(
+        "{:<16} {:<16} {:<24} {:<10} {:<10} {}\n",
+        "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED", ""
+    );
+    let word = |reach| match reach {
+        crate::segregation::api::Reach::Reachable => "reachable",
+        crate::segregation::api::Reach::Blocked => "blocked",
+        crate::segregation::api::Reach::Unknown => "unknown",
+    };
+    for row in &r.rows {
+        let mark = if row.ok() { "ok" } else { "MISMATCH" };
+        out.push_str(&format!(
+            "{:<16} {:<16} {:<24} {:<10} {:<10} {mark}  ({}; probe: {})\n",
+            row.from,
+            row.to,
+            row.target,
+            word(row.expected),
+            word(row.observed),
+            row.because,
+            row.detail
+        ));
+    }
+    out.extend(r.skipped.iter().map(|s| format!("not probed: {s}\n")));
+    out.push_str(&format!(
+        "{} flow(s) probed from inside the containers (timeout {} ms), {} mismatch(es)\n",
+        r.rows.len(),
+        r.timeout_ms,
+        r.mismatches()
+    ));
+    out
+}

@@ -1,0 +1,56 @@
+//! `segctl icc`: ICC on docker0 as part of the controller's ruleset (a rule,
+//! effective at once, persisted in the state directory), and optionally in
+//! daemon.json (`"icc"`, effective at dockerd's next start).
+
+use super::api::{IccRequest, IccStatus};
+use super::ops::OpError;
+use super::state::{Mode, DOCKER0_NETWORK};
+use super::{blocking, Segregation};
+use crate::daemon_json::{self, Change};
+use std::path::PathBuf;
+
+impl Segregation {
+    pub async fn icc_status(&self) -> Result<IccStatus, OpError> {
+        let mut st = self.state.lock().await;
+        let enabled = st.docker0_icc;
+        let live = blocking(|| st.engine.live())?;
+        let rule_live = live.chains.contains_key("SEG-ICC-docker0");
+        Ok(IccStatus {
+            enabled,
+            rule_live,
+            docker_bridge_icc: st.live.docker_icc(DOCKER0_NETWORK),
+            daemon_json: None,
+        })
+    }
+
+    /// Turns ICC on docker0 on or off. With `persist`, daemon.json is
+    /// checked before anything changes (an unreadable file refuses the
+    /// whole request) and written last.
+    pub async fn set_icc(&self, req: &IccRequest) -> Result<IccStatus, OpError> {
+        let path = PathBuf::from(req.daemon_json.as_deref().unwrap_or(daemon_json::DEFAULT_PATH));
+        if req.persist {
+            daemon_json::read_icc(&path)?;
+        }
+        let docker = self.require_docker()?;
+        let mut st = self.state.lock().await;
+        self.refresh_all(&mut st, &docker).await?;
+        let before = st.docker0_icc;
+        st.docker0_icc = req.enabled;
+        let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
+        if let Err(e) = outcome.and_then(|_| self.store.save_icc(req.enabled).map_err(OpError::from)) {
+            st.docker0_icc = before;
+            let _ = blocking(|| st.reconcile(Mode::Full));
+            return Err(e);
+        }
+        drop(st);
+        let mut status = self.icc_status().await?;
+        if req.persist {
+            let said = match daemon_json::set_icc(&path, req.enabled)? {
+                Change::Unchanged => "already says so",
+                Change::Updated { .. } => "updated; dockerd applies it at its next start",
+            };
+            status.daemon_json = Some(format!("{}: \"icc\": {} ({said})", path.display(), req.enabled));
+        }
+        Ok(status)
+    }
+}

@@ -1,0 +1,275 @@
+//! The controller's running picture of the host: every running container
+//! (identity, addresses, published ports, PID) and every network, kept up to
+//! date one container at a time from Docker events and replaced whole by
+//! each resync. The firewall compiles against [`Live::inventory`].
+//!
+//! The mapping from the engine's shapes is pure ([`from_summary`],
+//! [`from_inspect`], [`network_facts`]) so it is unit tested; [`collect`]
+//! and [`inspect`] are the two ways in (two list calls for everything, one
+//! inspect per event).
+
+use crate::firewall::{self, ContainerFacts, Inventory, NetEndpoint, NetworkFacts, PublishedPort};
+use crate::policy::{Cidr, Proto};
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, Network,
+    PortSummaryTypeEnum,
+};
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::Docker;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+/// One running container as seen by the engine.
+#[derive(Clone, Debug)]
+pub struct Known {
+    pub facts: ContainerFacts,
+    pub name: String,
+    /// Host PID of its main process (`None` from a list: lists carry none).
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    inv: Inventory,
+    names: HashMap<String, String>,
+    pids: HashMap<String, u32>,
+    /// Docker's own `enable_icc` per network name.
+    docker_icc: BTreeMap<String, bool>,
+    /// The last full read succeeded at least once.
+    synced: bool,
+}
+
+impl Live {
+    pub fn inventory(&self) -> &Inventory {
+        &self.inv
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.names.get(id).map_or(id, String::as_str)
+    }
+
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.pids.get(id).copied()
+    }
+
+    pub fn docker_icc(&self, network: &str) -> Option<bool> {
+        self.docker_icc.get(network).copied()
+    }
+
+    /// Replaces everything (a resync). PIDs already known are kept for
+    /// containers that are still there.
+    pub fn replace(&mut self, containers: Vec<Known>, networks: Vec<NetworkFacts>) {
+        let pids = std::mem::take(&mut self.pids);
+        self.names.clear();
+        self.inv.containers.clear();
+        let _ = self.set_networks(networks);
+        for mut k in containers {
+            k.pid = k.pid.or_else(|| pids.get(&k.facts.id).copied());
+            self.upsert(k);
+        }
+        self.synced = true;
+    }
+
+    /// Replaces the networks; returns whether what the firewall sees changed.
+    pub fn set_networks(&mut self, networks: Vec<NetworkFacts>) -> bool {
+        self.docker_icc = networks
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.options.get(crate::network::ICC_OPTION).map(String::as_str) != Some("false"),
+                )
+            })
+            .collect();
+        let mut interpreted = firewall::inventory_from([], networks).networks;
+        interpreted.sort_by(|a, b| a.name.cmp(&b.name));
+        let changed = interpreted != self.inv.networks;
+        self.inv.networks = interpreted;
+        changed
+    }
+
+    /// Replaces the networks with these (already interpreted) ones.
+    pub fn add_networks(&mut self, mut networks: Vec<crate::firewall::Network>) {
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        networks.dedup_by(|a, b| a.name == b.name);
+        self.inv.networks = networks;
+    }
+
+    /// Adds or replaces one container; returns whether what the firewall
+    /// sees of it changed.
+    pub fn upsert(&mut self, k: Known) -> bool {
+        let Known { facts, name, pid } = k;
+        let id = facts.id.clone();
+        self.names.insert(id.clone(), name);
+        if let Some(pid) = pid {
+            self.pids.insert(id.clone(), pid);
+        }
+        let container = firewall::inventory_from([facts], []).containers.remove(0);
+        match self.inv.containers.iter_mut().find(|c| c.id == id) {
+            Some(old) if *old == container => false,
+            Some(old) => {
+                *old = container;
+                true
+            }
+            None => {
+                self.inv.containers.push(container);
+                true
+            }
+        }
+    }
+
+    /// Forgets a container (it died); returns whether it was known.
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.names.remove(id);
+        self.pids.remove(id);
+        let before = self.inv.containers.len();
+        self.inv.containers.retain(|c| c.id != id);
+        before != self.inv.containers.len()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Docker could not {action}: {reason}")]
+pub struct DockerFailure {
+    pub action: String,
+    pub reason: String,
+}
+
+fn failure(action: impl Into<String>, e: BollardError) -> DockerFailure {
+    DockerFailure { action: action.into(), reason: e.to_string() }
+}
+
+/// Every running container and every network: two calls, however many
+/// containers run (lists carry labels, addresses and ports).
+pub async fn collect(docker: &Docker) -> Result<(Vec<Known>, Vec<NetworkFacts>), DockerFailure> {
+    let networks = networks(docker).await?;
+    let options = ListContainersOptionsBuilder::new().all(false).build();
+    let list = docker.list_containers(Some(options)).await.map_err(|e| failure("list containers", e))?;
+    Ok((list.into_iter().filter_map(from_summary).collect(), networks))
+}
+
+pub async fn networks(docker: &Docker) -> Result<Vec<NetworkFacts>, DockerFailure> {
+    let list = docker.list_networks(None).await.map_err(|e| failure("list networks", e))?;
+    Ok(list.into_iter().map(network_facts).collect())
+}
+
+/// One container; `None` when it is gone or not running.
+pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<Known>, DockerFailure> {
+    match docker.inspect_container(id, None).await {
+        Ok(r) => Ok(from_inspect(r)),
+        Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(failure(format!("inspect container {id}"), e)),
+    }
+}
+
+pub fn network_facts(n: Network) -> NetworkFacts {
+    let subnets = n.ipam.and_then(|i| i.config).unwrap_or_default();
+    NetworkFacts {
+        id: n.id.unwrap_or_default(),
+        name: n.name.unwrap_or_default(),
+        driver: n.driver.unwrap_or_default(),
+        labels: n.labels.unwrap_or_default().into_iter().collect(),
+        options: n.options.unwrap_or_default().into_iter().collect(),
+        // Docker never reports host bits; anything unparsable is not ours to guard.
+        subnets: subnets.into_iter().filter_map(|c| c.subnet?.parse::<Cidr>().ok()).collect(),
+    }
+}
+
+fn endpoints(networks: Option<HashMap<String, EndpointSettings>>) -> Vec<NetEndpoint> {
+    let mut out: Vec<NetEndpoint> = networks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, e)| NetEndpoint {
+            network,
+            // Docker reports "" for "no address".
+            ipv4: e.ip_address.and_then(|a| a.parse().ok()),
+            ipv6: e.global_ipv6_address.and_then(|a| a.parse().ok()),
+        })
+        .collect();
+    out.sort_by(|a, b| a.network.cmp(&b.network));
+    out
+}
+
+fn host_ip(text: Option<&str>) -> Option<IpAddr> {
+    text.and_then(|t| t.parse().ok()).filter(|ip: &IpAddr| !ip.is_unspecified())
+}
+
+pub fn from_summary(s: ContainerSummary) -> Option<Known> {
+    let running =
+        matches!(s.state, Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED));
+    let id = s.id.filter(|id| !id.is_empty() && running)?;
+    let name = s.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+    let mut published: Vec<PublishedPort> = s
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let proto = match p.typ {
+                Some(PortSummaryTypeEnum::UDP) => Proto::Udp,
+                Some(PortSummaryTypeEnum::SCTP) => return None,
+                _ => Proto::Tcp,
+            };
+            let host_port = p.public_port.filter(|port| *port > 0)?;
+            Some(PublishedPort {
+                proto,
+                container_port: p.private_port,
+                host_ip: host_ip(p.ip.as_deref()),
+                host_port,
+            })
+        })
+        .collect();
+    published.sort();
+    published.dedup();
+    let facts = ContainerFacts {
+        id,
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+        endpoints: endpoints(s.network_settings.and_then(|n| n.networks)),
+        published,
+    };
+    Some(Known { facts, name: name.trim_start_matches('/').to_owned(), pid: None })
+}
+
+pub fn from_inspect(r: ContainerInspectResponse) -> Option<Known> {
+    let state = r.state.unwrap_or_default();
+    let pid = state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
+    if state.running != Some(true) {
+        return None;
+    }
+    let id = r.id.filter(|id| !id.is_empty())?;
+    let settings = r.network_settings.unwrap_or_default();
+    let mut published = Vec::new();
+    for (key, bindings) in settings.ports.unwrap_or_default() {
+        let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+        let (Ok(container_port), Ok(proto)) = (port.parse::<u16>(), proto.parse::<Proto>()) else { continue };
+        for b in bindings.unwrap_or_default() {
+            let Some(host_port) = b.host_port.and_then(|p| p.parse().ok()).filter(|p: &u16| *p > 0) else {
+                continue;
+            };
+            published.push(PublishedPort {
+                proto,
+                container_port,
+                host_ip: host_ip(b.host_ip.as_deref()),
+                host_port,
+            });
+        }
+    }
+    published.sort();
+    published.dedup();
+    let facts = ContainerFacts {
+        id,
+        labels: r.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+        endpoints: endpoints(settings.networks),
+        published,
+    };
+    let name = r.name.unwrap_or_default().trim_start_matches('/').to_owned();
+    Some(Known { facts, name, pid })
+}
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;

@@ -1,0 +1,168 @@
+//! Network segregation in the controller: applied policies and the docker0
+//! ICC setting, kept in force on the host's firewall.
+//!
+//! - [`store`]: policies persisted under `<state>/policies/`, ICC in `<state>/icc.json`.
+//! - [`live`]: the running picture (containers, networks), from Docker.
+//! - [`state`]: policies + ICC + picture → rules ([`crate::firewall::compile_with`]).
+//! - [`engine`]: rules → kernel, reading it (full) or trusting memory (fast).
+//! - `events`: Docker events (container start/die, network connect/disconnect)
+//!   update the picture one container at a time and rewrite only the
+//!   changed chains; a periodic resync re-reads everything and repairs.
+//! - [`attach`]: a policy's networks created, its services moved onto them.
+//! - `ops`, [`routes`]: the admin API (`/v1/policies`, `/v1/icc`).
+//! - [`verify`], [`probe`]: real flows probed from containers' namespaces.
+//!
+//! Rules stay in the kernel when the controller stops (fail closed) and are
+//! adopted, not rebuilt, when it starts again.
+
+pub mod api;
+pub mod attach;
+pub mod engine;
+mod events;
+pub mod host;
+mod icc;
+pub mod live;
+mod ops;
+pub mod probe;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod verify;
+pub mod view;
+
+pub use events::EventTiming;
+pub use ops::OpError;
+
+use crate::firewall::{Firewall, IptablesFirewall};
+use bollard::Docker;
+use state::State;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How often the live rules are re-read and repaired, by default.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+/// Event timings kept for `take_timings` (the benchmark's source).
+const TIMINGS_KEPT: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub docker_socket: PathBuf,
+    pub resync_interval: Duration,
+    /// `/proc/sys/net/bridge/bridge-nf-call-iptables`, checked at start.
+    pub bridge_nf: PathBuf,
+}
+
+impl Options {
+    pub fn new(state_dir: &Path, docker_socket: &Path, resync_interval: Duration) -> Options {
+        Options {
+            state_dir: state_dir.to_owned(),
+            docker_socket: docker_socket.to_owned(),
+            resync_interval,
+            bridge_nf: host::BRIDGE_NF.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegregationError {
+    #[error(transparent)]
+    Host(#[from] host::HostError),
+    #[error("cannot load the applied network policies: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+pub struct Segregation {
+    state: tokio::sync::Mutex<State>,
+    store: store::Store,
+    docker: RwLock<Option<Docker>>,
+    resync_interval: Duration,
+    timings: Mutex<VecDeque<EventTiming>>,
+}
+
+impl Segregation {
+    /// Checks the host, loads the applied policies, and starts following
+    /// Docker in the background (connecting with backoff; until then the
+    /// kernel's rules are left as they are).
+    pub fn start(opts: Options) -> Result<Arc<Segregation>, SegregationError> {
+        host::check_br_netfilter(&opts.bridge_nf, host::modprobe_br_netfilter)?;
+        let seg = Segregation::new(&opts.state_dir, Box::new(IptablesFirewall::new()), opts.resync_interval)?;
+        drop(seg.spawn(opts.docker_socket));
+        Ok(seg)
+    }
+
+    /// Loads the state with any firewall backend; starts nothing.
+    pub fn new(
+        state_dir: &Path,
+        firewall: Box<dyn Firewall + Send>,
+        resync_interval: Duration,
+    ) -> Result<Arc<Segregation>, SegregationError> {
+        let store = store::Store::open(state_dir)?;
+        let loaded = store.load_all()?;
+        let icc = store.load_icc()?;
+        if !loaded.is_empty() || !icc {
+            tracing::info!(policies = loaded.len(), docker0_icc = icc, "network segregation state loaded");
+        }
+        let state = State::new(loaded, icc, engine::Engine::new(firewall));
+        Ok(Arc::new(Segregation {
+            state: tokio::sync::Mutex::new(state),
+            store,
+            docker: RwLock::new(None),
+            resync_interval,
+            timings: Mutex::new(VecDeque::new()),
+        }))
+    }
+
+    fn docker(&self) -> Option<Docker> {
+        self.docker.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The timings of the container events handled since the last call.
+    pub fn take_timings(&self) -> Vec<EventTiming> {
+        self.timings.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
+    }
+
+    /// Whether the containers were read from Docker at least once.
+    pub async fn synced(&self) -> bool {
+        self.state.lock().await.live.synced()
+    }
+
+    /// Adds containers and networks Docker does not list (the benchmark's
+    /// synthetic thousand services) and brings the rules up to date. A
+    /// resync or a network event drops them again.
+    pub async fn seed(&self, containers: Vec<live::Known>, networks: Vec<crate::firewall::NetworkFacts>) {
+        let mut st = self.state.lock().await;
+        let mut all = crate::firewall::inventory_from([], networks).networks;
+        all.extend(st.live.inventory().networks.iter().cloned());
+        st.live.add_networks(all);
+        for c in containers {
+            st.live.upsert(c);
+        }
+        if let Err(e) = blocking(|| st.reconcile(state::Mode::Full)) {
+            tracing::error!("seeding the inventory: {e}");
+        }
+    }
+
+    fn record_timing(&self, t: EventTiming) {
+        let mut q = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() == TIMINGS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(t);
+    }
+}
+
+/// Runs firewall work (child processes and waits) without stalling the
+/// other tasks of a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! The operations behind the admin routes. Each one that changes something
+//! validates first (parse with line and column, the policy set as a
+//! whole), then changes the rules in one transaction, then persists; if a
+//! later step fails the earlier ones are undone, so a refused request leaves
+//! the rules and the stored state as they were.
+
+use super::api::{
+    ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
+};
+use super::events::fix_attachments;
+use super::state::{Mode, State};
+use super::store::{name_of, Record, StoreError};
+use super::{attach, blocking, live, view, Segregation};
+use crate::firewall::{check, compile_with, validate_set, Endpoint, FirewallError, ServiceId};
+use crate::network::DockerNetworks;
+use crate::policy::{self, PolicyError, PortRange};
+use bollard::Docker;
+use std::net::IpAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    BadPolicy(#[from] PolicyError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}; nothing was changed")]
+    Conflict(String),
+    #[error("no policy named `{0}` is applied (see `segctl policy ls`)")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the firewall refused the update, so nothing changed: {0}")]
+    Firewall(#[from] FirewallError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Docker(#[from] live::DockerFailure),
+    #[error(transparent)]
+    DaemonJson(#[from] crate::daemon_json::DaemonJsonError),
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Segregation {
+    pub(super) fn require_docker(&self) -> Result<Docker, OpError> {
+        self.docker().ok_or_else(|| {
+            OpError::Unavailable(
+                "the controller is not connected to Docker yet, and rules cannot be computed without \
+                 the containers; check `segctl status`, then retry"
+                    .into(),
+            )
+        })
+    }
+
+    /// Re-reads every container and network into the state.
+    pub(super) async fn refresh_all(&self, st: &mut State, docker: &Docker) -> Result<(), OpError> {
+        let (containers, networks) = live::collect(docker).await?;
+        st.live.replace(containers, networks);
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Vec<PolicySummary> {
+        let st = self.state.lock().await;
+        st.records().values().zip(st.policies()).map(|(r, p)| view::summary(r, p)).collect()
+    }
+
+    pub async fn show(&self, name: &str) -> Result<PolicyDetail, OpError> {
+        let st = self.state.lock().await;
+        let (record, policy) = st.policy(name).ok_or_else(|| OpError::NotFound(name.into()))?;
+        Ok(PolicyDetail {
+            summary: view::summary(record, policy),
+            policy: view::normalized(policy),
+            source: record.source.text.clone(),
+        })
+    }
+
+    /// `segctl policy apply`: the policy replaces the one of its project.
+    pub async fn apply(&self, source: PolicySource) -> Result<ApplyResult, OpError> {
+        let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
+        let name = name_of(&parsed);
+        let docker = self.require_docker()?;
+        let mut st = self.state.lock().await;
+        validate_set(&st.with_candidate(&name, &parsed)).map_err(OpError::Conflict)?;
+        let same = st.records().get(&name).is_some_and(|r| r.source == source);
+        self.refresh_all(&mut st, &docker).await?;
+        let mut networks = super::api::NetworkReport::default();
+        attach::ensure(
+            &DockerNetworks { docker: docker.clone() },
+            &parsed,
+            st.live.inventory(),
+            &mut networks,
+        )
+        .await;
+        if !networks.created.is_empty() {
+            st.live.set_networks(live::networks(&docker).await?);
+        }
+        let record = Record { name: name.clone(), source, applied_at: now() };
+        let previous = st.put(record.clone(), parsed);
+        let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
+        let outcome = outcome.and_then(|o| self.store.save(&record).map(|()| o).map_err(OpError::from));
+        let (applied, desired) = match outcome {
+            Ok(Some(done)) => done,
+            Ok(None) => unreachable!("the inventory was just read and a policy is in place"),
+            Err(e) => return Err(self.undo(&mut st, &name, previous, e)),
+        };
+        // Rules first, then moves: a container moved onto a guarded network
+        // is dropped there until its connect event is handled, never open.
+        let moved = fix_attachments(&mut st, &docker, None).await;
+        networks.attachments = moved.attachments;
+        networks.warnings.extend(moved.warnings);
+        if !networks.attachments.is_empty() {
+            blocking(|| st.reconcile(Mode::Fast))?;
+        }
+        let changed =
+            !same || applied.changed() || !networks.attachments.is_empty() || !networks.created.is_empty();
+        Ok(ApplyResult { name, changed, networks, rules: applied.report(&desired) })
+    }
+
+    /// Puts the previous policy (or none) back, in memory, on disk and in
+    /// the kernel, after a failed apply; returns the original error.
+    fn undo(
+        &self,
+        st: &mut State,
+        name: &str,
+        previous: Option<(Record, policy::Policy)>,
+        err: OpError,
+    ) -> OpError {
+        st.take(name);
+        let restored = match previous {
+            Some((record, p)) => {
+                let saved = self.store.save(&record);
+                st.put(record, p);
+                saved.err()
+            }
+            None => self.store.remove(name).err(),
+        };
+        if let Err(e) = blocking(|| st.reconcile(Mode::Full)) {
+            tracing::error!(
+                "after a failed apply of `{name}`, the previous rules could not be restored: {e}"
+            );
+        }
+        if let Some(e) = restored {
+            tracing::error!("after a failed apply of `{name}`, the stored policy could not be restored: {e}");
+        }
+        err
+    }
+
+    /// `segctl policy rm`: its rules go; networks and attachments stay.
+    pub async fn remove(&self, name: &str) -> Result<RemoveResult, OpError> {
+        let docker = self.require_docker()?;
+        let mut st = self.state.lock().await;
+        if st.policy(name).is_none() {
+            return Err(OpError::NotFound(name.into()));
+        }
+        self.refresh_all(&mut st, &docker).await?;
+        let previous = st.take(name);
+        let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
+        let outcome = outcome.and_then(|o| self.store.remove(name).map(|_| o).map_err(OpError::from));
+        match outcome {
+            Ok(done) => {
+                let rules = done.map(|(a, d)| a.report(&d)).unwrap_or_default();
+                Ok(RemoveResult { name: name.into(), rules })
+            }
+            Err(e) => {
+                if let Some((record, p)) = previous {
+                    st.put(record, p);
+                }
+                let _ = blocking(|| st.reconcile(Mode::Full));
+                Err(e)
+            }
+        }
+    }
+
+    /// `segctl policy diff`: what `apply` would write, against the live rules.
+    pub async fn diff(&self, source: PolicySource) -> Result<DiffResult, OpError> {
+        let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
+        let name = name_of(&parsed);
+        let docker = self.require_docker()?;
+        let mut st = self.state.lock().await;
+        let candidates = st.with_candidate(&name, &parsed);
+        validate_set(&candidates).map_err(OpError::Conflict)?;
+        self.refresh_all(&mut st, &docker).await?;
+        let desired = compile_with(&candidates, st.live.inventory(), &st.host());
+        let (v4, v6) = blocking(|| st.engine.diff(&desired))?;
+        let mut notes: Vec<String> = attach::to_create(&parsed, st.live.inventory())
+            .iter()
+            .map(|s| format!("apply would first create network {} (its rules then follow)", s.name))
+            .collect();
+        let moves = attach::plan(std::slice::from_ref(&parsed), st.live.inventory(), None);
+        notes.extend(moves.iter().map(|op| format!("apply would {op} (its rules then follow)")));
+        Ok(DiffResult { name, v4, v6, notes })
+    }
+
+    /// `segctl policy check`: decided from the applied policies.
+    pub async fn check(&self, from: &str, to: &str, port: &str) -> Result<CheckResult, OpError> {
+        let st = self.state.lock().await;
+        let range: PortRange = port.parse().map_err(|e| OpError::BadRequest(format!("--port: {e}")))?;
+        if range.first != range.last {
+            return Err(OpError::BadRequest(format!("--port {port}: give one port, not a range")));
+        }
+        let (src, dst) = (endpoint(&st, from)?, endpoint(&st, to)?);
+        if matches!(dst, Endpoint::World) {
+            return Err(OpError::BadRequest("--to world: the world is a source only (use a CIDR)".into()));
+        }
+        let d = check(st.policies(), &src, &dst, range.proto, range.first);
+        Ok(CheckResult {
+            from: from.into(),
+            to: to.into(),
+            port: range.to_string(),
+            allowed: d.allowed,
+            rule: d.rule,
+        })
+    }
+}
+
+/// `world`, an address, `project/service`, or a service name that one
+/// applied policy names (a standalone service otherwise).
+fn endpoint(st: &State, text: &str) -> Result<Endpoint, OpError> {
+    if text == "world" {
+        return Ok(Endpoint::World);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Endpoint::Address(ip));
+    }
+    if let Some((project, service)) = text.split_once('/') {
+        return Ok(Endpoint::Service(ServiceId::new(Some(project), service)));
+    }
+    let owners: Vec<Option<&str>> =
+        st.policies().iter().filter(|p| p.services.contains_key(text)).map(|p| p.project()).collect();
+    match owners.as_slice() {
+        [] | [None] => Ok(Endpoint::Service(ServiceId::new(None, text))),
+        [Some(project)] => Ok(Endpoint::Service(ServiceId::new(Some(project), text))),
+        many => {
+            let names: Vec<String> = many.iter().map(|p| ServiceId::new(*p, text).to_string()).collect();
+            Err(OpError::BadRequest(format!("`{text}` is ambiguous: say which one ({})", names.join(", "))))
+        }
+    }
+}
+
+impl Segregation {
+    /// `segctl policy verify`: probes real flows between running containers
+    /// of the applied policies (all, or the one named).
+    pub async fn verify(
+        &self,
+        name: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<super::api::VerifyReport, OpError> {
+        let docker = self.require_docker()?;
+        let mut st = self.state.lock().await;
+        if let Some(n) = name.filter(|n| st.policy(n).is_none()) {
+            return Err(OpError::NotFound(n.into()));
+        }
+        self.refresh_all(&mut st, &docker).await?;
+        let selected: Vec<&policy::Policy> = st
+            .records()
+            .keys()
+            .zip(st.policies())
+            .filter(|(k, _)| name.is_none_or(|n| n == k.as_str()))
+            .map(|(_, p)| p)
+            .collect();
+        let (planned, skipped) = super::verify::plan(st.policies(), &selected, &st.live, &st.host());
+        // The PIDs: lists carry none, so the probing containers are inspected.
+        let mut pids = std::collections::HashMap::new();
+        for p in &planned {
+            if !pids.contains_key(&p.from_id) {
+                let known = live::inspect(&docker, &p.from_id).await?;
+                pids.insert(p.from_id.clone(), known.and_then(|k| k.pid));
+            }
+        }
+        drop(st);
+        let targets: Vec<Option<super::probe::Target>> = planned
+            .iter()
+            .map(|p| pids[&p.from_id].map(|pid| super::probe::Target::from_pid(pid, p.addr)))
+            .collect();
+        let runnable: Vec<super::probe::Target> = targets.iter().flatten().cloned().collect();
+        let mut results = tokio::task::spawn_blocking(move || super::probe::probe_all(&runnable, timeout))
+            .await
+            .map_err(|e| OpError::Unavailable(format!("the probes failed: {e}")))?
+            .into_iter();
+        let rows = planned
+            .into_iter()
+            .zip(targets)
+            .map(|(p, t)| {
+                let mut row = p.row;
+                (row.observed, row.detail) = match t {
+                    Some(_) => results.next().unwrap_or((super::api::Reach::Unknown, "no result".into())),
+                    None => (super::api::Reach::Unknown, "the container stopped".into()),
+                };
+                row
+            })
+            .collect();
+        Ok(super::api::VerifyReport { rows, skipped, timeout_ms: timeout.as_millis() as u64 })
+    }
+}

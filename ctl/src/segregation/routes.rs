@@ -1,0 +1,244 @@
+//! The admin routes of segregation, dispatched early by the admin API
+//! (`node::admin`): `/v1/policies…` and `/v1/icc` (see [`super::api`]).
+//! The access log gets one line per request through the admin API's own
+//! entry: the action here, what changed in its reason.
+
+use super::api::{IccRequest, PolicySource};
+use super::{OpError, Segregation};
+use crate::node::access_log::Entry;
+use crate::node::http::{json, Failure, ReqBody, Resp};
+use http_body_util::BodyExt;
+use hyper::{Method, Request, StatusCode};
+use std::time::Duration;
+
+/// A policy (or a compose file holding one) may be large; requests are not.
+pub const MAX_BODY: usize = 1024 * 1024;
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-probe timeout of `verify` unless the request says otherwise.
+pub const DEFAULT_PROBE_MS: u64 = 1000;
+
+/// Whether a path belongs to segregation.
+pub fn owns(path: &str) -> bool {
+    path == "/v1/policies" || path.starts_with("/v1/policies/") || path == "/v1/icc"
+}
+
+fn action(method: &Method, parts: &[&str]) -> &'static str {
+    match (method.as_str(), parts) {
+        ("GET", ["policies"]) => "policy_list",
+        ("POST", ["policies"]) => "policy_apply",
+        ("POST", ["policies", "-", "diff"]) => "policy_diff",
+        ("GET", ["policies", "-", "check"]) => "policy_check",
+        ("GET", ["policies", "-", "verify"]) => "policy_verify",
+        ("GET", ["policies", name]) if *name != "-" => "policy_show",
+        ("DELETE", ["policies", name]) if *name != "-" => "policy_remove",
+        ("GET", ["icc"]) => "icc_status",
+        ("PUT", ["icc"]) => "icc_set",
+        _ => "unknown",
+    }
+}
+
+pub async fn handle<B: ReqBody>(
+    seg: Option<&Segregation>,
+    uid: u32,
+    req: Request<B>,
+    entry: &mut Entry,
+) -> Result<Resp, Failure> {
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    entry.action = action(req.method(), &parts);
+    if entry.action == "unknown" {
+        let shown: String = path.chars().take(100).collect();
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin route {} {shown:?} (see `segctl policy --help`)", req.method()),
+        ));
+    }
+    if uid != 0 {
+        let msg = format!("the admin socket serves root (uid 0) only; the caller is uid {uid}");
+        return Err(Failure::new(StatusCode::FORBIDDEN, "not_root", msg));
+    }
+    let Some(seg) = seg else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "segregation_off",
+            "network segregation does not run in this controller",
+        ));
+    };
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let result = route(seg, entry, &parts, &query, req).await;
+    result.map_err(failure)
+}
+
+async fn route<B: ReqBody>(
+    seg: &Segregation,
+    entry: &mut Entry,
+    parts: &[&str],
+    query: &str,
+    req: Request<B>,
+) -> Result<Resp, OpError> {
+    match entry.action {
+        "policy_list" => ok(&seg.list().await),
+        "policy_show" => ok(&seg.show(parts[1]).await?),
+        "policy_apply" => {
+            let done = seg.apply(read_json::<PolicySource, B>(req).await?).await?;
+            entry.reason = format!(
+                "policy {}: changed={}, {} chain(s) written, {} removed, networks created {:?}, moves {:?}",
+                done.name,
+                done.changed,
+                done.rules.chains_written,
+                done.rules.chains_removed,
+                done.networks.created,
+                done.networks.attachments
+            );
+            ok(&done)
+        }
+        "policy_remove" => {
+            let done = seg.remove(parts[1]).await?;
+            entry.reason =
+                format!("policy {} removed, {} chain(s) removed", done.name, done.rules.chains_removed);
+            ok(&done)
+        }
+        "policy_diff" => ok(&seg.diff(read_json::<PolicySource, B>(req).await?).await?),
+        "policy_check" => {
+            let q = Query::parse(query, &["from", "to", "port"])?;
+            ok(&seg.check(q.need("from")?, q.need("to")?, q.need("port")?).await?)
+        }
+        "policy_verify" => {
+            let q = Query::parse(query, &["name", "timeout_ms"])?;
+            let ms = match q.get("timeout_ms") {
+                Some(t) => {
+                    t.parse().map_err(|_| OpError::BadRequest("timeout_ms must be a number".into()))?
+                }
+                None => DEFAULT_PROBE_MS,
+            };
+            ok(&seg.verify(q.get("name"), Duration::from_millis(ms.clamp(50, 10_000))).await?)
+        }
+        "icc_status" => ok(&seg.icc_status().await?),
+        _ => {
+            let request: IccRequest = read_json(req).await?;
+            let done = seg.set_icc(&request).await?;
+            entry.reason = format!(
+                "docker0 icc {}{}",
+                if request.enabled { "enabled" } else { "disabled" },
+                done.daemon_json.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+            );
+            ok(&done)
+        }
+    }
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> Result<Resp, OpError> {
+    Ok(json(StatusCode::OK, value))
+}
+
+fn failure(e: OpError) -> Failure {
+    let (status, code) = match &e {
+        OpError::BadPolicy(_) => (StatusCode::BAD_REQUEST, "bad_policy"),
+        OpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        OpError::DaemonJson(_) => (StatusCode::BAD_REQUEST, "bad_daemon_json"),
+        OpError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        OpError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        OpError::Unavailable(_) | OpError::Docker(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
+        }
+        OpError::Firewall(_) => (StatusCode::INTERNAL_SERVER_ERROR, "firewall_error"),
+        OpError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!("segregation: {e}");
+    }
+    Failure::new(status, code, e.to_string())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned, B: ReqBody>(req: Request<B>) -> Result<T, OpError> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => return Err(OpError::BadRequest("the request body did not arrive within 5 s".into())),
+        Ok(Err(e)) => {
+            return Err(OpError::BadRequest(format!("cannot read the request body (limit 1 MiB): {e}")))
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| OpError::BadRequest(format!("request body is not valid JSON: {e}")))
+}
+
+/// A query string: only the names given, each once, percent-decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str, names: &[&str]) -> Result<Query, OpError> {
+        let mut out = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if !names.contains(&k) {
+                return Err(OpError::BadRequest(format!(
+                    "unknown query parameter `{k}`; accepted: {}",
+                    names.join(", ")
+                )));
+            }
+            out.push((k.to_owned(), decode(v)?));
+        }
+        Ok(Query(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn need(&self, name: &str) -> Result<&str, OpError> {
+        self.get(name).ok_or_else(|| OpError::BadRequest(format!("missing query parameter `{name}`")))
+    }
+}
+
+/// `%XX` decoding (what [`encode`] produces).
+fn decode(text: &str) -> Result<String, OpError> {
+    let bad = || OpError::BadRequest(format!("bad percent-encoding in `{text}`"));
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_queries() {
+        let parts = |p: &'static str| p.split('/').collect::<Vec<_>>();
+        assert_eq!(action(&Method::POST, &parts("policies")), "policy_apply");
+        assert_eq!(action(&Method::GET, &parts("policies/shop")), "policy_show");
+        assert_eq!(action(&Method::GET, &parts("policies/-")), "unknown");
+        assert_eq!(action(&Method::GET, &parts("policies/-/verify")), "policy_verify");
+        assert_eq!(action(&Method::PUT, &parts("policies/shop")), "unknown");
+        assert!(owns("/v1/policies") && owns("/v1/policies/x") && owns("/v1/icc") && !owns("/v1/iccx"));
+        let q = Query::parse(&format!("from={}&to=db", encode("shop/web 1")), &["from", "to"]).unwrap();
+        assert_eq!((q.get("from"), q.need("to").unwrap()), (Some("shop/web 1"), "db"));
+        assert!(Query::parse("x=1", &["from"]).is_err());
+        assert!(decode("%zz").is_err());
+    }
+}

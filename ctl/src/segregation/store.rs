@@ -1,0 +1,214 @@
+//! What the controller persists for segregation, under its state directory:
+//! `policies/<name>.json` (one applied policy each: its source text, so a
+//! restart re-reads exactly what was applied) and `icc.json` (the docker0
+//! ICC setting). Every write is atomic: temp file, fsync, rename, fsync dir.
+
+use super::api::PolicySource;
+use crate::policy::{self, Policy, PolicyError};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The name of the policy for standalone containers (no project): it
+/// cannot be a project name, which must start with a letter or digit.
+pub const STANDALONE: &str = "_standalone";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is damaged ({reason}); move it away and re-apply that policy")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("stored policy {path} no longer reads cleanly: {source}; move it away and re-apply it")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+}
+
+/// One applied policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub source: PolicySource,
+    /// Unix seconds.
+    pub applied_at: u64,
+}
+
+impl Record {
+    pub fn parse(&self) -> Result<Policy, PolicyError> {
+        let s = &self.source;
+        policy::parse_source(&s.text, &s.file, s.dir_project.as_deref())
+    }
+}
+
+/// The name a policy is stored and addressed under.
+pub fn name_of(policy: &Policy) -> String {
+    policy.project().unwrap_or(STANDALONE).to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct IccFile {
+    docker0_icc: bool,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    icc_file: PathBuf,
+}
+
+impl Store {
+    /// Creates `<state>/policies` (0700) if needed.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let dir = state_dir.join("policies");
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Store { dir, icc_file: state_dir.join("icc.json") })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Every stored policy with its parsed form, sorted by name. A file that
+    /// does not read is an error: starting with a policy silently missing
+    /// would open what it closes.
+    pub fn load_all(&self) -> Result<Vec<(Record, Policy)>, StoreError> {
+        let io = |source| StoreError::Io { action: "read", path: self.dir.clone(), source };
+        let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| load_one(p)).collect()
+    }
+
+    pub fn save(&self, record: &Record) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        write_atomically(&self.path(&record.name), &bytes)
+    }
+
+    /// Removes a stored policy; `false` if there was none.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io { action: "remove", path, source }),
+        }
+    }
+
+    /// The docker0 ICC setting; on (Docker's default) when never set.
+    pub fn load_icc(&self) -> Result<bool, StoreError> {
+        match fs::read(&self.icc_file) {
+            Ok(bytes) => serde_json::from_slice::<IccFile>(&bytes)
+                .map(|f| f.docker0_icc)
+                .map_err(|e| StoreError::Damaged { path: self.icc_file.clone(), reason: e.to_string() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(source) => Err(StoreError::Io { action: "read", path: self.icc_file.clone(), source }),
+        }
+    }
+
+    pub fn save_icc(&self, enabled: bool) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&IccFile { docker0_icc: enabled }).expect("serializes");
+        write_atomically(&self.icc_file, &bytes)
+    }
+}
+
+fn load_one(path: &Path) -> Result<(Record, Policy), StoreError> {
+    let bytes =
+        fs::read(path).map_err(|source| StoreError::Io { action: "read", path: path.to_owned(), source })?;
+    let record: Record = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Damaged { path: path.to_owned(), reason: e.to_string() })?;
+    let policy = record.parse().map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
+    if name_of(&policy) != record.name {
+        let reason = format!("it names policy `{}` but holds `{}`", record.name, name_of(&policy));
+        return Err(StoreError::Damaged { path: path.to_owned(), reason });
+    }
+    Ok((record, policy))
+}
+
+/// Temp file (0600) in the same directory, fsync, rename, fsync the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}-{:08x}.tmp", std::process::id(), fastrand::u32(..)));
+    let fail = |action: &'static str| move |source| StoreError::Io { action, path: path.to_owned(), source };
+    let result = (|| {
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(fail("create"))?;
+        file.write_all(bytes).map_err(fail("write"))?;
+        file.sync_all().map_err(fail("fsync"))?;
+        fs::rename(&tmp, path).map_err(fail("rename into"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
+        action: "fsync",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, text: &str) -> Record {
+        let source = PolicySource { file: format!("{name}.yaml"), text: text.into(), dir_project: None };
+        Record { name: name.into(), source, applied_at: 1 }
+    }
+
+    #[test]
+    fn policies_and_icc_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+        assert!(store.load_icc().unwrap(), "ICC is on until someone turns it off");
+        let shop = record("shop", "version: 1\nproject: shop\nservices:\n  db: {}\n");
+        store.save(&shop).unwrap();
+        store.save(&record(STANDALONE, "version: 1\nservices:\n  vault: {}\n")).unwrap();
+        let loaded = store.load_all().unwrap();
+        let names: Vec<&str> = loaded.iter().map(|(r, _)| r.name.as_str()).collect();
+        assert_eq!(names, [STANDALONE, "shop"]);
+        assert_eq!(loaded[1].0, shop);
+        assert!(store.remove("shop").unwrap() && !store.remove("shop").unwrap());
+        store.save_icc(false).unwrap();
+        assert!(!Store::open(dir.path()).unwrap().load_icc().unwrap());
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("policies")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn damaged_files_stop_the_load_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("policies/x.json"), "{").unwrap();
+        let err = store.load_all().unwrap_err().to_string();
+        assert!(err.contains("policies/x.json is damaged"), "{err}");
+        fs::remove_file(dir.path().join("policies/x.json")).unwrap();
+        store.save(&record("shop", "version: 2\n")).unwrap();
+        let err = store.load_all().unwrap_err().to_string();
+        assert!(err.contains("no longer reads cleanly") && err.contains("shop.yaml:1:10"), "{err}");
+        store.save(&record("shop", "version: 1\nproject: other\n")).unwrap();
+        assert!(store.load_all().unwrap_err().to_string().contains("holds `other`"));
+    }
+}

@@ -1,0 +1,163 @@
+//! `segctl policy verify`: which flows to probe and what each should do.
+//!
+//! For every ordered pair of a policy's services (A → B, A ≠ B), from each
+//! running container of A (at most [`PER_SERVICE`]) to each of B, on each
+//! TCP port B's ingress names (the first of a range) and each port B
+//! publishes. The expectation combines the policies ([`check`]) with what
+//! Docker itself does: containers with no network in common cannot reach
+//! each other, and an ICC-off network drops what no policy allows.
+
+use super::api::{Reach, VerifyRow};
+use super::live::Live;
+use crate::firewall::{check, Container, Endpoint, HostSettings, ServiceId};
+use crate::policy::{Ingress, Policy, Proto};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Containers probed per service (replicas beyond are alike).
+pub const PER_SERVICE: usize = 2;
+
+/// A probe to run: the row to fill in, from which container to where.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub row: VerifyRow,
+    pub from_id: String,
+    pub addr: SocketAddr,
+}
+
+/// Plans the probes for `selected` (some of `all`, the applied policies).
+pub fn plan(
+    all: &[Policy],
+    selected: &[&Policy],
+    live: &Live,
+    host: &HostSettings,
+) -> (Vec<Planned>, Vec<String>) {
+    let inv = live.inventory();
+    let icc_off = icc_off_networks(all, live, host);
+    let mut planned = Vec::new();
+    let mut skipped = Vec::new();
+    for policy in selected {
+        let ids: Vec<ServiceId> =
+            policy.services.keys().map(|k| ServiceId::new(policy.project(), &k.0)).collect();
+        for id in &ids {
+            if inv.members(id).next().is_none() {
+                skipped.push(format!("{id}: no running container"));
+            }
+        }
+        for to in &ids {
+            let ports = probe_ports(policy, to, live);
+            if ports.is_empty() && inv.members(to).next().is_some() {
+                skipped.push(format!(
+                    "{to}: no TCP port to probe (its ingress names none and it publishes none)"
+                ));
+            }
+            for from in ids.iter().filter(|f| *f != to) {
+                for src in inv.members(from).take(PER_SERVICE) {
+                    for dst in inv.members(to).take(PER_SERVICE) {
+                        for port in &ports {
+                            let flow = Flow { all, from, to, src, dst, port: *port, icc_off: &icc_off };
+                            planned.extend(flow.plan(live));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (planned, skipped)
+}
+
+struct Flow<'a> {
+    all: &'a [Policy],
+    from: &'a ServiceId,
+    to: &'a ServiceId,
+    src: &'a Container,
+    dst: &'a Container,
+    port: u16,
+    icc_off: &'a BTreeSet<String>,
+}
+
+impl Flow<'_> {
+    fn plan(&self, live: &Live) -> Option<Planned> {
+        let src_nets: BTreeSet<&str> = self.src.endpoints.iter().map(|e| e.network.as_str()).collect();
+        let shared: Vec<&str> =
+            self.dst.endpoints.iter().map(|e| e.network.as_str()).filter(|n| src_nets.contains(n)).collect();
+        let ip: IpAddr = match shared.first() {
+            Some(net) => self.dst.endpoints.iter().find(|e| e.network == *net)?.ipv4?.into(),
+            None => self.dst.endpoints.iter().find_map(|e| e.ipv4)?.into(),
+        };
+        let (expected, because) = self.expect(&shared, live);
+        let row = VerifyRow {
+            from: self.from.to_string(),
+            from_container: live.name(&self.src.id).to_string(),
+            to: self.to.to_string(),
+            to_container: live.name(&self.dst.id).to_string(),
+            target: format!("{ip}:{}/tcp", self.port),
+            expected,
+            because,
+            observed: Reach::Unknown,
+            detail: String::new(),
+        };
+        Some(Planned { row, from_id: self.src.id.clone(), addr: SocketAddr::new(ip, self.port) })
+    }
+
+    fn expect(&self, shared: &[&str], live: &Live) -> (Reach, String) {
+        if shared.is_empty() {
+            return (Reach::Blocked, "no network in common (Docker isolates networks)".into());
+        }
+        let docker_off: Vec<&&str> = shared.iter().filter(|n| live.docker_icc(n) == Some(false)).collect();
+        if docker_off.len() == shared.len() {
+            return (Reach::Blocked, format!("Docker's enable_icc=false on {}", docker_off[0]));
+        }
+        let decision = check(
+            self.all,
+            &Endpoint::Service(self.from.clone()),
+            &Endpoint::Service(self.to.clone()),
+            Proto::Tcp,
+            self.port,
+        );
+        let on_icc_off = shared.iter().all(|n| self.icc_off.contains(*n));
+        if decision.allowed && on_icc_off && !ingress_protected(self.all, self.to) {
+            return (Reach::Blocked, format!("ICC off on {} and no policy allows it", shared[0]));
+        }
+        let reach = if decision.allowed { Reach::Reachable } else { Reach::Blocked };
+        (reach, decision.rule)
+    }
+}
+
+fn ingress_protected(all: &[Policy], id: &ServiceId) -> bool {
+    all.iter()
+        .filter(|p| p.project() == id.project.as_deref())
+        .find_map(|p| p.services.get(id.service.as_str()))
+        .is_some_and(|s| s.ingress != Ingress::Any)
+}
+
+/// Networks on which seg drops what no policy allows (policy `icc: false`,
+/// the host's docker0 setting).
+fn icc_off_networks(all: &[Policy], live: &Live, host: &HostSettings) -> BTreeSet<String> {
+    let mut out = host.icc_off.clone();
+    for p in all {
+        for (key, _) in p.networks.iter().filter(|(_, d)| !d.icc) {
+            if let Some(n) = live.inventory().resolve_network(p.project(), &key.0) {
+                out.insert(n.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The TCP ports worth probing on a service.
+fn probe_ports(policy: &Policy, id: &ServiceId, live: &Live) -> Vec<u16> {
+    let mut ports = BTreeSet::new();
+    if let Some(Ingress::Allow(rules)) = policy.services.get(id.service.as_str()).map(|s| &s.ingress) {
+        let ranges = rules.iter().filter_map(|r| r.ports.as_ref()).flat_map(|p| p.0.iter());
+        ports.extend(ranges.filter(|r| r.proto == Proto::Tcp).map(|r| r.first));
+    }
+    for c in live.inventory().members(id) {
+        ports.extend(c.published.iter().filter(|p| p.proto == Proto::Tcp).map(|p| p.container_port));
+    }
+    ports.into_iter().collect()
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
