@@ -17,8 +17,27 @@ use std::process::ExitCode;
     propagate_version = true
 )]
 struct Cli {
+    /// Run directory of the controller (holds admin.sock); same as the
+    /// command's own --run-dir or SEG_RUN_DIR. Default /run/seg.
+    #[arg(long = "run-dir", value_name = "DIR")]
+    top_run_dir: Option<std::ffi::OsString>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Parses the command line. A `--run-dir` given before the command group is
+/// handed to every group through `SEG_RUN_DIR` (each group's own flag reads
+/// it), then the line is parsed again so the groups see it as their default.
+fn parse_cli() -> Cli {
+    let first = Cli::parse();
+    match &first.top_run_dir {
+        Some(dir) => {
+            // Still single-threaded: no other thread can be reading the environment.
+            std::env::set_var("SEG_RUN_DIR", dir);
+            Cli::parse()
+        }
+        None => first,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +73,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     // Usage errors exit 2 here, before anything else happens.
-    let cli = Cli::parse();
+    let cli = parse_cli();
     // No core dumps or ptrace of a process that may hold secret values.
     if let Err(err) = seg_common::sys::harden_process() {
         eprintln!("segctl: error: cannot harden the process (core dumps, ptrace): {err}");

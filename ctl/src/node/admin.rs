@@ -8,7 +8,7 @@ use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
 use super::live::Live;
 use super::server::Peer;
-use super::{finish, store_failure, with_store};
+use super::{finish, read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore};
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, StatusCode};
@@ -129,7 +129,7 @@ impl Admin {
 
     async fn status(&self) -> Result<Resp, Failure> {
         let kind = self.store.kind();
-        let secrets = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?.len();
+        let secrets = read_store(&self.store, |s| s.list()).map_err(store_failure)?.len();
         let report = StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -147,7 +147,7 @@ impl Admin {
     }
 
     async fn list(&self) -> Result<Resp, Failure> {
-        let metas = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?;
+        let metas = read_store(&self.store, |s| s.list()).map_err(store_failure)?;
         let infos: Vec<SecretInfo> = metas.into_iter().map(info).collect();
         Ok(json(StatusCode::OK, &infos))
     }
@@ -184,7 +184,7 @@ impl Admin {
     }
 
     async fn read(&self, name: SecretName, entry: &mut Entry) -> Result<Resp, Failure> {
-        let current = with_store(&self.store, move |s| s.get(&name)).await?.map_err(store_failure)?;
+        let current = read_store(&self.store, |s| s.get(&name)).map_err(store_failure)?;
         entry.version = Some(current.version);
         Ok(http::secret_value(current.value, current.version, current.ttl_ms))
     }

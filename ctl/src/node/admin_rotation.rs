@@ -4,7 +4,7 @@
 use super::access_log::Entry;
 use super::admin::Admin;
 use super::http::{self, json, Failure, ReqBody, Resp};
-use super::{store_failure, with_store};
+use super::{read_store, store_failure, with_store};
 use crate::store::SecretMeta;
 use hyper::{Request, StatusCode};
 use seg_common::api::{Hooks, SecretStatus, SetHooks, MAX_WAIT_MS};
@@ -90,7 +90,7 @@ impl Admin {
 
     async fn meta(&self, name: &SecretName) -> Result<SecretMeta, Failure> {
         let n = name.clone();
-        with_store(&self.store, move |s| s.meta(&n)).await?.map_err(store_failure)
+        read_store(&self.store, |s| s.meta(&n)).map_err(store_failure)
     }
 }
 

@@ -10,7 +10,7 @@ use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
 use super::live::Live;
 use super::server::{Hangup, Peer};
-use super::{finish, store_failure, with_store};
+use super::{finish, read_store, store_failure};
 use crate::attest::{AttestError, Attested, LookupError};
 use crate::store::{SecretStore, StoreError};
 use futures_util::future::BoxFuture;
@@ -146,7 +146,7 @@ impl Agent {
 
     /// The secrets granted to `who`, with their current versions.
     pub(super) async fn granted(&self, who: &Attested) -> Result<Vec<GrantedSecret>, Failure> {
-        let metas = with_store(&self.store, |s| s.list()).await?.map_err(store_failure)?;
+        let metas = read_store(&self.store, |s| s.list()).map_err(store_failure)?;
         Ok(metas
             .into_iter()
             .filter(|m| m.grants.iter().any(|g| g.matches(&who.identity)))
@@ -176,7 +176,7 @@ impl Agent {
             )
         };
         let n = name.clone();
-        let meta = match with_store(&self.store, move |s| s.meta(&n)).await? {
+        let meta = match read_store(&self.store, |s| s.meta(&n)) {
             Ok(meta) => meta,
             Err(StoreError::NotFound(_)) => return Err(denied()),
             Err(e) => return Err(store_failure(e)),
@@ -187,7 +187,7 @@ impl Agent {
             return self.read_previous(&name, v, meta.version, entry).await;
         }
         let n = name.clone();
-        let current = match with_store(&self.store, move |s| s.get(&n)).await? {
+        let current = match read_store(&self.store, |s| s.get(&n)) {
             Ok(v) => v,
             Err(StoreError::NotFound(_)) => return Err(denied()),
             Err(e) => return Err(store_failure(e)),

@@ -6,7 +6,7 @@ use super::access_log::Entry;
 use super::agent::{Agent, AgentConn};
 use super::http::{self, json, Failure, ReqBody, Resp, RespBody};
 use super::watch::Refusal;
-use super::{notify, store_failure, with_store};
+use super::{notify, read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::StoreError;
 use http_body_util::{Either, Full};
@@ -109,7 +109,7 @@ impl Agent {
             return Err(gone());
         }
         let n = name.clone();
-        match with_store(&self.store, move |s| s.get_version(&n, version)).await? {
+        match read_store(&self.store, |s| s.get_version(&n, version)) {
             Ok(Some(v)) => Ok(http::secret_value(v.value, v.version, v.ttl_ms)),
             Ok(None) => Err(gone()),
             Err(e) => Err(store_failure(e)),
@@ -123,7 +123,7 @@ impl Agent {
             let msg = format!("{} may not read secret {name} (not granted, or no such secret)", who.identity);
             Failure::new(StatusCode::FORBIDDEN, "not_granted", msg)
         };
-        match with_store(&self.store, move |s| s.meta(&n)).await? {
+        match read_store(&self.store, |s| s.meta(&n)) {
             Ok(m) if m.grants.iter().any(|g| g.matches(&who.identity)) => Ok(m.version),
             Ok(_) | Err(StoreError::NotFound(_)) => Err(denied()),
             Err(e) => Err(store_failure(e)),

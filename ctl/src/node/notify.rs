@@ -15,7 +15,7 @@ use super::access_log::{HookLog, Socket};
 use super::hooks::{self, Input};
 use super::http::Failure;
 use super::live::{shorten, AppContainer, HookRecord, Live};
-use super::{store_failure, with_store};
+use super::{read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::SecretStore;
 use hyper::StatusCode;
@@ -102,7 +102,7 @@ async fn granted_hooks(
     let mut out = Vec::new();
     for c in secrets {
         let n = c.name.clone();
-        let meta = with_store(store, move |s| s.meta(&n)).await?;
+        let meta = read_store(store, |s| s.meta(&n));
         let granted = match meta {
             Ok(m) if m.grants.iter().any(|g| g.matches(&who.identity)) => m,
             Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {

@@ -11,7 +11,7 @@ use super::consumers::now_ms;
 use super::hooks::{self, Input};
 use super::http::Failure;
 use super::live::{shorten, HookRecord, Live};
-use super::{store_failure, with_store};
+use super::{read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore, StoreError};
 use hyper::StatusCode;
 use seg_common::api::{HookRun, HookSpec, RotateResult, DEFAULT_GRACE_MS, MAX_GRACE_MS};
@@ -83,7 +83,7 @@ async fn current_meta(
     name: &SecretName,
 ) -> Result<Option<SecretMeta>, Failure> {
     let n = name.clone();
-    match with_store(store, move |s| s.meta(&n)).await? {
+    match read_store(store, |s| s.meta(&n)) {
         Ok(m) => Ok(Some(m)),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(store_failure(e)),

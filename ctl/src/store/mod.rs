@@ -53,8 +53,10 @@ pub enum StoreError {
     BadHook(String),
 }
 
-/// Where secrets live. Methods are synchronous: the embedded store does a
-/// few small file operations per call.
+/// Where secrets live. Methods are synchronous. Reads (`get`,
+/// `get_version`, `meta`, `list`) must be served from memory without
+/// blocking — the agent API calls them inline on its hot path; writes may do
+/// file I/O and are run on the blocking pool.
 pub trait SecretStore: Send + Sync {
     /// Stores a new version and makes it current; `ttl_ms` of `None` keeps
     /// the existing lease TTL (or the default for a new secret).
