@@ -93,10 +93,21 @@ pub async fn send(
 
 async fn exchange(socket: &Path, req: &Request<'_>, max_body: usize) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
+    let mut stream = connect_and_send(socket, req, &path).await?;
+    read_response(&mut stream, &path, max_body).await
+}
+
+/// Connects to `socket` (shown as `path` in errors) and writes `req`,
+/// head and body; the response is left to the caller.
+pub(crate) async fn connect_and_send(
+    socket: &Path,
+    req: &Request<'_>,
+    path: &str,
+) -> Result<UnixStream, ClientError> {
     let mut stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Connect { path: path.clone(), source })?;
-    let io_err = |source| ClientError::Io { path: path.clone(), source };
+        .map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+    let io_err = |source| ClientError::Io { path: path.to_owned(), source };
     let head = format!(
         "{} {} HTTP/1.1\r\nHost: seg\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
         req.method,
@@ -107,7 +118,7 @@ async fn exchange(socket: &Path, req: &Request<'_>, max_body: usize) -> Result<R
     stream.write_all(head.as_bytes()).await.map_err(io_err)?;
     stream.write_all(req.body).await.map_err(io_err)?;
     stream.flush().await.map_err(io_err)?;
-    read_response(&mut stream, &path, max_body).await
+    Ok(stream)
 }
 
 async fn read_response(

@@ -5,52 +5,17 @@
 //! Needs root, a running dockerd on /var/run/docker.sock and busybox-static
 //! (`apt-get install -y busybox-static`). It fails, never skips, without them.
 
+mod support;
+
 use seg_common::api::Identity;
 use segctl::attest::{AttestError, Attestor};
 use segctl::docker::{self, DockerLookup};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{build_busybox_image, docker_cli, Guard, SOCKET};
 
 const IMAGE: &str = "seg-test-busybox:attest";
-const SOCKET: &str = "/var/run/docker.sock";
-
-/// Runs the docker CLI; panics with its stderr on failure.
-fn docker_cli(args: &[&str]) -> String {
-    let out =
-        Command::new("docker").args(args).env("DOCKER_BUILDKIT", "0").output().unwrap_or_else(|e| {
-            panic!("cannot run `docker {}`: {e}; install the docker CLI", args.join(" "))
-        });
-    assert!(
-        out.status.success(),
-        "`docker {}` failed ({}): {}\nIs dockerd running? Start it: dockerd --host unix://{SOCKET} &",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A `FROM scratch` image holding only a static busybox (no registry here).
-fn build_image() {
-    let dir = tempfile::tempdir().expect("temp dir for the image build");
-    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-        .expect("copy /bin/busybox into the build context: apt-get install -y busybox-static");
-    let dockerfile =
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write the Dockerfile");
-    docker_cli(&["build", "-q", "-t", IMAGE, dir.path().to_str().expect("UTF-8 temp path")]);
-}
-
-/// Removes the container however the test ends.
-struct ContainerGuard(String);
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
-}
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -61,15 +26,15 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 }
 
 /// Starts a `sleep 60` container with `labels`; returns its guard and host PID.
-fn start_container(name: &str, labels: &[&str]) -> (ContainerGuard, i32) {
+fn start_container(name: &str, labels: &[&str]) -> (Guard, i32) {
     let mut args = vec!["run", "-d", "--name", name];
     for label in labels {
         args.extend(["--label", label]);
     }
     args.extend([IMAGE, "sleep", "60"]);
-    let guard = ContainerGuard(docker_cli(&args));
+    let guard = Guard::container(&docker_cli(&args));
     let pid: i32 =
-        docker_cli(&["inspect", "-f", "{{.State.Pid}}", &guard.0]).parse().expect("a numeric host PID");
+        docker_cli(&["inspect", "-f", "{{.State.Pid}}", guard.id()]).parse().expect("a numeric host PID");
     assert!(pid > 0, "container {name} has no host PID");
     (guard, pid)
 }
@@ -77,7 +42,7 @@ fn start_container(name: &str, labels: &[&str]) -> (ContainerGuard, i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attests_real_containers_and_forgets_removed_ones() {
     docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
-    build_image();
+    build_busybox_image(IMAGE);
     let probe_name = format!("seg-attest-probe-{}", std::process::id());
     let (probe, probe_pid) = start_container(&probe_name, &["seg.service=probe"]);
     let app_labels = ["com.docker.compose.project=segtest", "com.docker.compose.service=app"];
@@ -91,7 +56,7 @@ async fn attests_real_containers_and_forgets_removed_ones() {
 
     let got = attestor.attest(probe_pid).await.expect("attest the probe container");
     assert_eq!(got.identity, Identity { project: None, service: "probe".into() });
-    assert_eq!(got.container_id, probe.0);
+    assert_eq!(got.container_id, probe.id());
     assert_eq!(got.container_name, probe_name);
 
     let me = std::process::id() as i32;
@@ -106,13 +71,13 @@ async fn attests_real_containers_and_forgets_removed_ones() {
     attestor.attest(probe_pid).await.expect("attest the probe again");
     let app_id = attestor.attest(app_pid).await.expect("attest the compose container");
     assert_eq!(app_id.identity, Identity { project: Some("segtest".into()), service: "app".into() });
-    assert!(attestor.is_cached(&probe.0) && attestor.is_cached(&app.0), "both inspections cached");
+    assert!(attestor.is_cached(probe.id()) && attestor.is_cached(app.id()), "both inspections cached");
 
-    docker_cli(&["rm", "-f", &probe.0]);
-    let forgotten = || !attestor.is_cached(&probe.0);
+    docker_cli(&["rm", "-f", probe.id()]);
+    let forgotten = || !attestor.is_cached(probe.id());
     wait_until("the removed container is forgotten", Duration::from_secs(10), forgotten).await;
     // Only the removed container was dropped (an event, not a reconnect).
-    assert!(attestor.is_cached(&app.0), "the other container must stay cached");
+    assert!(attestor.is_cached(app.id()), "the other container must stay cached");
     assert!(attestor.attest(probe_pid).await.is_err(), "a removed container's PID must not attest");
     assert!(!watcher.is_finished(), "the event watcher must keep running");
     watcher.abort();

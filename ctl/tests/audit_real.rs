@@ -8,52 +8,24 @@
 //! containers as `segt-audit-*-<pid>` and removes them on the way out (Drop).
 //! It changes no host-global state: no daemon.json, no firewall rules.
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
+use support::{build_busybox_image, build_image, docker, docker_cli, Guard};
 
 const BASE_IMAGE: &str = "segt-audit-busybox:1";
 const SETUID_IMAGE: &str = "segt-audit-setuid:1";
 const SECRET_VALUE: &str = "Tr0ub4dor-and-3-never-printed";
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("the docker CLI runs (is Docker installed?)")
-}
-
-fn must(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Builds `tag` from `dockerfile` with the legacy builder (no registry here).
-fn build(tag: &str, dockerfile: &str, with_busybox: bool) {
-    let ctx = tempfile::tempdir().unwrap();
-    if with_busybox {
-        std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
-            .expect("/bin/busybox (apt-get install busybox-static)");
-    }
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let out = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", tag])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "building {tag}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn build_images() {
-    build(
-        BASE_IMAGE,
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        true,
-    );
+    build_busybox_image(BASE_IMAGE);
     // One setuid file that stays, one setgid bit removed in a later layer
     // (copy-up) and one setuid file deleted later (whiteout): only the first
     // is in the container's filesystem.
-    build(
+    build_image(
         SETUID_IMAGE,
         &format!(
             "FROM {BASE_IMAGE}\n\
@@ -64,19 +36,6 @@ fn build_images() {
         ),
         false,
     );
-}
-
-/// Removes the fixture containers however the test ends.
-struct Fixtures(Vec<String>);
-
-impl Drop for Fixtures {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(self.0.iter().map(String::as_str));
-            let _ = docker(&args);
-        }
-    }
 }
 
 /// The hardened flags of examples/secrets' sidecar, minus what `drop` names.
@@ -173,7 +132,7 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn start(fixtures: &mut Fixtures, case: &Case) -> String {
+fn start(fixtures: &mut Guard, case: &Case) -> String {
     let name = format!("segt-audit-{}-{}", case.name, std::process::id());
     let _ = docker(&["rm", "-f", &name]);
     let mut args: Vec<String> =
@@ -181,8 +140,8 @@ fn start(fixtures: &mut Fixtures, case: &Case) -> String {
     args.extend(hardened_args(case.drop));
     args.extend(case.extra.iter().map(|s| s.to_string()));
     args.extend([case.image.to_owned(), "/bin/sleep".into(), "600".into()]);
-    fixtures.0.push(name.clone());
-    must(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    fixtures.push(&name);
+    docker_cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
     name
 }
 
@@ -215,7 +174,7 @@ fn findings_of<'a>(report: &'a Value, name: &str) -> Vec<(&'a str, &'a str)> {
 fn bad_containers_are_flagged_by_exactly_the_right_checks() {
     preflight();
     build_images();
-    let mut fixtures = Fixtures(Vec::new());
+    let mut fixtures = Guard::containers();
     let names: Vec<String> = CASES.iter().map(|c| start(&mut fixtures, c)).collect();
     let empty = tempfile::tempdir().unwrap(); // no policies, no controller: hermetic
     let dir = empty.path().to_str().unwrap();

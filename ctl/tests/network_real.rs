@@ -8,59 +8,16 @@
 //! Needs root, a running dockerd on /var/run/docker.sock and busybox-static
 //! (`apt-get install -y busybox-static`). It fails, never skips, without them.
 
+mod support;
+
 use segctl::inventory::{self, LiveContainer, Proto};
 use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec, Subnet};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
+use support::{build_busybox_image, docker_cli, Guard, SOCKET};
 
 const IMAGE: &str = "seg-test-busybox:net";
-const SOCKET: &str = "/var/run/docker.sock";
-
-/// Runs the docker CLI; panics with its stderr on failure.
-fn docker_cli(args: &[&str]) -> String {
-    let out =
-        Command::new("docker").args(args).env("DOCKER_BUILDKIT", "0").output().unwrap_or_else(|e| {
-            panic!("cannot run `docker {}`: {e}; install the docker CLI", args.join(" "))
-        });
-    assert!(
-        out.status.success(),
-        "`docker {}` failed ({}): {}\nIs dockerd running? Start it: dockerd --host unix://{SOCKET} &",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A `FROM scratch` image holding only a static busybox (no registry here).
-fn build_image() {
-    let dir = tempfile::tempdir().expect("temp dir for the image build");
-    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-        .expect("copy /bin/busybox into the build context: apt-get install -y busybox-static");
-    let dockerfile =
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write the Dockerfile");
-    docker_cli(&["build", "-q", "-t", IMAGE, dir.path().to_str().expect("UTF-8 temp path")]);
-}
-
-/// Removes a container (`rm -f`) or a network (`network rm`) when dropped.
-struct Guard(&'static [&'static str], String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(self.0).arg(&self.1).output();
-    }
-}
-
-fn network_guard(name: &str) -> Guard {
-    Guard(&["network", "rm"], name.to_owned())
-}
-
-fn container_guard(name: &str) -> Guard {
-    Guard(&["rm", "-f"], name.to_owned())
-}
 
 fn find<'a>(networks: &'a [NetworkInfo], name: &str) -> &'a NetworkInfo {
     networks.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("network {name} not listed"))
@@ -171,7 +128,7 @@ async fn check_ensure(api: &DockerNetworks, n: &Names, spec_a: &NetworkSpec) {
 
 /// `one` on B with a published port; `two` on A (to be moved to B).
 fn run_containers(n: &Names) -> [Guard; 2] {
-    let guards = [container_guard(&n.one), container_guard(&n.two)];
+    let guards = [Guard::container(&n.one), Guard::container(&n.two)];
     for (name, net, publish) in [(&n.one, &n.net_b, Some("127.0.0.1::8080")), (&n.two, &n.net_a, None)] {
         let service = format!("com.docker.compose.service={}", n.service(name));
         let project = format!("com.docker.compose.project={}", n.prefix);
@@ -243,10 +200,10 @@ async fn check_removal(api: &DockerNetworks, n: &Names, containers: [Guard; 2]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_attachments_and_inventory_on_the_real_engine() {
     docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
-    build_image();
+    build_busybox_image(IMAGE);
     let n = Names::new();
     // Declared before the containers' guards, so they drop after them.
-    let _networks = [network_guard(&n.net_a), network_guard(&n.net_b), network_guard(&n.net_c)];
+    let _networks = [Guard::network(&n.net_a), Guard::network(&n.net_b), Guard::network(&n.net_c)];
     let docker = segctl::docker::connect(Path::new(SOCKET)).await.expect("connect to dockerd");
     let api = DockerNetworks { docker: docker.clone() };
     let spec_a = NetworkSpec::new(&n.net_a, true, false, None).unwrap();

@@ -4,111 +4,28 @@
 //! post-rotate actions against the real engine are in `tests/e2e/rotation.rs`.
 //! Needs root, like the controller.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
+use support::node::{text, Node};
 
-const BIN: &str = env!("CARGO_BIN_EXE_segctl");
-
-struct Node {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start() -> Node {
-        let mut node = Node { child: None, dir: tempfile::tempdir().unwrap() };
-        node.spawn();
-        node
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::options().create(true).append(true).open(self.path("node.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["node", "run", "--state-dir"])
-            .arg(self.path("state"))
-            .arg("--run-dir")
-            .arg(self.path("run"))
-            .arg("--docker-socket")
-            .arg(self.path("no-docker.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.cli(&["status"], None).status.success() {
-            assert!(Instant::now() < deadline, "controller not ready:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn restart(&mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        assert!(child.wait().unwrap().success());
-        self.spawn();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("node.log")).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).arg("--run-dir").arg(self.path("run")).env_remove("SEG_RUN_DIR");
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(bytes) = stdin {
-            let _ = child.stdin.take().unwrap().write_all(bytes);
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args, None);
-        assert!(out.status.success(), "segctl {args:?} failed: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn hook_lines(&self) -> Vec<serde_json::Value> {
-        let log = std::fs::read_to_string(self.path("state/access.log")).unwrap();
-        log.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|l| l["action"] == "hook")
-            .collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// The access log's hook entries.
+fn hook_lines(node: &Node) -> Vec<serde_json::Value> {
+    node.access_log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["action"] == "hook")
+        .collect()
 }
 
 fn current(node: &Node) -> Vec<u8> {
-    node.cli(&["secret", "get", "db", "--force"], None).stdout
+    node.cli(&["secret", "get", "db", "--force"]).stdout
 }
 
 #[test]
 fn hooks_survive_a_restart_and_guard_every_new_version() {
     let mut node = Node::start();
-    node.cli(&["secret", "put", "db", "--from-stdin"], Some(b"old-password-1"));
+    node.cli_stdin(&["secret", "put", "db", "--from-stdin"], b"old-password-1");
     let seen = node.path("seen");
     let accepting =
         format!("cat > {}; echo \"$SEG_HOOK $SEG_SECRET_NAME $SEG_SECRET_VERSION\" >> {0}", seen.display());
@@ -119,7 +36,7 @@ fn hooks_survive_a_restart_and_guard_every_new_version() {
     let hooks: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(hooks["pre_rotate"]["timeout_ms"], 5000, "{shown}");
 
-    let out = node.cli(&["secret", "rotate", "db", "--from-stdin"], Some(b"new-password-2"));
+    let out = node.cli_stdin(&["secret", "rotate", "db", "--from-stdin"], b"new-password-2");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(said.starts_with("rotated secret db to version 2 (pre-rotate hook: exit 0 in"), "{said}");
@@ -129,7 +46,7 @@ fn hooks_survive_a_restart_and_guard_every_new_version() {
     let failing = "cat >/dev/null; echo 'ERROR: role \"app\" does not exist' >&2; exit 4";
     node.ok(&["secret", "hook", "db", "--pre-rotate", failing]);
     for cmd in [&["secret", "rotate", "db", "--from-stdin"][..], &["secret", "put", "db", "--from-stdin"]] {
-        let out = node.cli(cmd, Some(b"new-password-3"));
+        let out = node.cli_stdin(cmd, b"new-password-3");
         assert_eq!(out.status.code(), Some(1), "{cmd:?} must fail");
         let err = text(&out.stderr);
         assert!(err.contains("pre-rotate hook of db failed (exit 4)"), "{err}");
@@ -141,12 +58,12 @@ fn hooks_survive_a_restart_and_guard_every_new_version() {
     }
     assert_eq!(current(&node), b"new-password-2");
     let statuses: Vec<String> =
-        node.hook_lines().iter().map(|l| l["hook"]["status"].as_str().unwrap().to_owned()).collect();
+        hook_lines(&node).iter().map(|l| l["hook"]["status"].as_str().unwrap().to_owned()).collect();
     assert_eq!(statuses, ["exit 0", "exit 4", "exit 4"]);
-    assert!(!std::fs::read_to_string(node.path("state/access.log")).unwrap().contains("password-"));
+    assert!(!node.access_log().contains("password-"));
 
     node.ok(&["secret", "hook", "db", "--no-pre-rotate"]);
-    let out = node.cli(&["secret", "rotate", "db", "--from-stdin"], Some(b"new-password-4"));
+    let out = node.cli_stdin(&["secret", "rotate", "db", "--from-stdin"], b"new-password-4");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(current(&node), b"new-password-4");
 }
@@ -154,14 +71,14 @@ fn hooks_survive_a_restart_and_guard_every_new_version() {
 #[test]
 fn rotate_status_and_their_errors_without_consumers() {
     let node = Node::start();
-    let out = node.cli(&["secret", "rotate", "db", "--generate", "16"], None);
+    let out = node.cli(&["secret", "rotate", "db", "--generate", "16"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("does not exist; create it with `segctl secret put`"),
         "{}",
         text(&out.stderr)
     );
-    let usage = node.cli(&["secret", "rotate", "db", "--generate", "16", "--timeout", "5s"], None);
+    let usage = node.cli(&["secret", "rotate", "db", "--generate", "16", "--timeout", "5s"]);
     assert_eq!(usage.status.code(), Some(2), "--timeout needs --wait");
 
     node.ok(&["secret", "put", "db", "--generate", "16"]);
@@ -193,7 +110,7 @@ fn rotate_status_and_their_errors_without_consumers() {
     assert_eq!(json["previous"]["readable"], false);
     let (until, rotated) = (json["previous"]["until_ms"].as_u64(), json["rotated_at_ms"].as_u64());
     assert_eq!(until.unwrap() - rotated.unwrap(), 60_000, "--grace 1m sets the longest grace");
-    let missing = node.cli(&["secret", "status", "nope"], None);
+    let missing = node.cli(&["secret", "status", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("secret nope does not exist"), "{}", text(&missing.stderr));
     let status = node.ok(&["status"]);

@@ -5,7 +5,13 @@
 use seg_e2e::*;
 use std::time::Duration;
 
-const SECRET: &str = "/run/secrets/db-password";
+/// A controller holding the example's secret, granted to every `app` service.
+fn granted_to_any_app() -> Controller {
+    let ctl = Controller::start();
+    ctl.put(SECRET_NAME, &random_text(16), &[]);
+    ctl.grant(SECRET_NAME, "*/app");
+    ctl
+}
 
 #[test]
 fn another_service_of_the_project_is_refused() {
@@ -13,7 +19,6 @@ fn another_service_of_the_project_is_refused() {
     let ctl = Controller::start();
     let mut doc = example_yaml(&ctl);
     add_tmpfs_volume(&mut doc, "intruder-secrets");
-    let agent = ctl.agent_dir();
     // The attacker: the real sidecar image, asking for the app's secret, but
     // as service `intruder` (no seg.for label).
     add_service(
@@ -26,10 +31,10 @@ user: "1000:1000"
 read_only: true
 network_mode: none
 environment: {{SEG_SECRETS: db-password, SEG_DIR: /run/secrets}}
-volumes: ["intruder-secrets:/run/secrets", "{}:{AGENT_MOUNT}:ro"]
+volumes: ["intruder-secrets:/run/secrets", "{}"]
 ulimits: {{memlock: {{soft: 1048576, hard: 1048576}}}}
 "#,
-            agent.display()
+            ctl.agent_volume()
         ),
     );
     // Sees what the intruder could write.
@@ -48,11 +53,8 @@ command: ["sh", "-c", "trap 'exit 0' TERM; while sleep 1; do :; done"]
     );
     let project = Project::new(doc);
     let value = random_text(32);
-    ctl.put("db-password", &value, &[]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
     // The granted service gets it...
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &value, &[]);
     // ...the intruder is refused, and says so.
     let intruder = project.target("intruder");
     let denied = ctl.wait_access("the intruder's refusal", Duration::from_secs(20), |e| {
@@ -74,26 +76,8 @@ command: ["sh", "-c", "trap 'exit 0' TERM; while sleep 1; do :; done"]
 #[test]
 fn a_container_without_identity_labels_is_refused() {
     let _serial = begin();
-    let ctl = Controller::start();
-    ctl.put("db-password", &random_text(16), &[]);
-    ctl.grant("db-password", "*/app");
-    let agent = format!("{}:{AGENT_MOUNT}:ro", ctl.agent_dir().display());
-    let c = Container::run(&[
-        "--network",
-        "none",
-        "--user",
-        "1000:1000",
-        "--read-only",
-        "--tmpfs",
-        "/run/secrets:uid=1000,gid=1000,mode=0700",
-        "-v",
-        &agent,
-        "-e",
-        "SEG_SECRETS=db-password",
-        "-e",
-        "SEG_DIR=/run/secrets",
-        SIDECAR_IMAGE,
-    ]);
+    let ctl = granted_to_any_app();
+    let c = Container::sidecar(&ctl, SECRET_NAME, &[]);
     let denied = ctl.wait_access("the unlabelled container's refusal", Duration::from_secs(20), |e| {
         e["socket"] == "agent"
             && e["outcome"] == "denied"
@@ -106,9 +90,7 @@ fn a_container_without_identity_labels_is_refused() {
 #[test]
 fn a_host_process_is_refused_with_not_a_container() {
     let _serial = begin();
-    let ctl = Controller::start();
-    ctl.put("db-password", &random_text(16), &[]);
-    ctl.grant("db-password", "*/app");
+    let ctl = granted_to_any_app();
     let sock = ctl.agent_socket();
     for path in ["/v1/secrets/db-password", "/v1/whoami", "/v1/secrets"] {
         let (status, body) = agent_get(&sock, path);

@@ -5,8 +5,6 @@ use seg_e2e::*;
 use serde_yaml::Value;
 use std::time::Duration;
 
-const SECRET: &str = "/run/secrets/db-password";
-
 #[test]
 fn a_planted_symlink_is_replaced_not_followed() {
     let _serial = begin();
@@ -45,15 +43,11 @@ healthcheck: {{test: ["CMD", "test", "-L", "/run/secrets/db-password"], interval
         serde_yaml::from_str("{planter: {condition: service_healthy}}").unwrap(),
     );
     let project = Project::new(doc);
-    let value = random_text(32);
-    ctl.put("db-password", &value, &[]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &random_text(32), &[]);
 
-    let link = project.exec("planter", &["test", "-L", SECRET]);
+    let link = project.exec("planter", &["test", "-L", SECRET_FILE]);
     assert!(!link.success(), "the symlink is still there");
-    let kind = project.exec_ok("planter", &["stat", "-c", "%F %a %u", SECRET]);
+    let kind = project.exec_ok("planter", &["stat", "-c", "%F %a %u", SECRET_FILE]);
     assert_eq!(String::from_utf8_lossy(&kind).trim(), "regular file 400 1000");
     let target = project.exec_ok("planter", &["cat", "/run/decoy/target"]);
     assert_eq!(target, b"original\n", "the symlink target was written through");
@@ -73,27 +67,8 @@ fn names_that_are_paths_are_refused_by_segctl_and_the_sidecar() {
     }
     assert!(ctl.list().is_empty(), "a bad name was stored: {:?}", ctl.list());
 
-    let agent = format!("{}:{AGENT_MOUNT}:ro", ctl.agent_dir().display());
     for bad in ["../x", "a/b", "db-password,../../etc/shadow"] {
-        let env = format!("SEG_SECRETS={bad}");
-        let c = Container::run(&[
-            "--network",
-            "none",
-            "--user",
-            "1000:1000",
-            "--read-only",
-            "--label",
-            "seg.service=app",
-            "--tmpfs",
-            "/run/secrets:uid=1000,gid=1000,mode=0700",
-            "-v",
-            &agent,
-            "-e",
-            &env,
-            "-e",
-            "SEG_DIR=/run/secrets",
-            SIDECAR_IMAGE,
-        ]);
+        let c = Container::sidecar(&ctl, bad, &["--label", "seg.service=app"]);
         let code = c.wait_exit(Duration::from_secs(20));
         let logs = c.logs();
         assert_ne!(code, 0, "the sidecar accepted SEG_SECRETS={bad:?}: {logs}");

@@ -5,25 +5,24 @@ use seg_e2e::*;
 use std::path::Path;
 use std::time::Duration;
 
-const SECRET: &str = "/run/secrets/db-password";
-
 #[test]
 fn lease_runs_out_while_the_controller_is_down_and_comes_back_with_it() {
     let _serial = begin();
     let mut ctl = Controller::start();
     let project = Project::example(&ctl);
     let value = random_text(32);
-    ctl.put("db-password", &value, &["--ttl", "2s"]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &value, &["--ttl", "2s"]);
     // Let a renewal or two go by: the lease must be kept alive while the controller is up.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(project.read_file("app", SECRET).as_deref(), Some(&value[..]), "file lost while renewing");
+    assert_eq!(
+        project.read_file("app", SECRET_FILE).as_deref(),
+        Some(&value[..]),
+        "file lost while renewing"
+    );
 
     let status = ctl.stop();
     eprintln!("controller stopped: {status}");
-    let gone_after = project.wait_for_absence("app", SECRET, Duration::from_secs(6));
+    let gone_after = project.wait_for_absence("app", SECRET_FILE, Duration::from_secs(6));
     eprintln!("file wiped {gone_after:?} after the controller stopped (2 s lease)");
     assert!(gone_after <= Duration::from_millis(4500), "wiped only after {gone_after:?}");
     assert!(
@@ -34,7 +33,7 @@ fn lease_runs_out_while_the_controller_is_down_and_comes_back_with_it() {
 
     ctl.start_again();
     let start = std::time::Instant::now();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.wait_for_file("app", SECRET_FILE, &value, Duration::from_secs(30));
     eprintln!("file back {:?} after the controller restarted", start.elapsed());
 }
 
@@ -44,13 +43,10 @@ fn revoking_the_grant_wipes_the_file_within_the_lease() {
     let ctl = Controller::start();
     let project = Project::example(&ctl);
     let value = random_text(32);
-    ctl.put("db-password", &value, &["--ttl", "2s"]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &value, &["--ttl", "2s"]);
 
-    ctl.segctl_ok(&["secret", "revoke", "db-password", "--from", &project.target("app")]);
-    let gone_after = project.wait_for_absence("app", SECRET, Duration::from_secs(6));
+    ctl.segctl_ok(&["secret", "revoke", SECRET_NAME, "--from", &project.target("app")]);
+    let gone_after = project.wait_for_absence("app", SECRET_FILE, Duration::from_secs(6));
     eprintln!("file wiped {gone_after:?} after the revoke (2 s lease)");
     assert!(gone_after <= Duration::from_millis(4500), "wiped only after {gone_after:?}");
     let refused = ctl.wait_access("the refused renewal", Duration::from_secs(5), |e| {
@@ -65,14 +61,11 @@ fn sigterm_to_the_sidecar_wipes_its_files() {
     let ctl = Controller::start();
     let project = Project::example(&ctl);
     let value = random_text(32);
-    ctl.put("db-password", &value, &[]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &value, &[]);
 
     let sidecar = project.container("app-secrets");
     docker_ok(&["kill", "-s", "TERM", &sidecar]);
-    let gone_after = project.wait_for_absence("app", SECRET, Duration::from_secs(5));
+    let gone_after = project.wait_for_absence("app", SECRET_FILE, Duration::from_secs(5));
     eprintln!("file wiped {gone_after:?} after SIGTERM");
     let state = wait_until(Duration::from_secs(10), "the sidecar to exit", || {
         let s = project.state("app-secrets");

@@ -8,11 +8,8 @@
 use seg_e2e::serde_json::Value as Json;
 use seg_e2e::serde_yaml::Value as Yaml;
 use seg_e2e::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "/run/secrets/db-password";
-const NAME: &str = "db-password";
 
 // ------------------------------------------------------------------ helpers
 
@@ -64,25 +61,25 @@ fn host_path(container: &str, path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root{path}"))
 }
 
-fn value_file(dir: &Path, value: &[u8]) -> String {
-    let file = dir.join(format!("value-{}", fastrand::u64(..)));
-    write_private(&file, value);
-    file.to_str().expect("utf-8").to_owned()
-}
-
-fn rotate(ctl: &Controller, dir: &Path, value: &[u8], extra: &[&str]) -> Out {
-    let file = value_file(dir, value);
-    let mut args = vec!["secret", "rotate", NAME, "--from-file", &file];
-    args.extend_from_slice(extra);
-    ctl.segctl(&args)
+fn rotate(ctl: &Controller, value: &[u8], extra: &[&str]) -> Out {
+    ctl.segctl_value(&["secret", "rotate", SECRET_NAME], value, extra)
 }
 
 /// A new version over the admin socket, without a process per call.
 fn admin_put(ctl: &Controller, value: &[u8]) -> u16 {
     use seg_common::uds_http::{send, Request};
-    let path = format!("/v1/secrets/{NAME}");
+    let path = format!("/v1/secrets/{SECRET_NAME}");
     let req = Request { method: "PUT", path: &path, content_type: "application/octet-stream", body: value };
     block_on(send(&ctl.admin_socket(), &req, Duration::from_secs(10), 1 << 16)).expect("admin PUT").status
+}
+
+/// Delivers a new value (10-minute lease) to `project`'s app and waits until
+/// its sidecar watches it at version 1; returns the value.
+fn deliver_watched(ctl: &Controller, project: &Project) -> Vec<u8> {
+    let value = random_text(32);
+    project.deliver(ctl, &value, &["--ttl", "10m"]);
+    wait_consumers(ctl, SECRET_NAME, 1, 1, Duration::from_secs(10));
+    value
 }
 
 fn hook_entries(ctl: &Controller, kind: &str) -> Vec<Json> {
@@ -96,25 +93,19 @@ fn a_rotation_reaches_the_running_app_without_a_restart_and_signals_it() {
     let _serial = begin();
     let ctl = Controller::start();
     let project = project_with_hup_app(&ctl, Some("signal:HUP"));
-    let tmp = tempfile::tempdir().unwrap();
-    let v1 = random_text(32);
-    ctl.put(NAME, &v1, &["--ttl", "10m"]);
-    ctl.grant(NAME, &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(30));
-    wait_consumers(&ctl, NAME, 1, 1, Duration::from_secs(10));
+    deliver_watched(&ctl, &project);
     let (app, sidecar) = (project.container("app"), project.container("app-secrets"));
     let before = (lifetime(&app), lifetime(&sidecar));
     assert!(!project.logs("app").contains("got HUP"), "HUP before any rotation");
 
     let v2 = random_text(32);
     let started = Instant::now();
-    let out = rotate(&ctl, tmp.path(), &v2, &["--wait", "--timeout", "10s"]);
+    let out = rotate(&ctl, &v2, &["--wait", "--timeout", "10s"]);
     let took = started.elapsed();
     assert!(out.success(), "rotate --wait failed ({}): {}", out.code(), out.text());
     assert!(out.stdout_str().contains("all 1 consumer(s) have version 2"), "{}", out.text());
     eprintln!("rotate --wait took {took:?}: {}", out.stdout_str().trim());
-    assert_eq!(std::fs::read(host_path(&app, SECRET)).ok(), Some(v2.clone()), "the app does not see v2");
+    assert_eq!(std::fs::read(host_path(&app, SECRET_FILE)).ok(), Some(v2.clone()), "the app does not see v2");
     assert_eq!((lifetime(&app), lifetime(&sidecar)), before, "a container restarted or was replaced");
 
     let logs = wait_until(Duration::from_secs(5), "the app to log the HUP", || {
@@ -125,9 +116,9 @@ fn a_rotation_reaches_the_running_app_without_a_restart_and_signals_it() {
     let hook = &hook_entries(&ctl, "post-rotate")[0];
     assert_eq!(hook["hook"]["action"], "signal:HUP");
     assert_eq!(hook["hook"]["status"], "ok");
-    assert_eq!((hook["secret"].as_str(), hook["version"].as_u64()), (Some(NAME), Some(2)));
+    assert_eq!((hook["secret"].as_str(), hook["version"].as_u64()), (Some(SECRET_NAME), Some(2)));
     assert!(hook["hook"]["target"].as_str().unwrap().contains(&app[..12]), "{hook}");
-    let st = status(&ctl, NAME);
+    let st = status(&ctl, SECRET_NAME);
     assert!(st["consumers"][0]["last_hook"].as_str().unwrap_or("").starts_with("signal:HUP"), "{st}");
     let log = std::fs::read_to_string(ctl.access_log_path()).unwrap();
     assert!(!log.contains(std::str::from_utf8(&v2).unwrap()), "a value reached the access log");
@@ -138,46 +129,40 @@ fn a_failing_pre_rotate_hook_leaves_the_old_version_everywhere() {
     let _serial = begin();
     let ctl = Controller::start();
     let project = Project::example(&ctl);
-    let tmp = tempfile::tempdir().unwrap();
-    let v1 = random_text(32);
-    ctl.put(NAME, &v1, &["--ttl", "10m"]);
-    ctl.grant(NAME, &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(30));
-    wait_consumers(&ctl, NAME, 1, 1, Duration::from_secs(10));
+    let v1 = deliver_watched(&ctl, &project);
 
     let failing = "cat >/dev/null; echo 'cannot reach the database' >&2; exit 3";
-    ctl.segctl_ok(&["secret", "hook", NAME, "--pre-rotate", failing, "--timeout", "5s"]);
+    ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate", failing, "--timeout", "5s"]);
     let v2 = random_text(32);
-    let out = rotate(&ctl, tmp.path(), &v2, &["--wait"]);
+    let out = rotate(&ctl, &v2, &["--wait"]);
     assert!(!out.success(), "a failing pre-rotate hook must fail the rotation: {}", out.text());
     let text = out.text();
     assert!(text.contains("exit 3") && text.contains("version 1 stays current"), "{text}");
     assert!(text.contains("cannot reach the database"), "{text}");
     assert!(!text.contains(std::str::from_utf8(&v2).unwrap()), "the new value was printed");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(project.read_file("app", SECRET), Some(v1.clone()), "the app lost the old version");
-    assert_eq!(ctl.admin_get(NAME), (200, v1.clone()));
+    assert_eq!(project.read_file("app", SECRET_FILE), Some(v1.clone()), "the app lost the old version");
+    assert_eq!(ctl.admin_get(SECRET_NAME), (200, v1.clone()));
     assert_eq!(ctl.list()[0]["version"], 1);
-    assert_eq!(status(&ctl, NAME)["consumers"][0]["version"], 1);
+    assert_eq!(status(&ctl, SECRET_NAME)["consumers"][0]["version"], 1);
     assert_eq!(hook_entries(&ctl, "pre-rotate")[0]["hook"]["status"], "exit 3");
 
     // A hook that hangs is killed at its timeout, with the same outcome.
-    ctl.segctl_ok(&["secret", "hook", NAME, "--pre-rotate", "sleep 30", "--timeout", "1s"]);
+    ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate", "sleep 30", "--timeout", "1s"]);
     let started = Instant::now();
-    let out = rotate(&ctl, tmp.path(), &v2, &[]);
+    let out = rotate(&ctl, &v2, &[]);
     assert!(!out.success() && out.text().contains("timed out after 1s"), "{}", out.text());
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert_eq!(ctl.admin_get(NAME), (200, v1.clone()));
+    assert_eq!(ctl.admin_get(SECRET_NAME), (200, v1.clone()));
 
     // A hook that accepts gets the new value on stdin, and it is distributed.
-    let seen = tmp.path().join("seen-by-hook");
+    let seen = ctl.base_dir().join("seen-by-hook");
     let accepting = format!("cat > {}", seen.display());
-    ctl.segctl_ok(&["secret", "hook", NAME, "--pre-rotate", &accepting]);
-    let out = rotate(&ctl, tmp.path(), &v2, &["--wait", "--timeout", "10s"]);
+    ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate", &accepting]);
+    let out = rotate(&ctl, &v2, &["--wait", "--timeout", "10s"]);
     assert!(out.success(), "{}", out.text());
     assert_eq!(std::fs::read(&seen).unwrap(), v2, "the hook did not get the value on stdin");
-    project.wait_for_file("app", SECRET, &v2, Duration::from_secs(5));
+    project.wait_for_file("app", SECRET_FILE, &v2, Duration::from_secs(5));
     let statuses: Vec<Json> =
         hook_entries(&ctl, "pre-rotate").iter().map(|e| e["hook"]["status"].clone()).collect();
     assert_eq!(statuses, ["exit 3", "timed out after 1s", "exit 0"]);
@@ -187,48 +172,31 @@ fn a_failing_pre_rotate_hook_leaves_the_old_version_everywhere() {
 fn twenty_sidecars_acknowledge_a_rotation() {
     let _serial = begin();
     let ctl = Controller::start();
-    let tmp = tempfile::tempdir().unwrap();
-    ctl.put(NAME, &random_text(32), &["--ttl", "10m"]);
-    ctl.grant(NAME, "fleet");
-    let agent = format!("{}:/run/seg/agent:ro", ctl.agent_dir().display());
-    let fleet: Vec<Container> = (0..20)
-        .map(|_| {
-            Container::run(&[
-                "--label",
-                "seg.service=fleet",
-                "--user",
-                "1000:1000",
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges:true",
-                "--network",
-                "none",
-                "--ulimit",
-                "memlock=1048576",
-                "--tmpfs",
-                "/run/secrets:uid=1000,gid=1000,mode=0700",
-                "-e",
-                "SEG_SECRETS=db-password",
-                "-v",
-                &agent,
-                SIDECAR_IMAGE,
-            ])
-        })
-        .collect();
-    wait_consumers(&ctl, NAME, 20, 1, Duration::from_secs(60));
+    ctl.put(SECRET_NAME, &random_text(32), &["--ttl", "10m"]);
+    ctl.grant(SECRET_NAME, "fleet");
+    let extra = [
+        "--label",
+        "seg.service=fleet",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--ulimit",
+        "memlock=1048576",
+    ];
+    let fleet: Vec<Container> = (0..20).map(|_| Container::sidecar(&ctl, SECRET_NAME, &extra)).collect();
+    wait_consumers(&ctl, SECRET_NAME, 20, 1, Duration::from_secs(60));
 
     let v2 = random_text(32);
     let started = Instant::now();
-    let out = rotate(&ctl, tmp.path(), &v2, &["--wait", "--timeout", "30s"]);
+    let out = rotate(&ctl, &v2, &["--wait", "--timeout", "30s"]);
     let took = started.elapsed();
     assert!(out.success(), "rotate --wait failed ({}): {}", out.code(), out.text());
     assert!(out.stdout_str().contains("pushed to 20 consumer(s)"), "{}", out.text());
     assert!(out.stdout_str().contains("all 20 consumer(s) have version 2"), "{}", out.text());
     eprintln!("rotate --wait with 20 sidecars took {took:?}: {}", out.stdout_str().trim());
 
-    let st = status(&ctl, NAME);
+    let st = status(&ctl, SECRET_NAME);
     let consumers = st["consumers"].as_array().unwrap();
     assert_eq!(consumers.len(), 20, "{st}");
     assert!(consumers
@@ -237,9 +205,9 @@ fn twenty_sidecars_acknowledge_a_rotation() {
     let ids: Vec<String> = consumers.iter().map(|c| c["container_id"].as_str().unwrap().to_owned()).collect();
     for c in &fleet {
         assert!(ids.contains(&c.id), "{} is not listed", c.id);
-        assert_eq!(std::fs::read(host_path(&c.id, SECRET)).ok().as_deref(), Some(&v2[..]), "{}", c.id);
+        assert_eq!(std::fs::read(host_path(&c.id, SECRET_FILE)).ok().as_deref(), Some(&v2[..]), "{}", c.id);
     }
-    let table = ctl.segctl_ok(&["secret", "status", NAME]);
+    let table = ctl.segctl_ok(&["secret", "status", SECRET_NAME]);
     assert!(table.contains("20 of 20 have version 2"), "{table}");
     assert_eq!(table.lines().filter(|l| l.contains(" fleet ")).count(), 20, "{table}");
 }
@@ -249,15 +217,9 @@ fn revocation_wipes_within_a_second_and_a_returning_consumer_catches_up() {
     let _serial = begin();
     let ctl = Controller::start();
     let project = Project::example(&ctl);
-    let tmp = tempfile::tempdir().unwrap();
-    let v1 = random_text(32);
-    ctl.put(NAME, &v1, &["--ttl", "10m"]);
+    let v1 = deliver_watched(&ctl, &project);
     let target = project.target("app");
-    ctl.grant(NAME, &target);
-    project.up();
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(30));
-    wait_consumers(&ctl, NAME, 1, 1, Duration::from_secs(10));
-    let file = host_path(&project.container("app"), SECRET);
+    let file = host_path(&project.container("app"), SECRET_FILE);
 
     // A 10-minute lease: only the push can explain a wipe within a second.
     let gone_in = |what: &str, args: &[&str]| {
@@ -269,34 +231,34 @@ fn revocation_wipes_within_a_second_and_a_returning_consumer_catches_up() {
         }
         eprintln!("{what}: file wiped {:?} after the command started", started.elapsed());
     };
-    gone_in("revoke", &["secret", "revoke", NAME, "--from", &target]);
-    ctl.grant(NAME, &target);
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(3));
-    gone_in("rm", &["secret", "rm", NAME]);
-    ctl.put(NAME, &v1, &["--ttl", "10m"]);
-    ctl.grant(NAME, &target);
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(3));
-    wait_consumers(&ctl, NAME, 1, 1, Duration::from_secs(10));
+    gone_in("revoke", &["secret", "revoke", SECRET_NAME, "--from", &target]);
+    ctl.grant(SECRET_NAME, &target);
+    project.wait_for_file("app", SECRET_FILE, &v1, Duration::from_secs(3));
+    gone_in("rm", &["secret", "rm", SECRET_NAME]);
+    ctl.put(SECRET_NAME, &v1, &["--ttl", "10m"]);
+    ctl.grant(SECRET_NAME, &target);
+    project.wait_for_file("app", SECRET_FILE, &v1, Duration::from_secs(3));
+    wait_consumers(&ctl, SECRET_NAME, 1, 1, Duration::from_secs(10));
 
     // A consumer frozen during a rotation gets it when it thaws…
     let sidecar = project.container("app-secrets");
     docker_ok(&["pause", &sidecar]);
     let v2 = random_text(32);
-    let out = rotate(&ctl, tmp.path(), &v2, &["--wait", "--timeout", "2s"]);
+    let out = rotate(&ctl, &v2, &["--wait", "--timeout", "2s"]);
     assert!(!out.success(), "--wait must fail while a consumer is frozen: {}", out.text());
     assert!(out.text().contains("1 of 1 consumer(s) do not have version 2"), "{}", out.text());
     assert!(out.text().contains("has v1"), "{}", out.text());
     docker_ok(&["unpause", &sidecar]);
-    project.wait_for_file("app", SECRET, &v2, Duration::from_secs(3));
+    project.wait_for_file("app", SECRET_FILE, &v2, Duration::from_secs(3));
     // …and one that was stopped gets it when it starts again.
     docker_ok(&["stop", "-t", "5", &sidecar]);
     assert!(!file.exists(), "a stopped sidecar wipes its files");
     let v3 = random_text(32);
-    let out = rotate(&ctl, tmp.path(), &v3, &[]);
+    let out = rotate(&ctl, &v3, &[]);
     assert!(out.success(), "{}", out.text());
     docker_ok(&["start", &sidecar]);
-    project.wait_for_file("app", SECRET, &v3, Duration::from_secs(10));
-    wait_consumers(&ctl, NAME, 1, 3, Duration::from_secs(10));
+    project.wait_for_file("app", SECRET_FILE, &v3, Duration::from_secs(10));
+    wait_consumers(&ctl, SECRET_NAME, 1, 3, Duration::from_secs(10));
 }
 
 #[test]
@@ -304,14 +266,10 @@ fn a_client_that_floods_or_never_reads_is_cut_off_without_affecting_others() {
     let _serial = begin();
     let ctl = Controller::start();
     let project = Project::example(&ctl);
-    let tmp = tempfile::tempdir().unwrap();
-    ctl.put(NAME, &random_text(32), &["--ttl", "10m"]);
-    ctl.grant(NAME, &project.target("app"));
-    ctl.grant(NAME, "abuser");
-    project.up();
-    wait_consumers(&ctl, NAME, 1, 1, Duration::from_secs(30));
+    deliver_watched(&ctl, &project);
+    ctl.grant(SECRET_NAME, "abuser");
 
-    let agent = format!("{}:/run/seg/agent:ro", ctl.agent_dir().display());
+    let agent = ctl.agent_volume();
     let abuser = Container::run(&[
         "--label",
         "seg.service=abuser",
@@ -355,10 +313,10 @@ fn a_client_that_floods_or_never_reads_is_cut_off_without_affecting_others() {
     assert!(ctl.log_tail(400).contains("cut off the watch stream"), "{}", ctl.log_tail(20));
     let last = random_text(32);
     let started = Instant::now();
-    let out = rotate(&ctl, tmp.path(), &last, &["--wait", "--timeout", "10s"]);
+    let out = rotate(&ctl, &last, &["--wait", "--timeout", "10s"]);
     assert!(out.success(), "the real sidecar was affected: {}", out.text());
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    project.wait_for_file("app", SECRET, &last, Duration::from_secs(2));
+    project.wait_for_file("app", SECRET_FILE, &last, Duration::from_secs(2));
     assert_eq!(watches(&ctl), 1);
     assert!(project.state("app-secrets").starts_with("running healthy"), "{}", project.state("app-secrets"));
 }

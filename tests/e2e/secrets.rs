@@ -5,8 +5,6 @@
 use seg_e2e::*;
 use std::time::Duration;
 
-const SECRET: &str = "/run/secrets/db-password";
-
 #[test]
 fn example_delivers_the_secret_to_the_app() {
     let _serial = begin();
@@ -15,12 +13,9 @@ fn example_delivers_the_secret_to_the_app() {
     // Binary on purpose: NUL, newlines, high bytes must all arrive intact.
     let mut value = random_bytes(48);
     value[..4].copy_from_slice(b"\0\n\r\xff");
-    ctl.put("db-password", &value, &[]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &value, Duration::from_secs(30));
+    project.deliver(&ctl, &value, &[]);
 
-    let stat = project.exec_ok("app", &["stat", "-c", "%a %u %g %F", SECRET]);
+    let stat = project.exec_ok("app", &["stat", "-c", "%a %u %g %F", SECRET_FILE]);
     assert_eq!(String::from_utf8_lossy(&stat).trim(), "400 1000 1000 regular file");
     let fs_type = project.exec_ok("app", &["stat", "-f", "-c", "%T", "/run/secrets"]);
     assert_eq!(String::from_utf8_lossy(&fs_type).trim(), "tmpfs");
@@ -69,17 +64,14 @@ fn rotation_reaches_the_running_app_without_a_redeploy() {
     let ctl = Controller::start();
     let project = Project::example(&ctl);
     let v1 = random_text(32);
-    ctl.put("db-password", &v1, &["--ttl", "3s"]);
-    ctl.grant("db-password", &project.target("app"));
-    project.up();
-    project.wait_for_file("app", SECRET, &v1, Duration::from_secs(30));
+    project.deliver(&ctl, &v1, &["--ttl", "3s"]);
     let app_before = project.container("app");
     let sidecar_before = project.container("app-secrets");
 
     let v2 = random_text(40);
-    ctl.put("db-password", &v2, &[]);
+    ctl.put(SECRET_NAME, &v2, &[]);
     // The sidecar renews well within the 3 s lease and picks up the new version.
-    project.wait_for_file("app", SECRET, &v2, Duration::from_secs(15));
+    project.wait_for_file("app", SECRET_FILE, &v2, Duration::from_secs(15));
     assert_eq!(project.container("app"), app_before);
     assert_eq!(project.container("app-secrets"), sidecar_before);
     assert!(project.state("app-secrets").starts_with("running healthy"), "{}", project.state("app-secrets"));

@@ -4,10 +4,10 @@
 //! with [`super::send`], into a [`crate::secret::SecretBytes`].
 
 use super::framing::Framing;
-use super::{find_head_end, parse_head, ClientError, Request, MAX_HEAD};
+use super::{connect_and_send, find_head_end, parse_head, ClientError, Request, MAX_HEAD};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 const READ_CHUNK: usize = 8 * 1024;
@@ -36,19 +36,8 @@ pub async fn open(socket: &Path, req: &Request<'_>, timeout: Duration) -> Result
 }
 
 async fn open_inner(socket: &Path, req: &Request<'_>, path: String) -> Result<Stream, ClientError> {
-    let mut conn = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+    let mut conn = connect_and_send(socket, req, &path).await?;
     let io_err = |source| ClientError::Io { path: path.clone(), source };
-    let head = format!(
-        "{} {} HTTP/1.1\r\nHost: seg\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        req.method,
-        req.path,
-        req.content_type,
-        req.body.len()
-    );
-    conn.write_all(head.as_bytes()).await.map_err(io_err)?;
-    conn.write_all(req.body).await.map_err(io_err)?;
     let malformed = |what| ClientError::Malformed { path: path.clone(), what };
     let mut raw = Vec::with_capacity(READ_CHUNK);
     let head_end = loop {
@@ -159,6 +148,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::UnixListener;
 
     /// Serves `parts` one by one, with a pause between them.

@@ -10,7 +10,7 @@ use super::rotation::{self, parse_grace, parse_hook_timeout, parse_wait, HookArg
 use super::{input, AdminOpts, Output};
 use crate::node::admin::ChangeResult;
 use anyhow::{bail, Context, Result};
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{Args, Subcommand};
 use seg_common::api::{GrantTarget, PutResult, SecretInfo, TtlRequest};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
@@ -28,19 +28,11 @@ pub struct SecretArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum SecretCmd {
     /// Store a new version of a secret (creates it if needed).
-    #[command(group(ArgGroup::new("source").required(true).args(["from_file", "from_stdin", "generate"])))]
     Put {
         /// Secret name: 1-128 of a-z 0-9 . _ - (starting with a letter or digit).
         name: SecretName,
-        /// Read the value from this file (at most 512 KiB).
-        #[arg(long, value_name = "FILE")]
-        from_file: Option<PathBuf>,
-        /// Read the value from standard input, until EOF (at most 512 KiB).
-        #[arg(long)]
-        from_stdin: bool,
-        /// Generate a random value of N characters from [A-Za-z0-9].
-        #[arg(long, value_name = "N")]
-        generate: Option<usize>,
+        #[command(flatten)]
+        source: ValueSource,
         /// Lease TTL for readers, e.g. 30s, 5m, 1h (1s..24h) [default: keep, or 5m for a new secret].
         #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
         ttl: Option<u64>,
@@ -87,19 +79,11 @@ pub enum SecretCmd {
     },
     /// Store a new version and push it to every running consumer now (after
     /// the pre-rotate hook, if any, accepted it).
-    #[command(group(ArgGroup::new("source").required(true).args(["from_file", "from_stdin", "generate"])))]
     Rotate {
         /// Secret name (it must exist; create it with `put`).
         name: SecretName,
-        /// Read the new value from this file (at most 512 KiB).
-        #[arg(long, value_name = "FILE")]
-        from_file: Option<PathBuf>,
-        /// Read the new value from standard input, until EOF.
-        #[arg(long)]
-        from_stdin: bool,
-        /// Generate a random value of N characters from [A-Za-z0-9].
-        #[arg(long, value_name = "N")]
-        generate: Option<usize>,
+        #[command(flatten)]
+        source: ValueSource,
         /// Lease TTL for readers, e.g. 5m [default: keep].
         #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
         ttl: Option<u64>,
@@ -151,6 +135,36 @@ pub enum SecretCmd {
     },
 }
 
+/// Where `put` and `rotate` take the value from: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(id = "source", required = true, multiple = false)]
+pub struct ValueSource {
+    /// Read the value from this file (at most 512 KiB).
+    #[arg(long, value_name = "FILE")]
+    from_file: Option<PathBuf>,
+    /// Read the value from standard input, until EOF (at most 512 KiB).
+    #[arg(long)]
+    from_stdin: bool,
+    /// Generate a random value of N characters from [A-Za-z0-9].
+    #[arg(long, value_name = "N")]
+    generate: Option<usize>,
+}
+
+impl ValueSource {
+    fn read(self) -> Result<SecretBytes> {
+        let value = match self {
+            ValueSource { from_file: Some(f), .. } => input::from_file(&f)?,
+            ValueSource { from_stdin: true, .. } => input::from_stdin()?,
+            ValueSource { generate: Some(n), .. } => input::generate(n)?,
+            _ => bail!("give one of --from-file, --from-stdin or --generate"),
+        };
+        if value.is_empty() {
+            bail!("the value is empty; refusing to store an empty secret");
+        }
+        Ok(value)
+    }
+}
+
 pub fn parse_target(raw: &str) -> Result<GrantTarget, String> {
     GrantTarget::parse(raw).map_err(|e| format!("{e} (write PROJECT/SERVICE, */SERVICE or SERVICE)"))
 }
@@ -162,8 +176,8 @@ fn path(name: &SecretName, suffix: &str) -> String {
 pub async fn run(args: SecretArgs) -> Result<()> {
     let client = args.admin.client();
     match args.cmd {
-        SecretCmd::Put { name, from_file, from_stdin, generate, ttl } => {
-            let value = read_value(from_file, from_stdin, generate)?;
+        SecretCmd::Put { name, source, ttl } => {
+            let value = source.read()?;
             let query = ttl.map(|t| format!("?ttl_ms={t}")).unwrap_or_default();
             let put: PutResult = client
                 .put_value(&path(&name, &query), &value)
@@ -198,8 +212,8 @@ pub async fn run(args: SecretArgs) -> Result<()> {
             change(&client, PUT, &name, "/ttl", Some(&body), "cannot change the lease TTL of").await?;
             println!("{name}: lease TTL is now {}", format_ms(ttl));
         }
-        SecretCmd::Rotate { name, from_file, from_stdin, generate, ttl, grace, wait, timeout } => {
-            let value = read_value(from_file, from_stdin, generate)?;
+        SecretCmd::Rotate { name, source, ttl, grace, wait, timeout } => {
+            let value = source.read()?;
             let wait_ms = wait.then(|| timeout.unwrap_or(rotation::DEFAULT_WAIT_MS));
             rotation::rotate(&client, &name, &value, RotateOpts { ttl_ms: ttl, grace_ms: grace, wait_ms })
                 .await?;
@@ -236,19 +250,6 @@ async fn change(
     let done: ChangeResult =
         client.call(method, &path(name, suffix), body).await.with_context(|| format!("{failed} {name}"))?;
     Ok(done.changed)
-}
-
-fn read_value(file: Option<PathBuf>, stdin: bool, generate: Option<usize>) -> Result<SecretBytes> {
-    let value = match (file, stdin, generate) {
-        (Some(f), _, _) => input::from_file(&f)?,
-        (_, true, _) => input::from_stdin()?,
-        (_, _, Some(n)) => input::generate(n)?,
-        _ => bail!("give one of --from-file, --from-stdin or --generate"),
-    };
-    if value.is_empty() {
-        bail!("the value is empty; refusing to store an empty secret");
-    }
-    Ok(value)
 }
 
 /// Writes straight to fd 1: std's stdout buffer would keep a copy.

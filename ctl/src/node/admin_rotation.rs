@@ -43,8 +43,7 @@ impl Admin {
         req: Request<B>,
         entry: &mut Entry,
     ) -> Result<Resp, Failure> {
-        let len = http::content_length(&req);
-        let change: SetHooks = http::read_json(req.into_body(), len).await?;
+        let change: SetHooks = http::read_json_request(req).await?;
         let _guard = self.live.lock_secret(&name).await;
         let mut hooks = self.meta(&name).await?.hooks;
         apply(&mut hooks, change);

@@ -117,8 +117,8 @@ impl Agent {
             Route::Secrets => self.list(who).await,
             Route::Secret(raw) => self.read(who, raw, query.as_deref(), entry).await,
             Route::Watch => self.watch(conn, who, query.as_deref(), entry).await,
-            Route::Ack => self.ack(who, req, entry).await,
-            _ => self.notify(who, req, entry).await,
+            Route::Ack => self.ack(who, http::read_json_request(req).await?, entry).await,
+            _ => self.notify(who, http::read_json_request(req).await?, entry).await,
         }
     }
 

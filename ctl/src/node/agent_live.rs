@@ -4,14 +4,14 @@
 
 use super::access_log::Entry;
 use super::agent::{Agent, AgentConn};
-use super::http::{self, json, Failure, ReqBody, Resp, RespBody};
+use super::http::{self, json, Failure, Resp, RespBody};
 use super::watch::Refusal;
 use super::{notify, read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::StoreError;
 use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use seg_common::api::{AckRequest, NotifyRequest, WatchEvent};
 use seg_common::name::SecretName;
 use std::collections::BTreeSet;
@@ -48,14 +48,13 @@ impl Agent {
     }
 
     /// `POST /v1/ack {name, version}`: the caller has that version on disk.
-    pub(super) async fn ack<B: ReqBody>(
+    pub(super) async fn ack(
         &self,
         who: &Attested,
-        req: Request<B>,
+        body: AckRequest,
         entry: &mut Entry,
     ) -> Result<Resp, Failure> {
-        let len = http::content_length(&req);
-        let AckRequest { name, version } = http::read_json(req.into_body(), len).await?;
+        let AckRequest { name, version } = body;
         entry.secret = Some(name.to_string());
         entry.version = Some(version);
         let current = self.granted_version(who, &name).await?;
@@ -70,14 +69,12 @@ impl Agent {
     }
 
     /// `POST /v1/notify`: run the post-rotate action the sidecar declared.
-    pub(super) async fn notify<B: ReqBody>(
+    pub(super) async fn notify(
         &self,
         who: &Attested,
-        req: Request<B>,
+        body: NotifyRequest,
         entry: &mut Entry,
     ) -> Result<Resp, Failure> {
-        let len = http::content_length(&req);
-        let body: NotifyRequest = http::read_json(req.into_body(), len).await?;
         let names: Vec<String> = body.secrets.iter().map(|c| format!("{} v{}", c.name, c.version)).collect();
         entry.reason =
             format!("{} for {}", body.action.chars().take(100).collect::<String>(), names.join(", "));

@@ -290,6 +290,16 @@ where
         .map_err(|e| Failure::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
+/// [`read_json`] of a whole request: its body, announced by its `Content-Length`.
+pub async fn read_json_request<T, B>(req: hyper::Request<B>) -> Result<T, Failure>
+where
+    T: serde::de::DeserializeOwned,
+    B: ReqBody,
+{
+    let len = content_length(&req);
+    read_json(req.into_body(), len).await
+}
+
 pub fn content_length<B>(req: &hyper::Request<B>) -> Option<u64> {
     req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
