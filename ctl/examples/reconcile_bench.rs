@@ -135,6 +135,7 @@ async fn inside(projects: usize, replicas: usize, starts: usize) {
     let api = DockerNetworks { docker: docker.clone() };
     let net = format!("segt-rbench-{}", std::process::id());
     network::create(&api, &NetworkSpec::new(&net, false, true, None).unwrap()).await.expect("bench network");
+    let _cleanup = Cleanup(net.clone());
     let seg =
         Segregation::new(state.path(), Box::new(IptablesFirewall::new()), Duration::from_secs(3600)).unwrap();
     drop(seg.spawn("/var/run/docker.sock".into()));
@@ -153,7 +154,24 @@ async fn inside(projects: usize, replicas: usize, starts: usize) {
     let (started, died) = measure(&seg, &docker, &net, starts).await;
     report("start", &started);
     report("die", &died);
-    let _ = network::remove(&api, &net).await;
+}
+
+/// Removes the run's containers and network, also when it fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let out =
+            Command::new("docker").args(["ps", "-aq", "--filter", &format!("name={}-", self.0)]).output();
+        for id in out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
+    }
 }
 
 fn count_rules() -> usize {

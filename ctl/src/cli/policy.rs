@@ -237,21 +237,21 @@ pub fn render_list(list: &[PolicySummary]) -> String {
 }
 
 pub fn render_verify(r: &VerifyReport) -> String {
-    let mut out = format!(
-        "{:<16} {:<16} {:<24} {:<10} {:<10} {}\n",
-        "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED", ""
-    );
+    use crate::segregation::api::Reach;
+    let w = r.rows.iter().map(|x| x.from_container.len().max(x.to_container.len())).max().unwrap_or(0).max(4);
+    let mut out =
+        format!("{:<w$} {:<w$} {:<22} {:<9} {:<9}\n", "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED");
     let word = |reach| match reach {
-        crate::segregation::api::Reach::Reachable => "reachable",
-        crate::segregation::api::Reach::Blocked => "blocked",
-        crate::segregation::api::Reach::Unknown => "unknown",
+        Reach::Reachable => "reachable",
+        Reach::Blocked => "blocked",
+        Reach::Unknown => "unknown",
     };
     for row in &r.rows {
         let mark = if row.ok() { "ok" } else { "MISMATCH" };
         out.push_str(&format!(
-            "{:<16} {:<16} {:<24} {:<10} {:<10} {mark}  ({}; probe: {})\n",
-            row.from,
-            row.to,
+            "{:<w$} {:<w$} {:<22} {:<9} {:<9} {mark}  ({}; probe: {})\n",
+            row.from_container,
+            row.to_container,
             row.target,
             word(row.expected),
             word(row.observed),

@@ -21,11 +21,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+/// Chains as the builder emits them: name and rules.
+pub(super) type Chains = Vec<(String, super::ruleset::Rules)>;
+
 /// What one family keeps: service groups (root chain → input hash and its
 /// chains) and the dispatch trees' chains (tree root → [`trie::Memo`]).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Groups {
-    pub(super) groups: HashMap<String, (u64, Vec<(String, Vec<String>)>)>,
+    pub(super) groups: HashMap<String, (u64, Chains)>,
     pub(super) trees: HashMap<String, trie::Memo>,
 }
 
@@ -120,7 +123,7 @@ impl Builder<'_, '_, '_> {
             c.published.hash(h);
             c.endpoints.iter().filter_map(|e| e.ip(self.family)).for_each(|ip| ip.hash(h));
         }
-        self.plan.bridges().hash(h);
+        self.bridges_hash().hash(h);
     }
 }
 

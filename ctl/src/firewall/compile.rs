@@ -21,17 +21,18 @@
 //! never accepts). ICC-off is dispatched by destination like the rest, so a
 //! policy allow is decided before — and instead of — the ICC drop.
 
-use super::cache::Groups;
+use super::cache::{Chains, Groups};
 use super::inventory::ServiceId;
 use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
 use super::plan::Plan;
 use super::ports::PortSet;
-use super::ruleset::{Ruleset, Table};
+use super::ruleset::{Rules, Ruleset, Table};
 use super::trie::{self, Action, Dir, TrieSpec};
 use super::HostSettings;
 use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use super::inventory::Inventory;
 
@@ -54,16 +55,18 @@ pub fn compile_with(policies: &[Policy], inventory: &Inventory, host: &HostSetti
 pub(super) struct Builder<'p, 'a, 'c> {
     pub(super) plan: &'p Plan<'a>,
     pub(super) family: Family,
-    chains: BTreeMap<String, Vec<String>>,
+    chains: BTreeMap<String, Rules>,
     /// Service chain groups built last time ([`super::CompileCache`]), and
     /// the ones built or reused this time (which replace them at the end).
     cache: Option<&'c mut Groups>,
     fresh: Groups,
     /// The chains of the group being built, when caching.
-    recording: Option<Vec<(String, Vec<String>)>>,
+    recording: Option<Chains>,
     /// Service chains already built, by kind and service (one per service,
     /// however many containers dispatch to it).
     built: HashMap<(&'static str, &'a ServiceId), String>,
+    /// Of every bridge device (what "not from a container" means), once.
+    bridges: std::cell::OnceCell<u64>,
 }
 
 impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
@@ -76,6 +79,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             fresh: Groups::default(),
             recording: None,
             built: HashMap::new(),
+            bridges: std::cell::OnceCell::new(),
         }
     }
 
@@ -87,7 +91,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         if let Some((old_fp, chains)) = old.filter(|(old_fp, _)| *old_fp == fp) {
             debug_assert_eq!(old_fp, fp);
             for (n, rules) in &chains {
-                self.chains.insert(n.clone(), rules.clone());
+                self.chains.insert(n.clone(), Arc::clone(rules));
             }
             self.fresh.groups.insert(name.to_string(), (fp, chains));
             return;
@@ -98,10 +102,23 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         self.fresh.groups.insert(name.to_string(), (fp, produced));
     }
 
+    pub(super) fn bridges_hash(&self) -> u64 {
+        *self.bridges.get_or_init(|| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.plan.bridges().hash(&mut h);
+            h.finish()
+        })
+    }
+
     /// Every chain goes in through here (so a group being built records it).
     fn insert(&mut self, name: String, rules: Vec<String>) {
+        self.insert_shared(name, Arc::new(rules));
+    }
+
+    fn insert_shared(&mut self, name: String, rules: Rules) {
         if let Some(group) = self.recording.as_mut() {
-            group.push((name.clone(), rules.clone()));
+            group.push((name.clone(), Arc::clone(&rules)));
         }
         self.chains.insert(name, rules);
     }
@@ -122,11 +139,12 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             let node_prefix = format!("SEG-{letter}{tag}-");
             let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
             let memo = self.cache.as_deref_mut().map(|c| c.trees.entry(root.to_string()).or_default());
-            let chains = trie::build_memo(&spec, entries.into_iter().collect(), memo);
-            self.add(chains);
+            for (name, rules) in trie::build_memo(&spec, entries.into_iter().collect(), memo) {
+                self.insert_shared(name, rules);
+            }
             top.push(format!("-j {root}"));
         }
-        self.chains.insert(TOP.to_string(), top);
+        self.chains.insert(TOP.to_string(), Arc::new(top));
         if let Some(cache) = self.cache.take() {
             cache.groups = std::mem::take(&mut self.fresh.groups);
         }
@@ -162,17 +180,13 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             }
         }
         let plan = self.plan;
-        for c in &plan.inv.containers {
+        for (c, &(protected, restricted)) in plan.inv.containers.iter().zip(&plan.flags) {
             for ep in &c.endpoints {
                 let Some(ip) = ep.ip(self.family) else { continue };
                 let id = c.service.as_ref();
                 let action = match (dir, id) {
-                    (Dir::Dst, Some(id)) if plan.ingress_protected(id) => {
-                        Action::Goto(self.service_ingress(id))
-                    }
-                    (Dir::Src, Some(id)) if plan.egress_restricted(id) => {
-                        Action::Goto(self.service_egress(id))
-                    }
+                    (Dir::Dst, Some(id)) if protected => Action::Goto(self.service_ingress(id)),
+                    (Dir::Src, Some(id)) if restricted => Action::Goto(self.service_egress(id)),
                     (Dir::Dst, _) if plan.icc_off.contains(&ep.network) => {
                         match self.icc_chain(&ep.network) {
                             Some(chain) => Action::Goto(chain),

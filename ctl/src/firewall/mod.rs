@@ -36,7 +36,7 @@ pub use inventory::{
     Inventory, Network, NetworkFacts, PublishedPort, ServiceId,
 };
 pub use iptables::IptablesFirewall;
-pub use ruleset::{Hooks, Ruleset, Table};
+pub use ruleset::{Hooks, Rules, Ruleset, Table};
 pub use trie::FLAT_MAX;
 
 use crate::policy::Family;

@@ -26,6 +26,9 @@ pub(crate) struct Plan<'a> {
     /// The containers of each service, looked up once (compiling 1,000
     /// services must not scan every container per reference).
     members: BTreeMap<&'a ServiceId, Vec<&'a Container>>,
+    /// Per container, in inventory order: (ingress protected, egress
+    /// restricted), so the dispatch looks each service up once.
+    pub flags: Vec<(bool, bool)>,
 }
 
 impl<'a> Plan<'a> {
@@ -48,31 +51,34 @@ impl<'a> Plan<'a> {
             }
         }
         let mut members: BTreeMap<&ServiceId, Vec<&Container>> = BTreeMap::new();
+        let mut flags = Vec::with_capacity(inv.containers.len());
         for c in &inv.containers {
-            let Some(id) = c.service.as_ref() else { continue };
+            let Some(id) = c.service.as_ref() else {
+                flags.push((false, false));
+                continue;
+            };
             members.entry(id).or_default().push(c);
-            if specs.contains_key(id) {
-                guarded.extend(c.endpoints.iter().map(|e| e.network.clone()));
+            let spec: Option<&(&Policy, &ServiceSpec)> = specs.get(id);
+            flags.push(
+                spec.map_or((false, false), |(_, s)| (s.ingress != Ingress::Any, s.egress != Egress::Any)),
+            );
+            if spec.is_some() {
+                for e in &c.endpoints {
+                    if !guarded.contains(&e.network) {
+                        guarded.insert(e.network.clone());
+                    }
+                }
             }
         }
         let host_off = host.icc_off.iter().filter(|n| inv.network(n).is_some());
         let icc_only = host_off.filter(|n| !guarded.contains(*n)).cloned().collect();
         icc_off.extend(host.icc_off.iter().cloned());
-        Plan { inv, specs, icc_off, guarded, icc_only, members }
+        Plan { inv, specs, icc_off, guarded, icc_only, members, flags }
     }
 
     /// The containers of a service, in inventory order.
     pub fn members(&self, id: &ServiceId) -> impl Iterator<Item = &'a Container> + '_ {
         self.members.get(id).into_iter().flatten().copied()
-    }
-
-    /// Services whose ingress is restricted.
-    pub fn ingress_protected(&self, id: &ServiceId) -> bool {
-        self.specs.get(id).is_some_and(|(_, s)| s.ingress != Ingress::Any)
-    }
-
-    pub fn egress_restricted(&self, id: &ServiceId) -> bool {
-        self.specs.get(id).is_some_and(|(_, s)| s.egress != Egress::Any)
     }
 
     /// Every address of a service's containers in one family.

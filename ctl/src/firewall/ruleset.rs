@@ -11,6 +11,11 @@
 use super::naming::{DOCKER_USER, PREFIX, TOP};
 use crate::policy::Family;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A chain's rules. Shared, so that the controller's successive rulesets
+/// (and its cache of unchanged services) hold one copy of what did not change.
+pub type Rules = Arc<Vec<String>>;
 
 const JUMP: &str = "-j SEG-FORWARD";
 
@@ -23,7 +28,7 @@ pub struct Ruleset {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
     /// seg's chains: name → rules (without the `-A NAME ` head).
-    pub chains: BTreeMap<String, Vec<String>>,
+    pub chains: BTreeMap<String, Rules>,
     /// The hooks as found in the kernel; `None` in a compiled table.
     pub hooks: Option<Hooks>,
 }
@@ -71,14 +76,14 @@ impl Ruleset {
 
 impl Table {
     pub fn rule_count(&self) -> usize {
-        self.chains.values().map(Vec::len).sum()
+        self.chains.values().map(|r| r.len()).sum()
     }
 
     /// How many chains deep a packet can go from `SEG-FORWARD` (counting it).
     /// nftables refuses nesting deeper than 16 from `FORWARD`, and
     /// `FORWARD` → `DOCKER-USER` → `SEG-FORWARD` use two of those levels.
     pub fn max_depth(&self) -> usize {
-        fn depth(chains: &BTreeMap<String, Vec<String>>, name: &str, seen: usize) -> usize {
+        fn depth(chains: &BTreeMap<String, Rules>, name: &str, seen: usize) -> usize {
             let Some(rules) = chains.get(name).filter(|_| seen < 64) else { return 0 };
             let targets = rules
                 .iter()
@@ -99,7 +104,10 @@ impl Table {
         let changed: Vec<&String> = self
             .chains
             .iter()
-            .filter(|(name, rules)| old.chains.get(*name) != Some(rules))
+            // The same allocation is the same chain (no need to compare rules).
+            .filter(|(name, rules)| {
+                old.chains.get(*name).is_none_or(|o| !Arc::ptr_eq(o, rules) && o != *rules)
+            })
             .map(|(n, _)| n)
             .collect();
         let removed: Vec<&String> =
@@ -116,7 +124,7 @@ impl Table {
             out.push_str(&format!(":{name} - [0:0]\n"));
         }
         for name in &changed {
-            for rule in &self.chains[*name] {
+            for rule in self.chains[*name].iter() {
                 out.push_str(&format!("-A {name} {rule}\n"));
             }
         }
@@ -160,7 +168,7 @@ impl Table {
 
     /// Reads the `*filter` section of `iptables-save` output: seg's chains and the hooks.
     pub fn from_iptables_save(text: &str) -> Table {
-        let mut chains = BTreeMap::new();
+        let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut hooks = Hooks::default();
         let mut in_filter = false;
         for line in text.lines() {
@@ -179,7 +187,7 @@ impl Table {
             } else if let Some(rule) = line.strip_prefix("-A ") {
                 let (chain, rest) = rule.split_once(' ').unwrap_or((rule, ""));
                 if chain.starts_with(PREFIX) {
-                    chains.entry(chain.to_string()).or_insert_with(Vec::new).push(rest.to_string());
+                    chains.entry(chain.to_string()).or_default().push(rest.to_string());
                 } else if chain == DOCKER_USER {
                     hooks.docker_user.get_or_insert_with(Vec::new).push(rest.to_string());
                 } else if chain == "FORWARD" {
@@ -187,6 +195,6 @@ impl Table {
                 }
             }
         }
-        Table { chains, hooks: Some(hooks) }
+        Table { chains: chains.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(), hooks: Some(hooks) }
     }
 }

@@ -17,10 +17,12 @@
 //! only the chains on its path.
 
 use super::naming::{fits, hash_hex};
+use super::ruleset::Rules;
 use crate::policy::Cidr;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Subtrees with at most this many keys are one flat chain.
 pub const FLAT_MAX: usize = 8;
@@ -109,10 +111,10 @@ fn trie(prefix: Cidr, entries: &[(Cidr, Action)]) -> Node {
 
 /// The rules of a tree's chains from its last build, by chain name, with a
 /// hash of what each was made of: an unchanged chain is not formatted again.
-pub type Memo = HashMap<String, (u64, Vec<String>)>;
+pub type Memo = HashMap<String, (u64, Rules)>;
 
 struct Out<'m> {
-    chains: Vec<(String, Vec<String>)>,
+    chains: Vec<(String, Rules)>,
     /// Last build's chains (taken from as they are reused) and this build's.
     memo: Option<(&'m mut Memo, Memo)>,
 }
@@ -120,7 +122,7 @@ struct Out<'m> {
 /// Builds the chains for `entries` (keys must be distinct and of one
 /// family). The root chain comes first; it exists even when there are no keys.
 pub fn build(spec: &TrieSpec, entries: Vec<(Cidr, Action)>) -> Vec<(String, Vec<String>)> {
-    build_memo(spec, entries, None)
+    build_memo(spec, entries, None).into_iter().map(|(n, r)| (n, Arc::unwrap_or_clone(r))).collect()
 }
 
 /// [`build`], reusing the rules of chains whose subtree did not change
@@ -129,14 +131,14 @@ pub fn build_memo(
     spec: &TrieSpec,
     mut entries: Vec<(Cidr, Action)>,
     memo: Option<&mut Memo>,
-) -> Vec<(String, Vec<String>)> {
+) -> Vec<(String, Rules)> {
     entries.sort();
     entries.dedup_by(|a, b| a.0 == b.0);
     if entries.is_empty() {
         if let Some(m) = memo {
             m.clear();
         }
-        return vec![(spec.root.to_string(), spec.fallback.iter().map(Action::target).collect())];
+        return vec![(spec.root.to_string(), Arc::new(spec.fallback.iter().map(Action::target).collect()))];
     }
     let root = trie(common_prefix(&entries), &entries);
     let mut out = Out { chains: Vec::new(), memo: memo.map(|m| (m, Memo::new())) };
@@ -157,7 +159,7 @@ enum To<'n> {
 /// `node.prefix`. `default`: the action for a packet matching no key here.
 fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Option<Action>, out: &mut Out) {
     let slot = out.chains.len();
-    out.chains.push((name, Vec::new()));
+    out.chains.push((name, Rules::default()));
     // The chain covers the trie nodes of its own stride (bit positions
     // aligned to STRIDE), or its whole subtree when that is small. Where
     // chains start depends only on prefixes, not on how many keys sit
@@ -195,10 +197,10 @@ fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Opt
     let reused = out.memo.as_mut().and_then(|(old, _)| old.remove(name)).filter(|(f, _)| *f == fp);
     let lines = match reused {
         Some((_, lines)) => lines,
-        None => lines(spec, node, is_root, &default, rules),
+        None => Arc::new(lines(spec, node, is_root, &default, rules)),
     };
     if let Some((_, new)) = out.memo.as_mut() {
-        new.insert(name.clone(), (fp, lines.clone()));
+        new.insert(name.clone(), (fp, Arc::clone(&lines)));
     }
     out.chains[slot].1 = lines;
 }
@@ -321,8 +323,8 @@ mod tests {
             let chains = build(&spec(fallback.clone()), keys.clone().into_iter().collect());
             assert!(depth(&chains, "SEG-INGRESS") <= 6);
             let mut table = crate::firewall::Table::default();
-            table.chains.extend(chains);
-            table.chains.insert("SEG-FORWARD".into(), vec!["-j SEG-INGRESS".into()]);
+            table.chains.extend(chains.into_iter().map(|(n, r)| (n, Arc::new(r))));
+            table.chains.insert("SEG-FORWARD".into(), Arc::new(vec!["-j SEG-INGRESS".into()]));
             let walker = Walker::new(&table).unwrap();
             for _ in 0..300 {
                 let dst = std::net::Ipv4Addr::from(0x0a00_0000 | next(1 << 12) as u32);

@@ -155,7 +155,8 @@ mod tests {
     fn ruleset(chains: &[(&str, &[&str])]) -> Ruleset {
         let mut v4 = Table::default();
         for (name, rules) in chains {
-            v4.chains.insert(name.to_string(), rules.iter().map(|r| r.to_string()).collect());
+            v4.chains
+                .insert(name.to_string(), std::sync::Arc::new(rules.iter().map(|r| r.to_string()).collect()));
         }
         Ruleset { v4, v6: Table::default() }
     }

@@ -56,6 +56,7 @@ impl EventTiming {
 
 enum Change {
     Inspect(String),
+    Stopped(String),
     Gone(String),
     Networks,
 }
@@ -65,7 +66,8 @@ fn classify(ev: &EventMessage) -> Option<Change> {
     let action = ev.action.as_deref()?;
     match (ev.typ?, action) {
         (EventMessageTypeEnum::CONTAINER, "start") => Some(Change::Inspect(actor.id.clone()?)),
-        (EventMessageTypeEnum::CONTAINER, "die" | "destroy") => Some(Change::Gone(actor.id.clone()?)),
+        (EventMessageTypeEnum::CONTAINER, "die") => Some(Change::Stopped(actor.id.clone()?)),
+        (EventMessageTypeEnum::CONTAINER, "destroy") => Some(Change::Gone(actor.id.clone()?)),
         (EventMessageTypeEnum::NETWORK, "connect" | "disconnect") => {
             Some(Change::Inspect(actor.attributes.as_ref()?.get("container")?.clone()))
         }
@@ -202,6 +204,7 @@ impl Segregation {
                     }
                     changed |= refresh(&mut st.live, docker, &id).await;
                 }
+                Some(Change::Stopped(id)) => changed |= st.live.park(&id),
                 Some(Change::Gone(id)) => changed |= st.live.remove(&id),
                 Some(Change::Networks) => match live::networks(docker).await {
                     Ok(n) => changed |= st.live.set_networks(n),
@@ -239,7 +242,7 @@ impl Segregation {
         for (ev, received) in batch {
             let Some(change) = classify(&ev) else { continue };
             let container = match change {
-                Change::Inspect(id) | Change::Gone(id) => id,
+                Change::Inspect(id) | Change::Stopped(id) | Change::Gone(id) => id,
                 Change::Networks => String::new(),
             };
             let kind = format!("{:?}", ev.typ.unwrap_or(EventMessageTypeEnum::EMPTY)).to_lowercase();
@@ -341,7 +344,8 @@ mod tests {
         assert!(
             matches!(classify(&event(CONTAINER, "start", "c1", &[])), Some(Change::Inspect(id)) if id == "c1")
         );
-        assert!(matches!(classify(&event(CONTAINER, "die", "c1", &[])), Some(Change::Gone(_))));
+        assert!(matches!(classify(&event(CONTAINER, "die", "c1", &[])), Some(Change::Stopped(_))));
+        assert!(matches!(classify(&event(CONTAINER, "destroy", "c1", &[])), Some(Change::Gone(_))));
         let connect = event(NETWORK, "connect", "n1", &[("container", "c2")]);
         assert!(matches!(classify(&connect), Some(Change::Inspect(id)) if id == "c2"));
         assert!(matches!(classify(&event(NETWORK, "create", "n1", &[])), Some(Change::Networks)));

@@ -20,7 +20,10 @@ use bollard::Docker;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-/// One running container as seen by the engine.
+/// One container as seen by the engine. A stopped one is kept without
+/// addresses: its networks stay guarded (an address that shows up there
+/// unannounced — it restarted while the controller was not looking — is
+/// dropped until the controller knows it), and it reaches nothing.
 #[derive(Clone, Debug)]
 pub struct Known {
     pub facts: ContainerFacts,
@@ -38,6 +41,8 @@ pub struct Live {
     docker_icc: BTreeMap<String, bool>,
     /// The last full read succeeded at least once.
     synced: bool,
+    /// See [`Live::seed_networks`].
+    seeded: Vec<NetworkFacts>,
 }
 
 impl Live {
@@ -76,28 +81,24 @@ impl Live {
     }
 
     /// Replaces the networks; returns whether what the firewall sees changed.
-    pub fn set_networks(&mut self, networks: Vec<NetworkFacts>) -> bool {
-        self.docker_icc = networks
-            .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    n.options.get(crate::network::ICC_OPTION).map(String::as_str) != Some("false"),
-                )
-            })
-            .collect();
+    pub fn set_networks(&mut self, mut networks: Vec<NetworkFacts>) -> bool {
+        networks.extend(self.seeded.iter().cloned());
+        let icc_of =
+            |n: &NetworkFacts| n.options.get(crate::network::ICC_OPTION).map(String::as_str) != Some("false");
+        self.docker_icc = networks.iter().map(|n| (n.name.clone(), icc_of(n))).collect();
         let mut interpreted = firewall::inventory_from([], networks).networks;
         interpreted.sort_by(|a, b| a.name.cmp(&b.name));
+        interpreted.dedup_by(|a, b| a.name == b.name);
         let changed = interpreted != self.inv.networks;
         self.inv.networks = interpreted;
         changed
     }
 
-    /// Replaces the networks with these (already interpreted) ones.
-    pub fn add_networks(&mut self, mut networks: Vec<crate::firewall::Network>) {
-        networks.sort_by(|a, b| a.name.cmp(&b.name));
-        networks.dedup_by(|a, b| a.name == b.name);
-        self.inv.networks = networks;
+    /// Networks Docker does not list that the picture keeps anyway (the
+    /// benchmark's synthetic ones), through every later network refresh.
+    /// They join at the next [`Live::set_networks`].
+    pub fn seed_networks(&mut self, networks: Vec<NetworkFacts>) {
+        self.seeded = networks;
     }
 
     /// Adds or replaces one container; returns whether what the firewall
@@ -123,7 +124,18 @@ impl Live {
         }
     }
 
-    /// Forgets a container (it died); returns whether it was known.
+    /// A container stopped: it keeps its networks, loses its addresses.
+    /// Returns whether what the firewall sees changed.
+    pub fn park(&mut self, id: &str) -> bool {
+        self.pids.remove(id);
+        let Some(c) = self.inv.containers.iter_mut().find(|c| c.id == id) else { return false };
+        let had = c.endpoints.iter().any(|e| e.ipv4.is_some() || e.ipv6.is_some()) || !c.published.is_empty();
+        c.endpoints.iter_mut().for_each(strip);
+        c.published.clear();
+        had
+    }
+
+    /// Forgets a container (it was removed); returns whether it was known.
     pub fn remove(&mut self, id: &str) -> bool {
         self.names.remove(id);
         self.pids.remove(id);
@@ -144,11 +156,11 @@ fn failure(action: impl Into<String>, e: BollardError) -> DockerFailure {
     DockerFailure { action: action.into(), reason: e.to_string() }
 }
 
-/// Every running container and every network: two calls, however many
-/// containers run (lists carry labels, addresses and ports).
+/// Every container and every network: two calls, however many containers
+/// there are (lists carry labels, addresses and ports).
 pub async fn collect(docker: &Docker) -> Result<(Vec<Known>, Vec<NetworkFacts>), DockerFailure> {
     let networks = networks(docker).await?;
-    let options = ListContainersOptionsBuilder::new().all(false).build();
+    let options = ListContainersOptionsBuilder::new().all(true).build();
     let list = docker.list_containers(Some(options)).await.map_err(|e| failure("list containers", e))?;
     Ok((list.into_iter().filter_map(from_summary).collect(), networks))
 }
@@ -158,7 +170,7 @@ pub async fn networks(docker: &Docker) -> Result<Vec<NetworkFacts>, DockerFailur
     Ok(list.into_iter().map(network_facts).collect())
 }
 
-/// One container; `None` when it is gone or not running.
+/// One container; `None` when it is gone.
 pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<Known>, DockerFailure> {
     match docker.inspect_container(id, None).await {
         Ok(r) => Ok(from_inspect(r)),
@@ -199,10 +211,23 @@ fn host_ip(text: Option<&str>) -> Option<IpAddr> {
     text.and_then(|t| t.parse().ok()).filter(|ip: &IpAddr| !ip.is_unspecified())
 }
 
+fn strip(e: &mut NetEndpoint) {
+    e.ipv4 = None;
+    e.ipv6 = None;
+}
+
+/// A container that does not run has no address worth a rule (Docker may
+/// still report its last one).
+fn stopped(mut facts: ContainerFacts) -> ContainerFacts {
+    facts.endpoints.iter_mut().for_each(strip);
+    facts.published.clear();
+    facts
+}
+
 pub fn from_summary(s: ContainerSummary) -> Option<Known> {
     let running =
         matches!(s.state, Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED));
-    let id = s.id.filter(|id| !id.is_empty() && running)?;
+    let id = s.id.filter(|id| !id.is_empty())?;
     let name = s.names.unwrap_or_default().into_iter().next().unwrap_or_default();
     let mut published: Vec<PublishedPort> = s
         .ports
@@ -231,15 +256,14 @@ pub fn from_summary(s: ContainerSummary) -> Option<Known> {
         endpoints: endpoints(s.network_settings.and_then(|n| n.networks)),
         published,
     };
+    let facts = if running { facts } else { stopped(facts) };
     Some(Known { facts, name: name.trim_start_matches('/').to_owned(), pid: None })
 }
 
 pub fn from_inspect(r: ContainerInspectResponse) -> Option<Known> {
     let state = r.state.unwrap_or_default();
-    let pid = state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
-    if state.running != Some(true) {
-        return None;
-    }
+    let running = state.running == Some(true);
+    let pid = state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0 && running);
     let id = r.id.filter(|id| !id.is_empty())?;
     let settings = r.network_settings.unwrap_or_default();
     let mut published = Vec::new();
@@ -267,6 +291,7 @@ pub fn from_inspect(r: ContainerInspectResponse) -> Option<Known> {
         published,
     };
     let name = r.name.unwrap_or_default().trim_start_matches('/').to_owned();
+    let facts = if running { facts } else { stopped(facts) };
     Some(Known { facts, name, pid })
 }
 

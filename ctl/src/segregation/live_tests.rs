@@ -70,11 +70,15 @@ fn summaries_and_inspections_agree() {
     assert_eq!(from_list.facts.endpoints, from_inspect.facts.endpoints);
     assert_eq!(from_list.facts.published, from_inspect.facts.published);
     assert_eq!(from_list.facts.published.len(), 1, "one port, every host address");
-    let stopped = ContainerSummary { state: Some(ContainerSummaryStateEnum::EXITED), ..summary };
-    assert!(from_summary(stopped).is_none());
+    // A stopped container keeps its networks, not its addresses.
+    let exited = ContainerSummary { state: Some(ContainerSummaryStateEnum::EXITED), ..summary };
+    let stopped = from_summary(exited).unwrap();
+    assert_eq!(stopped.facts.endpoints[0].network, "shop_backend");
+    assert_eq!((stopped.facts.endpoints[0].ipv4, stopped.facts.published.len()), (None, 0));
     let mut dead = inspect;
-    dead.state = Some(ContainerState { running: Some(false), ..Default::default() });
-    assert!(super::from_inspect(dead).is_none());
+    dead.state = Some(ContainerState { running: Some(false), pid: Some(0), ..Default::default() });
+    let dead = super::from_inspect(dead).unwrap();
+    assert_eq!((dead.pid, dead.facts.endpoints[0].ipv4), (None, None));
 }
 
 #[test]
@@ -116,6 +120,8 @@ fn the_picture_changes_one_container_at_a_time() {
     let id = ServiceId::new(Some("shop"), "db");
     assert_eq!(live.inventory().members(&id).count(), 2);
     assert_eq!((live.name("b"), live.pid("a")), ("n-b", Some(7)));
+    assert!(live.park("a") && !live.park("a"), "a second stop changes nothing");
+    assert_eq!(live.inventory().members(&id).count(), 2, "a stopped container stays a member");
     assert!(live.remove("a") && !live.remove("a"));
     live.replace(vec![known("b", "172.30.0.3")], vec![]);
     assert_eq!(live.inventory().containers.len(), 1);

@@ -131,12 +131,15 @@ impl Segregation {
 
     /// Adds containers and networks Docker does not list (the benchmark's
     /// synthetic thousand services) and brings the rules up to date. A
-    /// resync or a network event drops them again.
+    /// resync drops the containers again (not the networks).
     pub async fn seed(&self, containers: Vec<live::Known>, networks: Vec<crate::firewall::NetworkFacts>) {
+        let listed = match self.docker() {
+            Some(docker) => live::networks(&docker).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut st = self.state.lock().await;
-        let mut all = crate::firewall::inventory_from([], networks).networks;
-        all.extend(st.live.inventory().networks.iter().cloned());
-        st.live.add_networks(all);
+        st.live.seed_networks(networks);
+        let _ = st.live.set_networks(listed);
         for c in containers {
             st.live.upsert(c);
         }

@@ -241,4 +241,28 @@ mod tests {
         assert!(Query::parse("x=1", &["from"]).is_err());
         assert!(decode("%zz").is_err());
     }
+
+    /// Responses hold bodies that are not `Debug`: look at the refusal only.
+    fn refusal(r: Result<Resp, Failure>) -> Failure {
+        r.err().expect("a refusal")
+    }
+
+    #[tokio::test]
+    async fn only_root_and_only_with_segregation_running() {
+        use crate::node::access_log::Socket;
+        use bytes::Bytes;
+        let req = |method: &str, path: &str| {
+            Request::builder().method(method).uri(path).body(http_body_util::Full::new(Bytes::new())).unwrap()
+        };
+        let mut entry = Entry::new(Socket::Admin, "unknown");
+        let e = refusal(handle(None, 1000, req("GET", "/v1/policies"), &mut entry).await);
+        assert_eq!((e.status, entry.action), (StatusCode::FORBIDDEN, "policy_list"));
+        let e = refusal(handle(None, 0, req("PUT", "/v1/icc"), &mut entry).await);
+        assert_eq!(
+            (e.status, e.code, entry.action),
+            (StatusCode::SERVICE_UNAVAILABLE, "segregation_off", "icc_set")
+        );
+        let e = refusal(handle(None, 0, req("PATCH", "/v1/policies/x"), &mut entry).await);
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
 }

@@ -9,7 +9,7 @@
 
 use super::api::{Reach, VerifyRow};
 use super::live::Live;
-use crate::firewall::{check, Container, Endpoint, HostSettings, ServiceId};
+use crate::firewall::{check, Container, Endpoint, HostSettings, Inventory, ServiceId};
 use crate::policy::{Ingress, Policy, Proto};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -40,20 +40,20 @@ pub fn plan(
         let ids: Vec<ServiceId> =
             policy.services.keys().map(|k| ServiceId::new(policy.project(), &k.0)).collect();
         for id in &ids {
-            if inv.members(id).next().is_none() {
+            if running(inv, id).next().is_none() {
                 skipped.push(format!("{id}: no running container"));
             }
         }
         for to in &ids {
             let ports = probe_ports(policy, to, live);
-            if ports.is_empty() && inv.members(to).next().is_some() {
+            if ports.is_empty() && running(inv, to).next().is_some() {
                 skipped.push(format!(
                     "{to}: no TCP port to probe (its ingress names none and it publishes none)"
                 ));
             }
             for from in ids.iter().filter(|f| *f != to) {
-                for src in inv.members(from).take(PER_SERVICE) {
-                    for dst in inv.members(to).take(PER_SERVICE) {
+                for src in running(inv, from).take(PER_SERVICE) {
+                    for dst in running(inv, to).take(PER_SERVICE) {
                         for port in &ports {
                             let flow = Flow { all, from, to, src, dst, port: *port, icc_off: &icc_off };
                             planned.extend(flow.plan(live));
@@ -122,6 +122,11 @@ impl Flow<'_> {
         let reach = if decision.allowed { Reach::Reachable } else { Reach::Blocked };
         (reach, decision.rule)
     }
+}
+
+/// A service's containers that run (stopped ones are members without addresses).
+fn running<'a>(inv: &'a Inventory, id: &'a ServiceId) -> impl Iterator<Item = &'a Container> + 'a {
+    inv.members(id).filter(|c| c.endpoints.iter().any(|e| e.ipv4.is_some()))
 }
 
 fn ingress_protected(all: &[Policy], id: &ServiceId) -> bool {
