@@ -216,6 +216,9 @@ fn check_verify_and_diff(ctl: &Controller, shop: &Shop) {
     let same = ctl.segctl(&["policy", "diff", "-f", policy]);
     assert!(same.status.success() && same.stdout.is_empty(), "{same:?}");
     assert!(String::from_utf8_lossy(&same.stderr).contains("no change"));
+    // The compose file's `x-seg:` (project: its directory's name) is the same policy.
+    let inline = ctl.segctl(&["policy", "diff", "-f", shop.compose.to_str().unwrap()]);
+    assert!(inline.status.success() && inline.stdout.is_empty(), "{inline:?}");
     let wider = shop.policy.with_file_name("wider.yaml");
     let text = std::fs::read_to_string(&shop.policy).unwrap().replace("from: [api]", "from: [api, web]");
     std::fs::write(&wider, text).unwrap();

@@ -22,6 +22,7 @@ pub struct NetArgs {
 pub enum NetCmd {
     /// Create a bridge network (labelled seg.managed=true).
     Create {
+        #[arg(value_parser = parse_name)]
         name: String,
         /// No route out of the host.
         #[arg(long)]
@@ -30,8 +31,8 @@ pub enum NetCmd {
         #[arg(long)]
         no_icc: bool,
         /// E.g. 10.30.0.0/24 (default: Docker picks one).
-        #[arg(long, value_name = "CIDR")]
-        subnet: Option<String>,
+        #[arg(long, value_name = "CIDR", value_parser = parse_subnet)]
+        subnet: Option<Subnet>,
     },
     /// List networks.
     Ls {
@@ -46,7 +47,6 @@ pub async fn run(args: NetArgs) -> Result<()> {
     let api = DockerNetworks { docker: docker::connect(&args.docker_socket).await? };
     match args.cmd {
         NetCmd::Create { name, internal, no_icc, subnet } => {
-            let subnet: Option<Subnet> = subnet.map(|s| s.parse()).transpose()?;
             let spec = NetworkSpec::new(&name, internal, !no_icc, subnet)?;
             let id = network::create(&api, &spec)
                 .await
@@ -66,6 +66,15 @@ pub async fn run(args: NetArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bad names and subnets are usage errors (exit 2), caught before Docker is asked.
+fn parse_name(raw: &str) -> Result<String, String> {
+    network::validate_name(raw).map(|()| raw.to_owned()).map_err(|e| e.to_string())
+}
+
+fn parse_subnet(raw: &str) -> Result<Subnet, String> {
+    raw.parse().map_err(|e: network::NetworkError| e.to_string())
 }
 
 fn json(list: &[NetworkInfo]) -> serde_json::Value {

@@ -268,3 +268,58 @@ pub fn render_verify(r: &VerifyReport) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segregation::api::{NetworkReport, Reach, RulesReport, VerifyRow};
+
+    #[test]
+    fn apply_and_verify_read_well() {
+        let mut r = ApplyResult {
+            name: "shop".into(),
+            changed: true,
+            networks: NetworkReport {
+                created: vec!["shop_backend".into()],
+                attachments: vec!["connect c1 to shop_backend".into()],
+                warnings: vec!["network `x` exists but differs".into()],
+            },
+            rules: RulesReport { chains_written: 3, rules_written: 9, chains_removed: 1, rules_total: 30 },
+        };
+        let text = render_apply(&r);
+        assert!(
+            text.starts_with("policy shop applied: 3 chain(s) written (9 rule(s)), 1 removed; 30 rule(s)")
+        );
+        assert!(text.contains("created network shop_backend\nconnect c1 to shop_backend\nwarning: network"));
+        r.changed = false;
+        assert!(render_apply(&r).starts_with("policy shop: already applied and in force, nothing written"));
+        let row = |observed| VerifyRow {
+            from: "shop/web".into(),
+            from_container: "shop_web_1".into(),
+            to: "shop/db".into(),
+            to_container: "shop_db_1".into(),
+            target: "172.20.0.3:5432/tcp".into(),
+            expected: Reach::Blocked,
+            because: "default deny".into(),
+            observed,
+            detail: "timeout".into(),
+        };
+        let report = VerifyReport {
+            rows: vec![row(Reach::Blocked), row(Reach::Reachable)],
+            skipped: vec![],
+            timeout_ms: 700,
+        };
+        let text = render_verify(&report);
+        assert!(
+            text.contains("shop_web_1 shop_db_1  172.20.0.3:5432/tcp    blocked   blocked   ok"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MISMATCH")
+                && text.ends_with(
+                    "2 flow(s) probed from inside the containers (timeout 700 ms), 1 mismatch(es)\n"
+                )
+        );
+        assert_eq!(render_list(&[]), "no policy applied\n");
+    }
+}
