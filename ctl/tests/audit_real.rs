@@ -6,7 +6,10 @@
 //! Needs root and a running dockerd (the test fails loudly otherwise). It
 //! builds two images FROM scratch with the host's /bin/busybox, starts its
 //! containers as `segt-audit-*-<pid>` and removes them on the way out (Drop).
-//! It changes no host-global state: no daemon.json, no firewall rules.
+//! It never touches /etc/docker/daemon.json (temp copies only). One test
+//! (`--fix` with a running controller) turns ICC on docker0 off: it holds
+//! /run/seg-host-firewall.lock throughout and turns ICC back on and removes
+//! seg's chains on the way out (Drop).
 
 mod support;
 
@@ -323,4 +326,131 @@ fn other_formats_and_exit_codes(names: &[String], dir: &str) {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("no running container `segt-audit-no-such-container`"));
+}
+
+/// Serializes the tests that change the host's firewall, across test
+/// binaries (the lock file of segregation_real and the others).
+fn host_firewall_lock() -> std::fs::File {
+    let file =
+        std::fs::File::create("/run/seg-host-firewall.lock").expect("create /run/seg-host-firewall.lock");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("lock the host firewall");
+    file
+}
+
+/// Removes seg's chains and the DOCKER-USER jump when dropped (after the
+/// controller that put them there is gone), as the segregation tests do.
+struct FirewallReset;
+
+impl Drop for FirewallReset {
+    fn drop(&mut self) {
+        use segctl::firewall::{apply, IptablesFirewall, Ruleset};
+        if let Err(e) = apply(&mut IptablesFirewall::new(), &Ruleset::default()) {
+            eprintln!("could not remove seg's chains from the host: {e}");
+        }
+    }
+}
+
+/// A controller on the real engine that turns ICC on docker0 back on before
+/// it is killed, however the test ends.
+struct IccOnAtExit(support::node::Node);
+
+impl Drop for IccOnAtExit {
+    fn drop(&mut self) {
+        let out = self.0.cli(&["icc", "enable"]);
+        if !out.status.success() {
+            eprintln!("could not turn ICC back on: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// The cis-2.2-icc finding of a JSON audit of that check alone, and the
+/// audit's exit status.
+fn icc_finding(args: &[&str]) -> (Option<i32>, Value) {
+    let out = segctl(&[&["audit", "-o", "json", "--check", "cis-2.2-icc"], args].concat());
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON output ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let found: Vec<&Value> =
+        report["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "cis-2.2-icc").collect();
+    assert_eq!(found.len(), 1, "{report:#}");
+    (out.status.code(), found[0].clone())
+}
+
+/// `segctl audit --fix` on the real engine with a running controller: ICC
+/// on docker0 goes off live (the controller's rule) and in a temp
+/// daemon.json, the audit turns from WARN to PASS, and a second `--fix`
+/// changes nothing. ICC is turned back on at the end (and on failure).
+#[test]
+fn fix_turns_icc_off_live_and_persisted_and_is_idempotent() {
+    preflight();
+    let _lock = host_firewall_lock();
+    let _reset = FirewallReset;
+    let node = IccOnAtExit(support::node::Node::start_with_docker(Some(support::SOCKET)));
+    let node = &node.0;
+    node.ok(&["icc", "enable"]);
+    let bridge = docker_cli(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+    ]);
+    assert_eq!(bridge, "true", "this test needs dockerd's own ICC on (no \"icc\": false in its config)");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dj = dir.path().join("daemon.json");
+    std::fs::write(&dj, "{\n  \"log-level\": \"warn\",\n  \"storage-driver\": \"overlay2\"\n}\n").unwrap();
+    let (run, state) = (node.run_dir(), node.path("state"));
+    let args = [
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--daemon-json",
+        dj.to_str().unwrap(),
+    ];
+
+    let (code, before) = icc_finding(&args);
+    assert_eq!(before["level"], "WARN", "{before:#}");
+    assert_eq!(code, Some(3), "a WARN finding exits 3");
+
+    let fix = segctl(&[&["audit", "--fix"], &args[..]].concat());
+    let plan = String::from_utf8_lossy(&fix.stdout).into_owned();
+    assert!(fix.status.success(), "{plan}{}", String::from_utf8_lossy(&fix.stderr));
+    assert!(
+        plan.contains("Plan:")
+            && plan.contains(&format!("set \"icc\": false in {}", dj.display()))
+            && plan.contains("drop docker0-to-docker0 traffic now (the controller's ICC rule)")
+            && plan.contains("  1. done")
+            && plan.contains("  2. done")
+            && !plan.contains("pending"),
+        "{plan}"
+    );
+
+    let (code, after) = icc_finding(&args);
+    assert_eq!(after["level"], "PASS", "{after:#}");
+    assert_eq!(code, Some(0));
+    assert!(after["detail"].as_str().unwrap().contains("segctl icc disable"), "{after:#}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&dj).unwrap()).unwrap();
+    assert_eq!(json, serde_json::json!({"log-level": "warn", "storage-driver": "overlay2", "icc": false}));
+    let status = node.ok(&["icc", "status", "--daemon-json", dj.to_str().unwrap()]);
+    assert!(status.contains("off (rule in force)"), "{status}");
+
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&dj).unwrap();
+    let again = segctl(&[&["audit", "--fix"], &args[..]].concat());
+    let text = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.status.success(), "{text}{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        text.contains("Nothing to fix: what seg owns is already as it should be.") && !text.contains("Plan:"),
+        "{text}"
+    );
+    let meta2 = std::fs::metadata(&dj).unwrap();
+    assert_eq!(
+        (meta2.ino(), meta2.mtime(), meta2.mtime_nsec()),
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    );
+
+    node.ok(&["icc", "enable"]);
+    let (_, restored) = icc_finding(&args[..4]);
+    assert_eq!(restored["level"], "WARN", "ICC is back on: {restored:#}");
 }
