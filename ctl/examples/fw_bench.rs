@@ -1,11 +1,12 @@
 //! Firewall engine micro-benchmark, inside a throwaway network namespace.
 //!
 //! `cargo run --release -p segctl --example fw_bench [-- PROJECTS REPLICAS SAMPLE]`
-//! (defaults 100 projects × 10 services = 1,000 services, 2 replicas, 500
-//! single-rule processes). Needs root. Prints:
+//! (defaults 100 projects × 10 services = 1,000 services, 2 replicas, every
+//! rule as its own process; SAMPLE limits that to the first N rules and
+//! extrapolates). Needs root. Prints:
 //! - engine full apply (compile + read live + render + one restore) vs a bare
 //!   `iptables-restore --noflush` of the same text, and the ratio;
-//! - one `iptables -A` process per rule on a sample, extrapolated;
+//! - one `iptables -A` process per rule (all rules, or a sample extrapolated);
 //! - one container added: time and chains rewritten;
 //! - rules a packet traverses in the worst case at 10 / 100 / 1,000 services.
 
@@ -26,7 +27,7 @@ fn main() {
     let (projects, replicas, sample) = (
         args.first().copied().unwrap_or(100),
         args.get(1).copied().unwrap_or(2),
-        args.get(2).copied().unwrap_or(500),
+        args.get(2).copied().unwrap_or(usize::MAX),
     );
     if std::env::var_os(INSIDE).is_none() {
         outside(&[projects, replicas, sample]);
