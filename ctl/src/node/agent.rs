@@ -34,6 +34,20 @@ pub enum IdentifyError {
 }
 
 impl IdentifyError {
+    /// The container the caller was found in, when attestation got that far
+    /// (so a refusal's access-log line names it, not only its reason).
+    fn container_id(&self) -> Option<&str> {
+        match self {
+            IdentifyError::Attest(
+                AttestError::NoIdentity { container_id }
+                | AttestError::Lookup { container_id, .. }
+                | AttestError::NotRunning { container_id }
+                | AttestError::BadLabel { container_id, .. },
+            ) => Some(container_id),
+            _ => None,
+        }
+    }
+
     pub(crate) fn into_failure(self) -> Failure {
         let forbidden = StatusCode::FORBIDDEN;
         let code = match &self {
@@ -105,7 +119,11 @@ impl Agent {
             Route::Notify if post => "notify",
             _ => return Err(unrouted(route, &req)),
         };
-        let who = self.attest(conn).await?;
+        if let Route::Secret(raw) = route {
+            // Named in the log even when the caller is refused before the read.
+            entry.secret = parse_name(raw).ok().map(|n| n.to_string());
+        }
+        let who = self.attest(conn, entry).await?;
         entry.identity = Some(who.identity.to_string());
         entry.container_id = Some(short_id(&who.container_id));
         let query = req.uri().query().map(str::to_owned);
@@ -122,7 +140,7 @@ impl Agent {
         }
     }
 
-    async fn attest<'c>(&self, conn: &'c AgentConn) -> Result<&'c Attested, Failure> {
+    async fn attest<'c>(&self, conn: &'c AgentConn, entry: &mut Entry) -> Result<&'c Attested, Failure> {
         let Some(pid) = conn.peer.pid else {
             return Err(Failure::new(
                 StatusCode::FORBIDDEN,
@@ -134,7 +152,10 @@ impl Agent {
         // on the next request of the same connection.
         conn.who
             .get_or_try_init(|| async {
-                self.identify.identify(pid).await.map_err(IdentifyError::into_failure)
+                self.identify.identify(pid).await.map_err(|err| {
+                    entry.container_id = err.container_id().map(short_id);
+                    err.into_failure()
+                })
             })
             .await
     }

@@ -69,6 +69,18 @@ async fn host_processes_are_refused_and_logged() {
 }
 
 #[tokio::test]
+async fn refusals_of_unlabelled_containers_name_the_container_and_secret() {
+    let rig = Rig::new();
+    seed(&rig, "db", b"hunter2", Some("*/app"));
+    let resp = rig.agent.handle(&conn(400), req("GET", "/v1/secrets/db", b"")).await;
+    assert_eq!(error_code(resp).await, (StatusCode::FORBIDDEN, "no_identity".into()));
+    let line = &rig.log_lines()[0];
+    assert_eq!(line["container_id"], "dddddddddddd");
+    assert_eq!(line["secret"], "db");
+    assert_eq!(line["outcome"], "denied");
+}
+
+#[tokio::test]
 async fn docker_down_is_a_503() {
     let rig = Rig::new();
     let resp = rig.agent.handle(&conn(300), req("GET", "/v1/whoami", b"")).await;

@@ -112,7 +112,8 @@ impl SecretStore for FakeStore {
 }
 
 /// PID 100 is `shop/app`, 101 another `shop/app` container, 200 is
-/// `other/web`, 300 is Docker-down; anything else is a host process.
+/// `other/web`, 300 is Docker-down, 400 a container without identity
+/// labels; anything else is a host process.
 pub struct FakeIdentify;
 
 impl Identify for FakeIdentify {
@@ -122,6 +123,9 @@ impl Identify for FakeIdentify {
             101 => Ok(attested("shop", "app", "cccccccccccccccccccc")),
             200 => Ok(attested("other", "web", "bbbbbbbbbbbbbbbbbbbb")),
             300 => Err(IdentifyError::DockerUnavailable("connection refused".into())),
+            400 => Err(IdentifyError::Attest(AttestError::NoIdentity {
+                container_id: "dddddddddddddddd".into(),
+            })),
             _ => Err(IdentifyError::Attest(AttestError::NotAContainer { pid })),
         };
         Box::pin(async move { result })
