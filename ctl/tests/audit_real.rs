@@ -328,28 +328,6 @@ fn other_formats_and_exit_codes(names: &[String], dir: &str) {
         .contains("no running container `segt-audit-no-such-container`"));
 }
 
-/// Serializes the tests that change the host's firewall, across test
-/// binaries (the lock file of segregation_real and the others).
-fn host_firewall_lock() -> std::fs::File {
-    let file =
-        std::fs::File::create("/run/seg-host-firewall.lock").expect("create /run/seg-host-firewall.lock");
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("lock the host firewall");
-    file
-}
-
-/// Removes seg's chains and the DOCKER-USER jump when dropped (after the
-/// controller that put them there is gone), as the segregation tests do.
-struct FirewallReset;
-
-impl Drop for FirewallReset {
-    fn drop(&mut self) {
-        use segctl::firewall::{apply, IptablesFirewall, Ruleset};
-        if let Err(e) = apply(&mut IptablesFirewall::new(), &Ruleset::default()) {
-            eprintln!("could not remove seg's chains from the host: {e}");
-        }
-    }
-}
-
 /// A controller on the real engine that turns ICC on docker0 back on before
 /// it is killed, however the test ends.
 struct IccOnAtExit(support::node::Node);
@@ -382,8 +360,8 @@ fn icc_finding(args: &[&str]) -> (Option<i32>, Value) {
 #[test]
 fn fix_turns_icc_off_live_and_persisted_and_is_idempotent() {
     preflight();
-    let _lock = host_firewall_lock();
-    let _reset = FirewallReset;
+    let _lock = support::host::HostLock::take();
+    let _reset = support::host::FirewallReset;
     let node = IccOnAtExit(support::node::Node::start_with_docker(Some(support::SOCKET)));
     let node = &node.0;
     node.ok(&["icc", "enable"]);

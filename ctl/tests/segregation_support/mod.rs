@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use segctl::firewall::{apply, IptablesFirewall, Ruleset};
 use segctl::segregation::api::Reach;
 use segctl::segregation::probe::{probe, Target};
 use std::fs::File;
@@ -23,30 +22,11 @@ pub fn tag() -> u32 {
     std::process::id() % 100_000 * 10 + fastrand::u32(..10)
 }
 
-/// Serializes every test that changes the host's firewall (shared with
-/// other test binaries that use the same lock file).
-pub struct HostLock(File);
-
-impl HostLock {
-    pub fn take() -> HostLock {
-        assert!(rustix::process::geteuid().is_root(), "these tests need root (iptables, namespaces, Docker)");
-        let file = File::create("/run/seg-host-firewall.lock").expect("create /run/seg-host-firewall.lock");
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("lock the host firewall");
-        HostLock(file)
-    }
-}
-
-/// Removes every seg chain and the DOCKER-USER jump from the host when
-/// dropped (after the controller that put them there has stopped).
-pub struct FirewallReset;
-
-impl Drop for FirewallReset {
-    fn drop(&mut self) {
-        if let Err(e) = apply(&mut IptablesFirewall::new(), &Ruleset::default()) {
-            eprintln!("could not remove seg's chains from the host: {e}");
-        }
-    }
-}
+// The host lock and the firewall reset are shared with the audit tests.
+#[path = "../support/host.rs"]
+mod host;
+#[allow(unused_imports)] // each test binary uses part of it
+pub use host::{FirewallReset, HostLock};
 
 /// seg's chains and the DOCKER-USER rules as `iptables-save` prints them.
 pub fn seg_rules(netns: Option<&str>) -> String {

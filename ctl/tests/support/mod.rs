@@ -10,6 +10,7 @@
 // Each test binary compiles all of this and uses only its part.
 #![allow(dead_code)]
 
+pub mod host;
 pub mod node;
 
 use std::process::{Command, Output};
