@@ -4,7 +4,7 @@
 //! Only the real daemon socket may be trusted: whoever answers on it decides
 //! every container's labels, hence its identity.
 
-use crate::attest::{Attestor, ContainerInfo, ContainerLookup, LookupError};
+use crate::attest::{Attestor, BindMount, ContainerInfo, ContainerLookup, LookupError};
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::EventsOptions;
@@ -75,12 +75,27 @@ impl ContainerLookup for DockerLookup {
 /// Maps an inspect response; missing fields read as "not running, no labels".
 pub fn container_info(asked: &str, r: ContainerInspectResponse) -> ContainerInfo {
     let state = r.state.unwrap_or_default();
+    let binds = r
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("bind"))
+        .filter_map(|m| {
+            Some(BindMount {
+                source: m.source?.into(),
+                destination: m.destination.unwrap_or_default(),
+                // Docker omits RW only on very old engines; assume the worst.
+                writable: m.rw.unwrap_or(true),
+            })
+        })
+        .collect();
     ContainerInfo {
         id: r.id.unwrap_or_else(|| asked.to_owned()),
         name: r.name.unwrap_or_default().trim_start_matches('/').to_owned(),
         labels: r.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
         pid: state.pid.unwrap_or(0),
         running: state.running.unwrap_or(false),
+        binds,
     }
 }
 
@@ -129,14 +144,23 @@ impl Default for Backoff {
     }
 }
 
+/// Told when a container stops or is removed (`action` is Docker's:
+/// `die`, `stop`, `destroy`, `rename`), after its cached identity is dropped.
+pub type GoneListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Follows the engine's container events and drops cached identities of
-/// containers that die or are destroyed; reconnects with backoff.
-pub fn watch_container_events(docker: Docker, attestor: Arc<Attestor>) -> tokio::task::JoinHandle<()> {
+/// containers that die or are destroyed, telling `gone` each time;
+/// reconnects with backoff.
+pub fn watch_container_events(
+    docker: Docker,
+    attestor: Arc<Attestor>,
+    gone: GoneListener,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Backoff::new();
         loop {
             let began = Instant::now();
-            let outcome = follow_events(&docker, &attestor, &mut backoff).await;
+            let outcome = follow_events(&docker, &attestor, &gone, &mut backoff).await;
             // A stream that stayed up a while was healthy: start over at 1 s.
             if began.elapsed() >= Backoff::MAX {
                 backoff.reset();
@@ -157,6 +181,7 @@ pub fn watch_container_events(docker: Docker, attestor: Arc<Attestor>) -> tokio:
 async fn follow_events(
     docker: &Docker,
     attestor: &Attestor,
+    gone: &GoneListener,
     backoff: &mut Backoff,
 ) -> Result<(), BollardError> {
     // Events may have been missed while not subscribed: forget everything,
@@ -169,9 +194,10 @@ async fn follow_events(
         let event = event?;
         backoff.reset();
         let Some(id) = event.actor.and_then(|a| a.id) else { continue };
-        tracing::debug!(container = %id, action = event.action.as_deref().unwrap_or("?"),
-            "container event: cached identity dropped");
+        let action = event.action.as_deref().unwrap_or("?");
+        tracing::debug!(container = %id, action, "container event: cached identity dropped");
         attestor.forget(&id);
+        gone(&id, action);
     }
     Ok(())
 }

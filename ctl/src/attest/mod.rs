@@ -1,14 +1,22 @@
-//! Workload identity by attestation: the agent socket's peer PID
-//! (`SO_PEERCRED`) → its start time → `/proc/<pid>/cgroup` → container id →
-//! Docker inspect (cached) → compose labels → [`Identity`]. The start time is
-//! read again after the lookup so a PID reused meanwhile is refused.
+//! Workload identity by attestation: the agent socket's peer, pinned at
+//! accept ([`PinnedPeer`]: a pidfd, or the start time where pidfds are
+//! missing) → `/proc/<pid>/cgroup` → container id → Docker inspect (cached)
+//! → compose labels → [`Identity`]. The cgroup is trusted only if the pinned
+//! process is still alive after it was read, so a PID reused meanwhile is
+//! refused.
 //!
+//! Messages never name host PIDs: they are shown to the caller, and a host
+//! PID tells a container about the host (the access log has the PID in its
+//! own field).
+//!
+//! - [`peer`]: pinning the caller of a connection.
 //! - [`procfs`]: pure parsing of `/proc/<pid>/stat` and `/proc/<pid>/cgroup`.
 //! - [`labels`]: [`labels::identity_from_labels`], the label precedence rules.
 //! - `cache`: the bounded, coalescing inspection cache.
 
 mod cache;
 pub mod labels;
+pub mod peer;
 pub mod procfs;
 #[cfg(test)]
 mod tests;
@@ -16,11 +24,12 @@ mod tests;
 use futures_util::future::BoxFuture;
 use seg_common::api::{BadLabel, Identity};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cache::DEFAULT_CAPACITY;
 pub use labels::{identity_from_labels, LabelError};
+pub use peer::{PinError, PinnedPeer};
 pub use procfs::ProcError;
 
 /// What the controller needs to know of a container.
@@ -32,6 +41,22 @@ pub struct ContainerInfo {
     /// Host PID of the container's init process (0 when not running).
     pub pid: i64,
     pub running: bool,
+    /// Its bind mounts (source on the host, writable or not).
+    pub binds: Vec<BindMount>,
+}
+
+/// A host path mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub writable: bool,
+}
+
+/// The first writable bind mount through which a container could change
+/// `dir` (the mount of `dir` itself or of one of its parents).
+pub fn writable_mount_of<'a>(info: &'a ContainerInfo, dir: &Path) -> Option<&'a BindMount> {
+    info.binds.iter().find(|b| b.writable && dir.starts_with(&b.source))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,19 +84,17 @@ pub struct Attested {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttestError {
-    #[error("process {pid} is not in a container; the agent socket only serves containers")]
+    #[error("the caller is not in a container; the agent socket only serves containers")]
     NotAContainer { pid: i32 },
-    #[error("process {pid} is gone")]
+    #[error("the process that opened this connection has exited; connect from the process that makes the requests")]
     ProcessGone { pid: i32 },
-    #[error("process {pid} changed while it was being identified (PID reused); refused")]
-    PidReused { pid: i32 },
     #[error("container {container_id} has no seg identity: label it com.docker.compose.service, seg.for or seg.service")]
     NoIdentity { container_id: String },
     #[error("cannot identify container {container_id}: {source}")]
     Lookup { container_id: String, source: LookupError },
-    #[error("peer PID {pid} is not visible to the controller; run it in the host PID namespace (pid: host)")]
+    #[error("the caller's PID is not visible to the controller; run the controller in the host PID namespace (pid: host)")]
     InvisiblePid { pid: i32 },
-    #[error("cannot identify process {pid}: {source}")]
+    #[error("cannot identify the caller: {source}")]
     Proc { pid: i32, source: ProcError },
     #[error("container {container_id} is not running; refused")]
     NotRunning { container_id: String },
@@ -79,6 +102,12 @@ pub enum AttestError {
         "container {container_id} has an invalid identity label: {source}; fix the label and recreate it"
     )]
     BadLabel { container_id: String, source: BadLabel },
+    #[error(
+        "container {container_id} mounts {host_path} read-write ({}), through which it could remove or \
+         replace the agent socket; mount the agent directory read-only (:ro) and recreate the container",
+        .mount.display()
+    )]
+    WritableAgentMount { container_id: String, host_path: String, mount: PathBuf },
 }
 
 /// Maps agent-socket callers to identities; caches inspections per container.
@@ -86,6 +115,8 @@ pub struct Attestor {
     lookup: Arc<dyn ContainerLookup>,
     proc_root: PathBuf,
     cache: cache::InspectCache,
+    /// Containers that can write here (the agent directory) are refused.
+    agent_dir: Option<PathBuf>,
 }
 
 impl Attestor {
@@ -96,13 +127,19 @@ impl Attestor {
 
     /// Like [`Attestor::new`], remembering at most `capacity` containers.
     pub fn with_capacity(lookup: Arc<dyn ContainerLookup>, proc_root: PathBuf, capacity: usize) -> Attestor {
-        Attestor { lookup, proc_root, cache: cache::InspectCache::new(capacity) }
+        Attestor { lookup, proc_root, cache: cache::InspectCache::new(capacity), agent_dir: None }
     }
 
-    /// Who process `pid` (host PID namespace) is. Reads procfs synchronously:
-    /// these are tiny in-memory kernel files, not disk I/O.
-    pub async fn attest(&self, pid: i32) -> Result<Attested, AttestError> {
-        // SO_PEERCRED reports 0 for a peer outside our PID namespace.
+    /// Refuses containers with a writable bind mount of `dir` or a parent.
+    pub fn refusing_writable_mounts_of(mut self, dir: PathBuf) -> Attestor {
+        self.agent_dir = Some(dir);
+        self
+    }
+
+    /// Who the pinned caller is. Reads procfs synchronously: these are tiny
+    /// in-memory kernel files, not disk I/O.
+    pub async fn attest(&self, peer: &PinnedPeer) -> Result<Attested, AttestError> {
+        let pid = peer.pid;
         if pid <= 0 {
             return Err(AttestError::InvisiblePid { pid });
         }
@@ -110,20 +147,28 @@ impl Attestor {
             ProcError::Gone { pid } => AttestError::ProcessGone { pid },
             source => AttestError::Proc { pid, source },
         };
-        let started = procfs::read_start_time(&self.proc_root, pid).map_err(proc_err)?;
-        let container_id = procfs::read_container_id(&self.proc_root, pid)
-            .map_err(proc_err)?
-            .ok_or(AttestError::NotAContainer { pid })?;
+        let container = procfs::read_container_id(&self.proc_root, pid).map_err(proc_err)?;
+        // The cgroup read above was of the pinned process only if it is
+        // still alive now (a PID is freed only after its process is reaped).
+        if !peer.is_alive() {
+            return Err(AttestError::ProcessGone { pid });
+        }
+        let container_id = container.ok_or(AttestError::NotAContainer { pid })?;
         let info = self.inspect(&container_id).await?;
-        // The PID may have been reused while we waited on Docker: only the
-        // same process (same start time) may keep the identity we found.
-        match procfs::read_start_time(&self.proc_root, pid) {
-            Ok(again) if again == started => {}
-            Ok(_) => return Err(AttestError::PidReused { pid }),
-            Err(e) => return Err(proc_err(e)),
+        // Gone while Docker answered: refuse rather than hand an identity to
+        // a connection whose process no longer exists.
+        if !peer.is_alive() {
+            return Err(AttestError::ProcessGone { pid });
         }
         if !info.running {
             return Err(AttestError::NotRunning { container_id });
+        }
+        if let Some(bind) = self.agent_dir.as_deref().and_then(|dir| writable_mount_of(&info, dir)) {
+            return Err(AttestError::WritableAgentMount {
+                container_id: container_id.clone(),
+                host_path: bind.source.display().to_string(),
+                mount: bind.destination.clone().into(),
+            });
         }
         let identity = identity_from_labels(&info.labels).map_err(|e| match e {
             LabelError::Missing => AttestError::NoIdentity { container_id: container_id.clone() },

@@ -31,6 +31,7 @@ impl FakeDocker {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             pid: if running { 1 } else { 0 },
             running,
+            binds: Vec::new(),
         };
         self.containers.lock().unwrap().insert(id.to_owned(), info);
         self
@@ -77,6 +78,12 @@ impl Proc {
         self
     }
 
+    /// The caller `pid` pinned by its start time (or, if it has no stat
+    /// file, as a caller that is always alive).
+    fn pin(&self, pid: i32) -> PinnedPeer {
+        PinnedPeer::fixture_in(self.0.path(), pid).unwrap_or_else(|_| PinnedPeer::fixture(pid, 0))
+    }
+
     fn in_container(&self, pid: i32, id: &str) -> &Proc {
         self.add(pid, 1000 + pid as u64, &format!("4:memory:/docker/{id}\n0::/docker/{id}\n"))
     }
@@ -98,7 +105,7 @@ async fn compose_container_is_attested() {
     let proc = Proc::new();
     proc.in_container(10, A);
     let (att, _) = attestor(&proc, FakeDocker::default().with(A, SHOP_APP, true));
-    let got = att.attest(10).await.unwrap();
+    let got = att.attest(&proc.pin(10)).await.unwrap();
     let want = Attested {
         identity: ident(Some("shop"), "app"),
         container_id: A.into(),
@@ -112,7 +119,7 @@ async fn host_process_is_not_a_container() {
     let proc = Proc::new();
     proc.add(11, 5, "9:name=systemd:/\n4:memory:/process_api/69ed842a39db11f0e3f323147e199d5e\n0::/\n");
     let (att, docker) = attestor(&proc, FakeDocker::default());
-    assert!(matches!(att.attest(11).await, Err(AttestError::NotAContainer { pid: 11 })));
+    assert!(matches!(att.attest(&proc.pin(11)).await, Err(AttestError::NotAContainer { pid: 11 })));
     assert_eq!(docker.calls(), 0);
 }
 
@@ -120,8 +127,8 @@ async fn host_process_is_not_a_container() {
 async fn vanished_and_invisible_processes() {
     let proc = Proc::new();
     let (att, _) = attestor(&proc, FakeDocker::default());
-    assert!(matches!(att.attest(12).await, Err(AttestError::ProcessGone { pid: 12 })));
-    assert!(matches!(att.attest(0).await, Err(AttestError::InvisiblePid { pid: 0 })));
+    assert!(matches!(att.attest(&proc.pin(12)).await, Err(AttestError::ProcessGone { pid: 12 })));
+    assert!(matches!(att.attest(&proc.pin(0)).await, Err(AttestError::InvisiblePid { pid: 0 })));
 }
 
 #[tokio::test]
@@ -132,7 +139,7 @@ async fn pid_reused_during_lookup_is_refused() {
     let docker = FakeDocker::default().with(A, SHOP_APP, true);
     *docker.hook.lock().unwrap() = Some(Box::new(move || Proc::set_stat(&root, 13, 99_999)));
     let (att, _) = attestor(&proc, docker);
-    assert!(matches!(att.attest(13).await, Err(AttestError::PidReused { pid: 13 })));
+    assert!(matches!(att.attest(&proc.pin(13)).await, Err(AttestError::ProcessGone { pid: 13 })));
 }
 
 #[tokio::test]
@@ -143,7 +150,7 @@ async fn process_exiting_during_lookup_is_refused() {
     let docker = FakeDocker::default().with(A, SHOP_APP, true);
     *docker.hook.lock().unwrap() = Some(Box::new(move || std::fs::remove_dir_all(&dir).unwrap()));
     let (att, _) = attestor(&proc, docker);
-    assert!(matches!(att.attest(14).await, Err(AttestError::ProcessGone { pid: 14 })));
+    assert!(matches!(att.attest(&proc.pin(14)).await, Err(AttestError::ProcessGone { pid: 14 })));
 }
 
 #[tokio::test]
@@ -155,12 +162,12 @@ async fn identities_from_labels() {
         .with(B, &[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app-seg"), (SEG_FOR, "app")], true)
         .with(C, &[(SEG_SERVICE, "probe")], true);
     let (att, _) = attestor(&proc, docker);
-    match att.attest(20).await {
+    match att.attest(&proc.pin(20)).await {
         Err(AttestError::NoIdentity { container_id }) => assert_eq!(container_id, A),
         other => panic!("want NoIdentity, got {other:?}"),
     }
-    assert_eq!(att.attest(21).await.unwrap().identity, ident(Some("shop"), "app"));
-    assert_eq!(att.attest(22).await.unwrap().identity, ident(None, "probe"));
+    assert_eq!(att.attest(&proc.pin(21)).await.unwrap().identity, ident(Some("shop"), "app"));
+    assert_eq!(att.attest(&proc.pin(22)).await.unwrap().identity, ident(None, "probe"));
 }
 
 #[tokio::test]
@@ -168,7 +175,7 @@ async fn invalid_label_is_refused_with_reason() {
     let proc = Proc::new();
     proc.in_container(23, A);
     let (att, _) = attestor(&proc, FakeDocker::default().with(A, &[(SEG_SERVICE, "a/b")], true));
-    let err = att.attest(23).await.unwrap_err();
+    let err = att.attest(&proc.pin(23)).await.unwrap_err();
     assert!(matches!(err, AttestError::BadLabel { .. }), "{err:?}");
     assert!(err.to_string().contains("seg.service"), "{err}");
 }
@@ -178,16 +185,16 @@ async fn cache_hit_and_forget() {
     let proc = Proc::new();
     proc.in_container(30, A).in_container(31, A);
     let (att, docker) = attestor(&proc, FakeDocker::default().with(A, SHOP_APP, true));
-    att.attest(30).await.unwrap();
-    att.attest(31).await.unwrap();
+    att.attest(&proc.pin(30)).await.unwrap();
+    att.attest(&proc.pin(31)).await.unwrap();
     assert_eq!(docker.calls(), 1);
     assert!(att.is_cached(A));
     att.forget(A);
     assert!(!att.is_cached(A));
-    att.attest(30).await.unwrap();
+    att.attest(&proc.pin(30)).await.unwrap();
     assert_eq!(docker.calls(), 2);
     att.forget_all();
-    att.attest(30).await.unwrap();
+    att.attest(&proc.pin(30)).await.unwrap();
     assert_eq!(docker.calls(), 3);
 }
 
@@ -197,7 +204,8 @@ async fn concurrent_lookups_coalesce() {
     proc.in_container(32, A).in_container(33, A);
     let docker = FakeDocker { delay: Some(Duration::from_millis(50)), ..FakeDocker::default() };
     let (att, docker) = attestor(&proc, docker.with(A, SHOP_APP, true));
-    let (x, y) = tokio::join!(att.attest(32), att.attest(33));
+    let (p32, p33) = (proc.pin(32), proc.pin(33));
+    let (x, y) = tokio::join!(att.attest(&p32), att.attest(&p33));
     assert_eq!(x.unwrap().identity, y.unwrap().identity);
     assert_eq!(docker.calls(), 1);
 }
@@ -208,12 +216,12 @@ async fn failures_and_stopped_containers_are_not_cached() {
     proc.in_container(40, A).in_container(41, B);
     let (att, docker) = attestor(&proc, FakeDocker::default().with(B, SHOP_APP, false));
     for _ in 0..2 {
-        let err = att.attest(40).await.unwrap_err();
+        let err = att.attest(&proc.pin(40)).await.unwrap_err();
         assert!(
             matches!(err, AttestError::Lookup { source: LookupError::NoSuchContainer(_), .. }),
             "{err:?}"
         );
-        assert!(matches!(att.attest(41).await, Err(AttestError::NotRunning { .. })));
+        assert!(matches!(att.attest(&proc.pin(41)).await, Err(AttestError::NotRunning { .. })));
     }
     assert_eq!(docker.calls(), 4);
     assert_eq!(att.cached_count(), 0);
@@ -226,7 +234,7 @@ async fn lookup_answering_for_another_container_is_refused() {
     let docker = FakeDocker::default().with(A, SHOP_APP, true);
     docker.containers.lock().unwrap().get_mut(A).unwrap().id = B.to_owned();
     let (att, _) = attestor(&proc, docker);
-    let err = att.attest(42).await.unwrap_err();
+    let err = att.attest(&proc.pin(42)).await.unwrap_err();
     assert!(matches!(err, AttestError::Lookup { source: LookupError::WrongContainer { .. }, .. }), "{err:?}");
     assert!(!att.is_cached(A));
 }
@@ -240,8 +248,45 @@ async fn cache_is_bounded() {
     );
     let att = Attestor::with_capacity(docker.clone(), proc.0.path().to_owned(), 2);
     for pid in [50, 51, 52, 50, 51, 52] {
-        att.attest(pid).await.unwrap();
+        att.attest(&proc.pin(pid)).await.unwrap();
         assert!(att.cached_count() <= 2);
     }
     assert!(docker.calls() >= 4, "evictions force new lookups");
+}
+
+#[tokio::test]
+async fn containers_that_can_write_the_agent_directory_are_refused() {
+    let proc = Proc::new();
+    proc.in_container(60, A).in_container(61, B).in_container(62, C);
+    let bind = |source: &str, writable: bool| BindMount {
+        source: source.into(),
+        destination: "/a".into(),
+        writable,
+    };
+    let docker = FakeDocker::default().with(A, SHOP_APP, true).with(B, SHOP_APP, true).with(C, SHOP_APP, true);
+    {
+        let mut all = docker.containers.lock().unwrap();
+        all.get_mut(A).unwrap().binds = vec![bind("/run/seg/agent", false)];
+        all.get_mut(B).unwrap().binds = vec![bind("/run/seg/agent", true)];
+        all.get_mut(C).unwrap().binds = vec![bind("/run", true), bind("/srv/data", true)];
+    }
+    let docker = Arc::new(docker);
+    let att = Attestor::new(docker, proc.0.path().to_owned()).refusing_writable_mounts_of("/run/seg/agent".into());
+    assert!(att.attest(&proc.pin(60)).await.is_ok(), "a read-only mount is how it is meant to be");
+    for pid in [61, 62] {
+        let err = att.attest(&proc.pin(pid)).await.unwrap_err();
+        assert!(matches!(err, AttestError::WritableAgentMount { .. }), "{err:?}");
+        assert!(err.to_string().contains("read-only (:ro)"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn messages_never_name_host_pids() {
+    let proc = Proc::new();
+    proc.add(4242, 5, "0::/\n");
+    let (att, _) = attestor(&proc, FakeDocker::default());
+    let err = att.attest(&proc.pin(4242)).await.unwrap_err();
+    assert!(!err.to_string().contains("4242"), "{err}");
+    let gone = att.attest(&PinnedPeer::fixture(4343, 0)).await.unwrap_err();
+    assert!(!gone.to_string().contains("4343"), "{gone}");
 }

@@ -1,5 +1,6 @@
 //! Rotation, hooks and consumer status on the admin API, with fakes.
 use super::*;
+use crate::node::server::Peer;
 use crate::node::agent::AgentConn;
 use crate::node::fakes::{body_of, req, Rig};
 use http_body_util::BodyExt;

@@ -1,7 +1,11 @@
 //! The agent API (containers only). A caller is identified once per
-//! connection by attestation of its `SO_PEERCRED` PID; it may list and read
-//! only the secrets granted to that identity. "Not granted" and "no such
-//! secret" get the same answer so a container cannot probe for names.
+//! connection, when it is accepted, by attestation of the process that
+//! connected (pinned by its pidfd); the decision — identity or refusal — is
+//! never revisited, a refused connection is closed after its answer, and a
+//! connection whose process has exited is refused and closed. A caller may
+//! list and read only the secrets granted to its identity. "Not granted" and
+//! "no such secret" get the same answer so a container cannot probe for
+//! names.
 //!
 //! The push side — watch streams, acknowledgements, post-rotate
 //! notifications and reads of the previous version — is in `agent_live`.
@@ -9,9 +13,9 @@
 use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
 use super::live::Live;
-use super::server::{Hangup, Peer};
+use super::server::Hangup;
 use super::{finish, read_store, store_failure};
-use crate::attest::{AttestError, Attested, LookupError};
+use crate::attest::{AttestError, Attested, LookupError, PinnedPeer};
 use crate::store::{SecretStore, StoreError};
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, StatusCode};
@@ -19,10 +23,10 @@ use seg_common::api::{GrantedSecret, SecretList, WhoAmI};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-/// Turns a peer PID into an identity. The live implementation attests via
-/// `/proc` and Docker; tests use a fake.
+/// Turns a pinned caller into an identity. The live implementation attests
+/// via `/proc` and Docker; tests use a fake.
 pub trait Identify: Send + Sync {
-    fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>>;
+    fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +46,8 @@ impl IdentifyError {
                 AttestError::NoIdentity { container_id }
                 | AttestError::Lookup { container_id, .. }
                 | AttestError::NotRunning { container_id }
-                | AttestError::BadLabel { container_id, .. },
+                | AttestError::BadLabel { container_id, .. }
+                | AttestError::WritableAgentMount { container_id, .. },
             ) => Some(container_id),
             _ => None,
         }
@@ -59,6 +64,8 @@ impl IdentifyError {
             IdentifyError::Attest(AttestError::NoIdentity { .. } | AttestError::BadLabel { .. }) => {
                 "no_identity"
             }
+            IdentifyError::Attest(AttestError::WritableAgentMount { .. }) => "agent_mount_writable",
+            IdentifyError::Attest(AttestError::ProcessGone { .. }) => "caller_gone",
             IdentifyError::Attest(_) => "unidentified",
         };
         Failure::new(forbidden, code, self.to_string())
@@ -72,33 +79,79 @@ pub struct Agent {
     pub live: Arc<Live>,
 }
 
-/// Per-connection state: the peer, once known its identity, and the way to
-/// hang up on it (a watch stream that is cut off).
+/// A refused identification, as every request of the connection is answered.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    failure: Failure,
+    /// The container the caller was found in, if attestation got that far.
+    container_id: Option<String>,
+}
+
+/// Per-connection state: the pinned peer, the identity decided for it
+/// (once), and the way to hang up on it (a watch stream cut off, its
+/// container gone).
 pub struct AgentConn {
-    peer: Peer,
-    who: OnceCell<Attested>,
+    peer: PinnedPeer,
+    who: OnceCell<Result<Attested, Refused>>,
     pub(super) hangup: Hangup,
 }
 
 impl AgentConn {
-    pub fn new(peer: Peer) -> AgentConn {
-        AgentConn::with_hangup(peer, Hangup::default())
+    pub fn pinned(peer: PinnedPeer, hangup: Hangup) -> AgentConn {
+        AgentConn { peer, who: OnceCell::new(), hangup }
     }
 
-    pub fn with_hangup(peer: Peer, hangup: Hangup) -> AgentConn {
-        AgentConn { peer, who: OnceCell::new(), hangup }
+    /// A connection of a unit test's fake caller `pid` (always alive).
+    #[cfg(test)]
+    pub fn new(peer: super::server::Peer) -> AgentConn {
+        AgentConn::pinned(PinnedPeer::fixture(peer.pid.unwrap_or(0), peer.uid), Hangup::default())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.peer.pid
+    }
+
+    /// Resolves when the process that opened the connection has exited.
+    pub async fn peer_exited(&self) {
+        self.peer.exited().await
+    }
+
+    /// Whether this connection must be closed after the current answer: its
+    /// identification failed, or the process that opened it is gone.
+    fn closing(&self) -> bool {
+        self.who.get().is_some_and(|w| w.is_err()) || !self.peer.is_alive()
     }
 }
 
 impl Agent {
     pub async fn handle<B: ReqBody>(&self, conn: &AgentConn, req: Request<B>) -> Resp {
         let mut entry = Entry::new(Socket::Agent, "unknown");
-        entry.pid = conn.peer.pid;
+        entry.pid = Some(conn.peer.pid);
         entry.uid = Some(conn.peer.uid);
         let result = self.dispatch(conn, req, &mut entry).await;
-        let resp = finish(&mut entry, result);
+        let mut resp = finish(&mut entry, result);
         self.log.record(&entry);
+        if conn.closing() {
+            // hyper closes the connection once this answer is written.
+            resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        }
         resp
+    }
+
+    /// Decides who the caller of `conn` is — once: the answer, identity or
+    /// refusal, holds for the connection's life. The server calls this when
+    /// it accepts the connection.
+    pub async fn identify_conn<'c>(&self, conn: &'c AgentConn) -> Result<&'c Attested, &'c Refused> {
+        let decided = conn
+            .who
+            .get_or_init(|| async {
+                self.identify.identify(&conn.peer).await.map_err(|err| Refused {
+                    container_id: err.container_id().map(short_id),
+                    failure: err.into_failure(),
+                })
+            })
+            .await;
+        decided.as_ref()
     }
 
     async fn dispatch<B: ReqBody>(
@@ -141,23 +194,22 @@ impl Agent {
     }
 
     async fn attest<'c>(&self, conn: &'c AgentConn, entry: &mut Entry) -> Result<&'c Attested, Failure> {
-        let Some(pid) = conn.peer.pid else {
+        let who = self.identify_conn(conn).await.map_err(|refused| {
+            entry.container_id.clone_from(&refused.container_id);
+            refused.failure.clone()
+        })?;
+        // The identity belongs to the process that connected: once it has
+        // exited, whoever holds the socket now (it may have been passed on
+        // with SCM_RIGHTS) is nobody.
+        if !conn.peer.is_alive() {
+            entry.container_id = Some(short_id(&who.container_id));
             return Err(Failure::new(
                 StatusCode::FORBIDDEN,
-                "not_a_container",
-                "the caller's PID is unknown",
+                "caller_gone",
+                "the process that opened this connection has exited; connections cannot be handed on",
             ));
-        };
-        // Only a success is cached: a failure (e.g. Docker down) is retried
-        // on the next request of the same connection.
-        conn.who
-            .get_or_try_init(|| async {
-                self.identify.identify(pid).await.map_err(|err| {
-                    entry.container_id = err.container_id().map(short_id);
-                    err.into_failure()
-                })
-            })
-            .await
+        }
+        Ok(who)
     }
 
     async fn list(&self, who: &Attested) -> Result<Resp, Failure> {

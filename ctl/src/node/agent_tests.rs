@@ -1,5 +1,6 @@
 use super::*;
 use crate::node::fakes::{body_of, req, Rig};
+use crate::node::server::Peer;
 use seg_common::api::{ApiError, GrantTarget, HDR_LEASE_MS, HDR_VERSION};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
@@ -128,9 +129,9 @@ async fn identity_is_attested_once_per_connection() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     struct Counting(AtomicUsize);
     impl Identify for Counting {
-        fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>> {
+        fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            crate::node::fakes::FakeIdentify.identify(pid)
+            crate::node::fakes::FakeIdentify.identify(peer)
         }
     }
     let mut rig = Rig::new();
@@ -142,4 +143,41 @@ async fn identity_is_attested_once_per_connection() {
         assert_eq!(resp.status(), StatusCode::OK);
     }
     assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_identification_is_final_and_closes_the_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting(AtomicUsize);
+    impl Identify for Counting {
+        fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            crate::node::fakes::FakeIdentify.identify(peer)
+        }
+    }
+    let mut rig = Rig::new();
+    let counter = Arc::new(Counting(AtomicUsize::new(0)));
+    rig.agent.identify = counter.clone();
+    // Docker down (pid 300): refused, and the same connection never asks
+    // again, so a PID that changes hands later cannot turn it into another
+    // caller; every answer tells the client to close.
+    let c = conn(300);
+    for _ in 0..3 {
+        let resp = rig.agent.handle(&c, req("GET", "/v1/whoami", b"")).await;
+        assert_eq!(resp.headers()["connection"], "close");
+        assert_eq!(error_code(resp).await, (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable".into()));
+    }
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    // A new connection is identified afresh.
+    let resp = rig.agent.handle(&conn(100), req("GET", "/v1/whoami", b"")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!resp.headers().contains_key("connection"), "an identified connection stays open");
+}
+
+#[tokio::test]
+async fn refusals_do_not_tell_the_caller_host_pids() {
+    let rig = Rig::new();
+    let resp = rig.agent.handle(&conn(4242), req("GET", "/v1/whoami", b"")).await;
+    let body = String::from_utf8(body_of(resp).await).unwrap();
+    assert!(body.contains("not_a_container") && !body.contains("4242"), "{body}");
 }

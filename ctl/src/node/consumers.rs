@@ -103,6 +103,17 @@ impl Consumers {
         self.bump();
     }
 
+    /// The container was removed: it consumes nothing any more.
+    pub fn forget_container(&self, container_id: &str) {
+        let mut state = self.lock();
+        for acks in state.acks.values_mut() {
+            acks.remove(container_id);
+        }
+        state.last_hook.remove(container_id);
+        drop(state);
+        self.bump();
+    }
+
     /// Grants changed: forget consumers that may no longer read it.
     pub fn keep_granted(&self, meta: &SecretMeta) {
         if let Some(acks) = self.lock().acks.get_mut(&meta.name) {
@@ -299,6 +310,18 @@ mod tests {
         c.rotated(&name, Some(4), 5, Duration::from_secs(60), expected, now_ms());
         c.forget_secret(&name);
         assert!(!c.previous_readable(&name, 4));
+    }
+
+    #[test]
+    fn removed_containers_leave_the_consumer_list() {
+        let c = Consumers::default();
+        let m = meta(2);
+        c.ack(&who("app", "a1"), &m.name, 2);
+        c.ack(&who("app", "a2"), &m.name, 1);
+        c.forget_container("a2");
+        let st = c.status(&m, &[], None);
+        assert_eq!(st.consumers.len(), 1, "{st:?}");
+        assert_eq!(st.consumers[0].container_id, "a1");
     }
 
     #[test]

@@ -10,14 +10,14 @@ use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
 use super::live::{AppContainer, Containers};
 use crate::attest::labels::{identity_from_labels, SEG_FOR};
-use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError};
-use crate::docker::{self, Backoff, DockerLookup};
+use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
+use crate::docker::{self, Backoff, DockerLookup, GoneListener};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use seg_common::api::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// The current Docker client, or why there is none.
 type Slot = Arc<RwLock<Result<Docker, String>>>;
@@ -42,14 +42,26 @@ impl ContainerLookup for SlotLookup {
 pub struct EngineLink {
     slot: Slot,
     attestor: Arc<Attestor>,
+    /// Told of every container that stops or is removed.
+    gone: OnceLock<GoneListener>,
 }
 
 impl EngineLink {
-    /// `proc_root` is `/proc` in production.
-    pub fn new(proc_root: PathBuf) -> Arc<EngineLink> {
+    /// `proc_root` is `/proc` in production; containers that can write to
+    /// `agent_dir` (a read-write bind mount of it or a parent) are refused.
+    pub fn new(proc_root: PathBuf, agent_dir: Option<PathBuf>) -> Arc<EngineLink> {
         let slot: Slot = Arc::new(RwLock::new(Err("not connected yet".into())));
-        let attestor = Arc::new(Attestor::new(Arc::new(SlotLookup(slot.clone())), proc_root));
-        Arc::new(EngineLink { slot, attestor })
+        let mut attestor = Attestor::new(Arc::new(SlotLookup(slot.clone())), proc_root);
+        if let Some(dir) = agent_dir {
+            attestor = attestor.refusing_writable_mounts_of(dir);
+        }
+        Arc::new(EngineLink { slot, attestor: Arc::new(attestor), gone: OnceLock::new() })
+    }
+
+    /// Sets who is told when a container stops or is removed (once, before
+    /// [`EngineLink::spawn_connect`]).
+    pub fn on_container_gone(&self, listener: GoneListener) {
+        let _ = self.gone.set(listener);
     }
 
     /// Connects in the background, retrying with backoff until it works;
@@ -81,15 +93,16 @@ impl EngineLink {
 
     fn ready(&self, docker: Docker) {
         // Detached: the watcher reconnects by itself for the controller's life.
-        drop(docker::watch_container_events(docker.clone(), self.attestor.clone()));
+        let gone = self.gone.get().cloned().unwrap_or_else(|| Arc::new(|_: &str, _: &str| {}));
+        drop(docker::watch_container_events(docker.clone(), self.attestor.clone(), gone));
         *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Ok(docker);
         tracing::info!("connected to Docker; containers can be identified");
     }
 }
 
 impl Identify for EngineLink {
-    fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>> {
-        Box::pin(async move { Ok(self.attestor.attest(pid).await?) })
+    fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
+        Box::pin(async move { Ok(self.attestor.attest(peer).await?) })
     }
 }
 
@@ -177,9 +190,10 @@ mod tests {
 
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {
-        let link = EngineLink::new("/proc".into());
-        let me = std::process::id() as i32;
-        let err = link.identify(me).await.unwrap_err();
+        let link = EngineLink::new("/proc".into(), None);
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let me = PinnedPeer::pin(&a, std::path::Path::new("/proc")).unwrap();
+        let err = link.identify(&me).await.unwrap_err();
         assert!(matches!(err, IdentifyError::Attest(AttestError::NotAContainer { .. })), "{err}");
         assert!(link.describe().await.starts_with("unreachable, retrying"));
     }
@@ -193,8 +207,8 @@ mod tests {
         std::fs::write(pid_dir.join("stat"), stat).unwrap();
         let id = "a".repeat(64);
         std::fs::write(pid_dir.join("cgroup"), format!("0::/system.slice/docker-{id}.scope\n")).unwrap();
-        let link = EngineLink::new(dir.path().into());
-        let err = link.identify(77).await.unwrap_err();
+        let link = EngineLink::new(dir.path().into(), None);
+        let err = link.identify(&PinnedPeer::fixture_in(dir.path(), 77).unwrap()).await.unwrap_err();
         let failure = err.into_failure();
         assert_eq!(
             (failure.status.as_u16(), failure.code),

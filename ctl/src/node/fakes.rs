@@ -117,7 +117,11 @@ impl SecretStore for FakeStore {
 pub struct FakeIdentify;
 
 impl Identify for FakeIdentify {
-    fn identify(&self, pid: i32) -> BoxFuture<'_, Result<Attested, IdentifyError>> {
+    fn identify<'a>(
+        &'a self,
+        peer: &'a crate::attest::PinnedPeer,
+    ) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
+        let pid = peer.pid;
         let result = match pid {
             100 => Ok(attested("shop", "app", "aaaaaaaaaaaaaaaaaaaa")),
             101 => Ok(attested("shop", "app", "cccccccccccccccccccc")),

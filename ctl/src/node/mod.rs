@@ -4,7 +4,9 @@
 //! writes one access-log line per request.
 //!
 //! - [`setup`]: directories, the pid-file lock, socket binding.
-//! - [`server`]: the accept loop and hyper limits.
+//! - [`server`]: the admin accept loop and hyper limits; [`agent_server`]:
+//!   the agent socket's (pinning, identification at accept, exit watch);
+//!   [`gate`]: its connection budgets and the per-container registry.
 //! - [`http`]: routes, responses, bounded body readers.
 //! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_live`:
 //!   their rotation and push parts).
@@ -20,8 +22,10 @@ pub mod admin;
 mod admin_rotation;
 pub mod agent;
 mod agent_live;
+pub mod agent_server;
 pub mod consumers;
 pub mod engine;
+pub mod gate;
 pub mod hooks;
 pub mod http;
 pub mod live;
@@ -93,8 +97,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         &opts.docker_socket,
         opts.resync_interval,
     ))?;
-    let engine = engine::EngineLink::new("/proc".into());
-    engine.spawn_connect(opts.docker_socket.clone());
+    let engine = engine::EngineLink::new("/proc".into(), Some(paths.agent_dir.clone()));
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
     let agent_listener = setup::bind_socket(&paths.agent_socket, 0o666)?;
     let hub = watch::Hub::new(opts.watch_limits);
@@ -114,10 +117,13 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
             started: Instant::now(),
         },
     });
+    let limits = gate::GateLimits { per_container: opts.conns_per_container, ..Default::default() };
+    let gate = gate::Gate::new(limits, "/proc".into());
+    engine.on_container_gone(container_gone(gate.clone(), live.clone()));
+    engine.spawn_connect(opts.docker_socket.clone());
     let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
-    let per_container = per_container_limit(opts.conns_per_container, "/proc".into());
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
-    let agent_task = tokio::spawn(serve_agent(agent_listener, agent, Some(per_container)));
+    let agent_task = tokio::spawn(agent_server::serve(agent_listener, agent, gate));
     tracing::info!(
         "seg controller {} ready: admin {}, agent {}",
         env!("CARGO_PKG_VERSION"),
@@ -135,7 +141,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
 }
 
 async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin>) {
-    server::serve(listener, "admin", server::MAX_CONNECTIONS, None, move |peer, _hangup| {
+    server::serve(listener, "admin", server::MAX_CONNECTIONS, move |peer, _hangup| {
         let admin = admin.clone();
         service_fn(move |req| {
             let admin = admin.clone();
@@ -145,32 +151,24 @@ async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin
     .await
 }
 
-/// Connections are counted per container (from `/proc/<pid>/cgroup`, cheap
-/// and before any Docker call), so one container cannot take every slot.
-fn per_container_limit(limit: usize, proc_root: PathBuf) -> Arc<server::PerKeyLimit> {
-    server::PerKeyLimit::new(limit, move |peer| match peer.pid {
-        Some(pid) => match crate::attest::procfs::read_container_id(&proc_root, pid) {
-            Ok(Some(id)) => id,
-            _ => "host".to_owned(),
-        },
-        None => "unknown".to_owned(),
+/// What a container that stops or is removed takes with it: every agent
+/// connection attested as it (and so its watch streams), and — once it is
+/// removed — its place in the consumer lists.
+fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::Live>) -> crate::docker::GoneListener {
+    Arc::new(move |container: &str, action: &str| {
+        if matches!(action, "die" | "stop" | "destroy") {
+            let cut = gate.cut_container(container);
+            if cut > 0 {
+                tracing::info!(
+                    "container {} {action}: cut its {cut} agent connection(s)",
+                    agent::short_id(container)
+                );
+            }
+        }
+        if action == "destroy" {
+            live.consumers.forget_container(container);
+        }
     })
-}
-
-async fn serve_agent(
-    listener: tokio::net::UnixListener,
-    agent: Arc<agent::Agent>,
-    per_container: Option<Arc<server::PerKeyLimit>>,
-) {
-    server::serve(listener, "agent", server::AGENT_MAX_CONNECTIONS, per_container, move |peer, hangup| {
-        let agent = agent.clone();
-        let conn = Arc::new(agent::AgentConn::with_hangup(peer, hangup));
-        service_fn(move |req| {
-            let (agent, conn) = (agent.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(agent.handle(&conn, req).await) }
-        })
-    })
-    .await
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -10,9 +10,8 @@ use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -27,9 +26,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent connections on the admin socket; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Concurrent connections on the agent socket (watch streams hold one each).
-pub const AGENT_MAX_CONNECTIONS: usize = 4096;
-/// Concurrent agent connections from one container (or from the host).
+/// Open sockets on the agent socket, whatever their state: a bound on file
+/// descriptors (identified connections have their own, smaller budgets).
+pub const AGENT_MAX_OPEN: usize = 8192;
+/// Concurrent agent connections from one container.
 pub const DEFAULT_CONNS_PER_CONTAINER: usize = 512;
 
 /// Who is on the other end of a connection (`SO_PEERCRED`).
@@ -39,64 +39,33 @@ pub struct Peer {
     pub uid: u32,
 }
 
-const BUSY: &str = r#"{"code":"busy","error":"too many connections to this socket; retry shortly"}"#;
-const BUSY_PEER: &str =
-    r#"{"code":"busy","error":"too many connections from this container; close some and retry"}"#;
+pub(super) const BUSY: &str =
+    r#"{"code":"busy","error":"too many connections to this socket; retry shortly"}"#;
 
-/// Lets a handler close its own connection at once.
+/// Lets a handler (or the controller) close a connection at once.
 #[derive(Clone, Default)]
-pub struct Hangup(Arc<Notify>);
+pub struct Hangup(Arc<HangupState>);
+
+#[derive(Default)]
+pub struct HangupState {
+    notify: Notify,
+    done: std::sync::atomic::AtomicBool,
+}
 
 impl Hangup {
     pub fn hang_up(&self) {
+        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
         // A stored permit: a hang-up before the wait starts is not lost.
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// Whether the connection was told to hang up.
+    pub fn is_hung_up(&self) -> bool {
+        self.0.done.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) async fn wait(&self) {
-        self.0.notified().await;
-    }
-}
-
-/// A cap on concurrent connections per key (the caller's container).
-pub struct PerKeyLimit {
-    limit: usize,
-    key_of: Box<dyn Fn(&Peer) -> String + Send + Sync>,
-    counts: Mutex<HashMap<String, usize>>,
-}
-
-/// Holds one connection slot of a key; frees it on drop.
-pub struct KeySlot {
-    owner: Arc<PerKeyLimit>,
-    key: String,
-}
-
-impl PerKeyLimit {
-    pub fn new(limit: usize, key_of: impl Fn(&Peer) -> String + Send + Sync + 'static) -> Arc<PerKeyLimit> {
-        Arc::new(PerKeyLimit { limit, key_of: Box::new(key_of), counts: Mutex::new(HashMap::new()) })
-    }
-
-    fn acquire(self: &Arc<Self>, peer: &Peer) -> Option<KeySlot> {
-        let key = (self.key_of)(peer);
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(key.clone()).or_insert(0);
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(KeySlot { owner: self.clone(), key })
-    }
-}
-
-impl Drop for KeySlot {
-    fn drop(&mut self) {
-        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
+        self.0.notify.notified().await;
     }
 }
 
@@ -107,7 +76,6 @@ pub async fn serve<M, S>(
     listener: UnixListener,
     socket: &'static str,
     max_conns: usize,
-    per_key: Option<Arc<PerKeyLimit>>,
     make: M,
 ) where
     M: Fn(Peer, Hangup) -> S,
@@ -137,23 +105,10 @@ pub async fn serve<M, S>(
                 continue;
             }
         };
-        let key_slot = match &per_key {
-            None => None,
-            Some(limit) => {
-                match limit.acquire(&peer) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        tracing::warn!("{socket} socket: pid {:?}'s container has {} connections open; refusing a new one", peer.pid, limit.limit);
-                        tokio::spawn(refuse_busy(stream, BUSY_PEER));
-                        continue;
-                    }
-                }
-            }
-        };
         let hangup = Hangup::default();
         let service = make(peer, hangup.clone());
         tokio::spawn(async move {
-            let _slots = (permit, key_slot);
+            let _slot = permit;
             tokio::select! {
                 done = builder().serve_connection(TokioIo::new(stream), service) => if let Err(err) = done {
                     tracing::debug!("{socket} socket: connection from pid {:?} ended: {err}", peer.pid);
@@ -164,7 +119,7 @@ pub async fn serve<M, S>(
     }
 }
 
-fn builder() -> http1::Builder {
+pub(super) fn builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -176,7 +131,7 @@ fn builder() -> http1::Builder {
     b
 }
 
-async fn refuse_busy(mut stream: UnixStream, body: &'static str) {
+pub(super) async fn refuse_busy(mut stream: UnixStream, body: &'static str) {
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -196,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let task = tokio::spawn(serve(listener, "test", max, None, |peer: Peer, _hangup| {
+        let task = tokio::spawn(serve(listener, "test", max, |peer: Peer, _hangup| {
             service_fn(move |req: Request<Incoming>| async move {
                 let resp = if req.uri().path() == "/peer" {
                     json(StatusCode::OK, &serde_json::json!({"uid": peer.uid, "pid": peer.pid}))
@@ -254,12 +209,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_per_container_cap_refuses_only_that_container() {
+    async fn a_handler_that_hangs_up_closes_its_connection() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let limit = PerKeyLimit::new(2, |peer: &Peer| format!("uid{}", peer.uid));
-        let task = tokio::spawn(serve(listener, "test", 16, Some(limit.clone()), |_peer, hangup: Hangup| {
+        let task = tokio::spawn(serve(listener, "test", 16, |_peer, hangup: Hangup| {
             service_fn(move |req: Request<Incoming>| {
                 let hangup = hangup.clone();
                 async move {
@@ -271,14 +225,6 @@ mod tests {
                 }
             })
         }));
-        let _a = UnixStream::connect(&path).await.unwrap();
-        let _b = UnixStream::connect(&path).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let out = raw(&path, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 503") && out.contains("from this container"), "{out}");
-        drop((_a, _b));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(limit.counts.lock().unwrap().is_empty(), "slots were not freed");
         // A handler that hangs up closes its connection without answering.
         let started = std::time::Instant::now();
         let out = raw(&path, b"GET /hangup HTTP/1.1\r\nhost: x\r\n\r\n").await;
