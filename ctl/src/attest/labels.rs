@@ -16,6 +16,18 @@ pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 pub const SEG_FOR: &str = "seg.for";
 pub const SEG_SERVICE: &str = "seg.service";
 pub const SEG_PROJECT: &str = "seg.project";
+/// On an app container: the services (of its own project, comma-separated)
+/// whose sidecars may have the controller notify it after a rotation. A
+/// caller can always notify its own service; any other needs this consent.
+pub const SEG_NOTIFY_FROM: &str = "seg.notify-from";
+
+/// The services named by a `seg.notify-from` label.
+pub fn notify_from(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels
+        .get(SEG_NOTIFY_FROM)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelError {

@@ -93,12 +93,10 @@ pub async fn rotate(
     let slowest = st.consumers.iter().filter_map(|c| c.acked_at_ms).max();
     let after = slowest
         .map(|t| format!(" (the last {} ms after the rotation)", t.saturating_sub(done.rotated_at_ms)));
-    println!(
-        "all {} consumer(s) have version {} on disk{}",
-        st.consumers.len(),
-        st.wanted,
-        after.unwrap_or_default()
-    );
+    let watching = st.consumers.iter().filter(|c| c.watching).count();
+    let idle = st.consumers.len() - watching;
+    let idle = if idle > 0 { format!("; {idle} not watching (stopped?) not counted") } else { String::new() };
+    println!("all {watching} consumer(s) have version {} on disk{}{idle}", st.wanted, after.unwrap_or_default());
     Ok(())
 }
 

@@ -9,7 +9,6 @@ use super::watch::Refusal;
 use super::{notify, read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::StoreError;
-use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use seg_common::api::{AckRequest, NotifyRequest, WatchEvent};
@@ -63,9 +62,10 @@ impl Agent {
             return Err(Failure::bad_request(msg));
         }
         self.live.consumers.ack(who, &name, version);
-        let mut resp = Response::new(Either::Left(Full::default()));
-        *resp.status_mut() = StatusCode::NO_CONTENT;
-        Ok(resp)
+        // 200 with a body, not 204: sidecars before 0.2 required a
+        // Content-Length, which a 204 never carries, and logged every
+        // recorded acknowledgement as failed.
+        Ok(json(StatusCode::OK, &serde_json::json!({ "name": name, "version": version })))
     }
 
     /// `POST /v1/notify`: run the post-rotate action the sidecar declared.

@@ -98,7 +98,7 @@ async fn acks_feed_the_status_and_only_granted_callers_may_ack() {
     let _t = Stream::open(&rig, 101, "/v1/watch").await;
     let ack = |v: u64| format!(r#"{{"name":"db","version":{v}}}"#).into_bytes();
     let resp = rig.agent.handle(&conn(100), req("POST", "/v1/ack", &ack(1))).await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(resp.status(), StatusCode::OK);
     let (_, b) = admin(&rig, "GET", "/v1/secrets/db/status", b"").await;
     let st: SecretStatus = serde_json::from_slice(&b).unwrap();
     assert_eq!(st.consumers.len(), 2);
@@ -143,7 +143,9 @@ async fn signals_reach_the_app_containers_of_the_callers_service_only() {
     let rig = Rig::new();
     seed(&rig, "db", b"one", "shop/app");
     rig.containers.add("shop", "app", "app1", None);
-    rig.containers.add("shop", "worker", "w1", None);
+    // The worker consents to notifications from app (seg.notify-from: app).
+    rig.containers.add_notified_by("shop", "worker", "w1", None, &["app"]);
+    rig.containers.add("shop", "batch", "b1", None);
     let body = br#"{"action":"signal:HUP","secrets":[{"name":"db","version":1}]}"#;
     let resp = rig.agent.handle(&conn(100), req("POST", "/v1/notify", body)).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -151,6 +153,9 @@ async fn signals_reach_the_app_containers_of_the_callers_service_only() {
     assert_eq!(done.targets.len(), 1);
     let to_worker = br#"{"action":"signal:USR1","target":"worker","secrets":[{"name":"db","version":1}]}"#;
     rig.agent.handle(&conn(100), req("POST", "/v1/notify", to_worker)).await;
+    let to_batch = br#"{"action":"signal:USR1","target":"batch","secrets":[{"name":"db","version":1}]}"#;
+    let refused = rig.agent.handle(&conn(100), req("POST", "/v1/notify", to_batch)).await;
+    assert_eq!(code(refused).await, (StatusCode::FORBIDDEN, "target_not_declared".into()));
     let sent = rig.containers.signals.lock().unwrap().clone();
     assert_eq!(sent, [("app1".to_owned(), "SIGHUP".to_owned()), ("w1".into(), "SIGUSR1".into())]);
     let hook = rig.log_lines().into_iter().find(|l| l["action"] == "hook").expect("hook in the access log");

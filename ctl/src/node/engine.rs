@@ -9,7 +9,7 @@
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
 use super::live::{AppContainer, Containers};
-use crate::attest::labels::{identity_from_labels, SEG_FOR};
+use crate::attest::labels::{identity_from_labels, notify_from, SEG_FOR};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
 use crate::docker::{self, Backoff, DockerLookup, GoneListener};
 use bollard::Docker;
@@ -153,7 +153,8 @@ fn app_container(c: bollard::models::ContainerSummary, who: &Identity) -> Option
         networks.values().filter_map(|e| e.ip_address.as_deref()?.parse().ok()).collect();
     addresses.sort();
     let name = c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_owned());
-    Some(AppContainer { id: c.id?, name: name.unwrap_or_default(), addresses })
+    let notify_from = notify_from(&labels);
+    Some(AppContainer { id: c.id?, name: name.unwrap_or_default(), addresses, notify_from })
 }
 
 #[cfg(test)]

@@ -161,11 +161,24 @@ pub struct FakeContainers {
 
 impl FakeContainers {
     pub fn add(&self, project: &str, service: &str, id: &str, address: Option<std::net::IpAddr>) {
+        self.add_notified_by(project, service, id, address, &[]);
+    }
+
+    /// Like `add`, with a `seg.notify-from` label naming `from`.
+    pub fn add_notified_by(
+        &self,
+        project: &str,
+        service: &str,
+        id: &str,
+        address: Option<std::net::IpAddr>,
+        from: &[&str],
+    ) {
         let who = Identity { project: Some(project.into()), service: service.into() };
         let c = AppContainer {
             id: id.into(),
             name: format!("{project}-{service}-1"),
             addresses: address.into_iter().collect(),
+            notify_from: from.iter().map(|s| s.to_string()).collect(),
         };
         self.apps.lock().unwrap().entry(who).or_default().push(c);
     }

@@ -25,6 +25,8 @@ pub struct AppContainer {
     pub name: String,
     /// Its addresses on the networks it is attached to.
     pub addresses: Vec<IpAddr>,
+    /// Services of its project whose sidecars may notify it (`seg.notify-from`).
+    pub notify_from: Vec<String>,
 }
 
 /// The Docker seam of post-rotate actions (a fake in tests).

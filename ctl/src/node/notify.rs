@@ -3,11 +3,19 @@
 //! controller decides what it reaches:
 //!
 //! - `signal:SIG` — the running containers of the sidecar's own service (or
-//!   `target`, a service of the same project), never a sidecar, and only the
-//!   reload signals of [`seg_common::api::ALLOWED_SIGNALS`];
+//!   `target`, another service of the same project that consented), never a
+//!   sidecar, and only the reload signals of
+//!   [`seg_common::api::ALLOWED_SIGNALS`];
 //! - `http://SERVICE[:PORT]/PATH` — a POST of names and versions to a
-//!   container of that service of the same project (no other host can be
-//!   named, so a sidecar cannot make the controller call anywhere else);
+//!   container of that service (the caller's own, or one that consented; no
+//!   other host can be named, so a sidecar cannot make the controller call
+//!   anywhere else);
+//!
+//! A caller reaches its own service only, unless the other service's
+//! containers consent with the label `seg.notify-from: <caller's service>`:
+//! the containers that can be signalled are decided by whoever started
+//! them, never by the caller. (Standalone identities have no project: without
+//! this rule any of them could signal any other.)
 //! - `command` — the post-rotate command the operator registered on each
 //!   changed secret: a sidecar can trigger it but never choose it.
 
@@ -57,10 +65,10 @@ pub async fn notify(
         let msg = "too many post-rotate notifications from this container; wait a second";
         return Err(Failure::new(StatusCode::TOO_MANY_REQUESTS, "too_many_notifications", msg));
     }
-    let target = target_identity(who, req.target.as_deref())?;
+    let target = target_service(who, req.target.as_deref())?;
     let done = match &action {
-        PostRotate::Signal(sig) => signal(live, &target, sig, &req.secrets).await?,
-        PostRotate::Http(h) => vec![http(live, &target, h, &req.secrets).await?],
+        PostRotate::Signal(sig) => signal(live, who, &target, sig, &req.secrets).await?,
+        PostRotate::Http(h) => vec![http(live, who, h, &req.secrets).await?],
         PostRotate::Command => commands(who, &req.secrets, hooks).await,
     };
     let summary: Vec<String> = done.iter().map(|d| format!("{} {}", d.target, d.status)).collect();
@@ -119,18 +127,38 @@ async fn granted_hooks(
     Ok(out)
 }
 
-/// The service an action reaches: the caller's own, or `target` in the
-/// caller's project.
-fn target_identity(who: &Attested, target: Option<&str>) -> Result<Identity, Failure> {
-    let service = match target {
+/// The service an action is aimed at: the caller's own, or `target`.
+fn target_service(who: &Attested, target: Option<&str>) -> Result<String, Failure> {
+    match target {
         Some(t) => {
             validate_label("service", t)
                 .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "bad_target", e.to_string()))?;
-            t.to_owned()
+            Ok(t.to_owned())
         }
-        None => who.identity.service.clone(),
-    };
-    Ok(Identity { project: who.identity.project.clone(), service })
+        None => Ok(who.identity.service.clone()),
+    }
+}
+
+/// The running app containers of `service` (in the caller's project) that
+/// `who` may reach: all of its own service's, else those that consented.
+async fn reachable(live: &Live, who: &Attested, service: &str) -> Result<Vec<AppContainer>, Failure> {
+    let target = Identity { project: who.identity.project.clone(), service: service.to_owned() };
+    let found = find(live, &target).await?;
+    if service == who.identity.service {
+        return Ok(found);
+    }
+    let caller = &who.identity.service;
+    let consenting: Vec<AppContainer> =
+        found.into_iter().filter(|c| c.notify_from.iter().any(|s| s == caller)).collect();
+    if consenting.is_empty() {
+        let msg = format!(
+            "{} may only notify the containers of its own service; for service {target} to accept \
+             post-rotate actions from it, label that service `seg.notify-from: {caller}`",
+            who.identity
+        );
+        return Err(Failure::new(StatusCode::FORBIDDEN, "target_not_declared", msg));
+    }
+    Ok(consenting)
 }
 
 async fn find(live: &Live, target: &Identity) -> Result<Vec<AppContainer>, Failure> {
@@ -150,12 +178,13 @@ async fn find(live: &Live, target: &Identity) -> Result<Vec<AppContainer>, Failu
 
 async fn signal(
     live: &Live,
-    target: &Identity,
+    who: &Attested,
+    service: &str,
     sig: &str,
     secrets: &[Changed],
 ) -> Result<Vec<Done>, Failure> {
     let mut done = Vec::new();
-    for c in find(live, target).await? {
+    for c in reachable(live, who, service).await? {
         let started = Instant::now();
         let result = live.containers.signal(&c.id, sig).await;
         done.push(Done {
@@ -172,11 +201,10 @@ async fn signal(
     Ok(done)
 }
 
-async fn http(live: &Live, target: &Identity, h: &HttpTarget, secrets: &[Changed]) -> Result<Done, Failure> {
-    let service = Identity { project: target.project.clone(), service: h.service.clone() };
-    let containers = find(live, &service).await?;
+async fn http(live: &Live, who: &Attested, h: &HttpTarget, secrets: &[Changed]) -> Result<Done, Failure> {
+    let containers = reachable(live, who, &h.service).await?;
     let Some(addr) = containers.iter().flat_map(|c| c.addresses.iter().copied()).next() else {
-        let msg = format!("no container of {service} has a network address (network_mode: none?)");
+        let msg = format!("no container of service {} has a network address (network_mode: none?)", h.service);
         return Err(Failure::new(StatusCode::NOT_FOUND, "no_target", msg));
     };
     let body = serde_json::to_vec(&serde_json::json!({ "secrets": secrets })).unwrap_or_default();

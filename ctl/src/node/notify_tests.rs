@@ -49,6 +49,29 @@ fn request(action: String) -> NotifyRequest {
 }
 
 #[tokio::test]
+async fn another_service_is_reached_only_if_it_consented() {
+    let (_d, store, live, containers) = rig();
+    containers.add("shop", "app", "app1", None);
+    containers.add("shop", "db", "db1", None);
+    let who = attested("shop", "app", "sidecar1");
+    let mut req = request("signal:HUP".into());
+    req.target = Some("db".into());
+    let err = notify(&store, &live, &who, req.clone()).await.unwrap_err();
+    assert_eq!(err.code, "target_not_declared", "{}", err.message);
+    assert!(err.message.contains("seg.notify-from: app"), "{}", err.message);
+    let err = notify(&store, &live, &who, request("http://db:80/reload".into())).await.unwrap_err();
+    assert_eq!(err.code, "target_not_declared");
+    assert!(containers.signals.lock().unwrap().is_empty(), "nothing was signalled");
+    // The db service consents: only its consenting container is reached.
+    containers.add_notified_by("shop", "db", "db2", None, &["app"]);
+    let done = notify(&store, &live, &who, req).await.unwrap();
+    assert_eq!(done.targets.len(), 1, "{:?}", done.targets);
+    assert_eq!(containers.signals.lock().unwrap().as_slice(), [("db2".to_owned(), "SIGHUP".to_owned())]);
+    // Its own service needs no consent.
+    notify(&store, &live, &who, request("signal:HUP".into())).await.unwrap();
+}
+
+#[tokio::test]
 async fn http_posts_names_and_versions_to_a_service_of_the_same_project() {
     let (_d, store, live, containers) = rig();
     let (port, server) = one_shot_server("204 No Content").await;
