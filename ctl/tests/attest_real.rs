@@ -8,7 +8,7 @@
 mod support;
 
 use seg_common::api::Identity;
-use segctl::attest::{AttestError, Attestor};
+use segctl::attest::{AttestError, Attestor, PinnedPeer};
 use segctl::docker::{self, DockerLookup};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +39,11 @@ fn start_container(name: &str, labels: &[&str]) -> (Guard, i32) {
     (guard, pid)
 }
 
+/// Process `pid`, pinned by a pidfd.
+fn pin(pid: i32) -> PinnedPeer {
+    PinnedPeer::open(pid, 0, Path::new("/proc")).unwrap_or_else(|e| panic!("pin pid {pid}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attests_real_containers_and_forgets_removed_ones() {
     docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
@@ -54,22 +59,27 @@ async fn attests_real_containers_and_forgets_removed_ones() {
     let lookup = Arc::new(DockerLookup { docker: docker.clone() });
     let attestor = Arc::new(Attestor::new(lookup, "/proc".into()));
 
-    let got = attestor.attest(probe_pid).await.expect("attest the probe container");
+    let got = attestor.attest(&pin(probe_pid)).await.expect("attest the probe container");
     assert_eq!(got.identity, Identity { project: None, service: "probe".into() });
     assert_eq!(got.container_id, probe.id());
     assert_eq!(got.container_name, probe_name);
 
     let me = std::process::id() as i32;
-    match attestor.attest(me).await {
+    match attestor.attest(&pin(me)).await {
         Err(AttestError::NotAContainer { pid }) => assert_eq!(pid, me),
         other => panic!("the test process (a host process) must be refused, got {other:?}"),
     }
 
     // The watcher clears the cache when it subscribes: let it, then re-cache.
-    let watcher = docker::watch_container_events(docker.clone(), attestor.clone());
+    let gone_seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = gone_seen.clone();
+    let listener: docker::GoneListener = Arc::new(move |id: &str, action: &str| {
+        seen.lock().unwrap().push(format!("{action} {id}"));
+    });
+    let watcher = docker::watch_container_events(docker.clone(), attestor.clone(), listener);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    attestor.attest(probe_pid).await.expect("attest the probe again");
-    let app_id = attestor.attest(app_pid).await.expect("attest the compose container");
+    attestor.attest(&pin(probe_pid)).await.expect("attest the probe again");
+    let app_id = attestor.attest(&pin(app_pid)).await.expect("attest the compose container");
     assert_eq!(app_id.identity, Identity { project: Some("segtest".into()), service: "app".into() });
     assert!(attestor.is_cached(probe.id()) && attestor.is_cached(app.id()), "both inspections cached");
 
@@ -78,7 +88,17 @@ async fn attests_real_containers_and_forgets_removed_ones() {
     wait_until("the removed container is forgotten", Duration::from_secs(10), forgotten).await;
     // Only the removed container was dropped (an event, not a reconnect).
     assert!(attestor.is_cached(app.id()), "the other container must stay cached");
-    assert!(attestor.attest(probe_pid).await.is_err(), "a removed container's PID must not attest");
+    let stale = PinnedPeer::open(probe_pid, 0, Path::new("/proc"));
+    let attested = match &stale {
+        Ok(peer) => attestor.attest(peer).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!attested, "a removed container's PID must not attest");
+    let told = format!("destroy {}", probe.id());
+    wait_until("the listener is told of the removal", Duration::from_secs(10), || {
+        gone_seen.lock().unwrap().iter().any(|e| *e == told)
+    })
+    .await;
     assert!(!watcher.is_finished(), "the event watcher must keep running");
     watcher.abort();
     drop((probe, app));

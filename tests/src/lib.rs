@@ -13,6 +13,7 @@
 //!
 //! Nothing here skips: a missing prerequisite is a loud failure.
 
+mod attack;
 mod compose;
 mod controller;
 mod docker;
@@ -21,6 +22,7 @@ mod process;
 mod util;
 mod wait;
 
+pub use attack::{attack_bin, get_on, pid_in_container, DropSocket};
 pub use compose::{add_service, add_tmpfs_volume, example_yaml, service_mut, services_mut, Project};
 pub use controller::{agent_get, error_code, Controller};
 pub use docker::{docker, docker_ok, Container};

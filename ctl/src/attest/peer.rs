@@ -97,6 +97,16 @@ impl PinnedPeer {
         Ok(peer)
     }
 
+    /// Pins process `pid` itself (`pidfd_open`), for a caller known by PID
+    /// rather than by a socket.
+    pub fn open(pid: i32, uid: u32, proc_root: &Path) -> Result<PinnedPeer, PinError> {
+        let raw = rustix::process::Pid::from_raw(pid).ok_or(PinError::Invisible)?;
+        let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            .map_err(|_| PinError::Gone)?;
+        let fd = seg_common::sys::watch_owned_fd(fd).map_err(PinError::Credentials)?;
+        Ok(PinnedPeer { pid, uid, pin: Pin::Pidfd(fd), proc_root: proc_root.to_owned() })
+    }
+
     /// Whether the process that connected is still alive — so its PID still
     /// names it. Call after reading `/proc/<pid>`: a `true` proves the read
     /// was of this process.
