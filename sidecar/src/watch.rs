@@ -185,7 +185,7 @@ mod tests {
         assert!(waits[0] >= Duration::from_millis(25) && waits[0] <= Duration::from_millis(50), "{waits:?}");
         assert!(waits.iter().all(|w| *w <= Duration::from_millis(500)), "{waits:?}");
         assert!(waits[11] >= Duration::from_millis(250), "capped, not stuck low: {waits:?}");
-        assert!(s.first_failure() == false);
+        assert!(!s.first_failure());
         let (tries, down) = s.opened(t0 + Duration::from_secs(3)).unwrap();
         assert_eq!((tries, down), (12, Duration::from_secs(3)));
         assert_eq!(s.opened(t0), None, "the outage is reported once");
