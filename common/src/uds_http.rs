@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -127,54 +127,89 @@ async fn read_response(
     max_body: usize,
 ) -> Result<Response, ClientError> {
     let malformed = |what| ClientError::Malformed { path: path.to_owned(), what };
-    let mut scratch = vec![0u8; MAX_HEAD];
+    // Wiped on every return: the head buffer may also hold the first body bytes.
+    let mut scratch = Zeroizing::new(vec![0u8; MAX_HEAD]);
     let mut filled = 0;
-    let head_end = loop {
-        if filled == scratch.len() {
-            scratch.zeroize();
-            return Err(malformed("response head larger than 16 KiB"));
-        }
-        let n = stream
-            .read(&mut scratch[filled..])
-            .await
-            .map_err(|source| ClientError::Io { path: path.to_owned(), source })?;
-        if n == 0 {
-            scratch.zeroize();
-            return Err(malformed("connection closed before the end of the response head"));
-        }
-        filled += n;
-        if let Some(pos) = find_head_end(&scratch[..filled]) {
-            break pos;
+    let (status, headers, body_start) = loop {
+        let head_end = read_head(stream, &mut scratch, &mut filled, path).await?;
+        let (status, headers) = parse_head(&scratch[..head_end]).map_err(malformed)?;
+        let body_start = head_end + 4;
+        match interim(status) {
+            Interim::Final => break (status, headers, body_start),
+            Interim::Switch => return Err(malformed("the server switched protocols")),
+            Interim::Skip => {
+                scratch.copy_within(body_start..filled, 0);
+                filled -= body_start;
+            }
         }
     };
-    let parsed = parse_head(&scratch[..head_end]);
-    let (status, headers) = match parsed {
-        Ok(v) => v,
-        Err(what) => {
-            scratch.zeroize();
-            return Err(malformed(what));
-        }
-    };
-    let len = match content_length(&headers) {
-        Ok(len) => len,
-        Err(what) => {
-            scratch.zeroize();
-            return Err(malformed(what));
-        }
-    };
+    let len = if has_no_body(status) { 0 } else { content_length(&headers).map_err(malformed)? };
     if len > max_body {
-        scratch.zeroize();
         return Err(ClientError::TooLarge { path: path.to_owned(), len, limit: max_body });
     }
     let mut body = SecretBytes::zeroed(len);
-    let already = (filled - head_end - 4).min(len);
-    body.as_mut_bytes()[..already].copy_from_slice(&scratch[head_end + 4..head_end + 4 + already]);
-    scratch.zeroize();
+    let already = (filled - body_start).min(len);
+    body.as_mut_bytes()[..already].copy_from_slice(&scratch[body_start..body_start + already]);
+    drop(scratch);
     stream
         .read_exact(&mut body.as_mut_bytes()[already..])
         .await
         .map_err(|source| ClientError::Io { path: path.to_owned(), source })?;
     Ok(Response { status, headers, body })
+}
+
+/// Reads into `scratch` (`filled` bytes already there) until it holds a
+/// whole response head; returns where the head's blank line starts.
+async fn read_head(
+    stream: &mut UnixStream,
+    scratch: &mut [u8],
+    filled: &mut usize,
+    path: &str,
+) -> Result<usize, ClientError> {
+    let malformed = |what| ClientError::Malformed { path: path.to_owned(), what };
+    loop {
+        if let Some(pos) = find_head_end(&scratch[..*filled]) {
+            return Ok(pos);
+        }
+        if *filled == scratch.len() {
+            return Err(malformed("response head larger than 16 KiB"));
+        }
+        let n = stream
+            .read(&mut scratch[*filled..])
+            .await
+            .map_err(|source| ClientError::Io { path: path.to_owned(), source })?;
+        if n == 0 {
+            return Err(malformed("connection closed before the end of the response head"));
+        }
+        *filled += n;
+    }
+}
+
+/// What a response head with this status is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Interim {
+    /// The answer to the request.
+    Final,
+    /// A 1xx interim answer (e.g. `100 Continue`): the real one follows.
+    Skip,
+    /// `101 Switching Protocols`: never asked for, so never accepted.
+    Switch,
+}
+
+pub(crate) fn interim(status: u16) -> Interim {
+    match status {
+        101 => Interim::Switch,
+        100..=199 => Interim::Skip,
+        _ => Interim::Final,
+    }
+}
+
+/// Answers that end at their head whatever their headers say (RFC 9112
+/// §6.3): hyper sends a `204` with neither `Content-Length` nor
+/// `Transfer-Encoding`, so requiring a length there would refuse every
+/// acknowledgement the controller accepted.
+pub(crate) fn has_no_body(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
 }
 
 pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -269,6 +304,34 @@ mod tests {
         let (_d, sock) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n").await;
         let err = send(&sock, &Request::get("/"), Duration::from_secs(2), 10).await.err().unwrap();
         assert!(matches!(err, ClientError::TooLarge { len: 500, .. }), "{err}");
+    }
+
+    /// Byte for byte what hyper 1.x (the controller) answers to an
+    /// acknowledgement: a 204 with no Content-Length, no body.
+    const HYPER_204: &[u8] =
+        b"HTTP/1.1 204 No Content\r\nconnection: close\r\ndate: Tue, 01 Dec 2026 19:42:52 GMT\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_204_without_length_is_an_empty_answer() {
+        let (_d, sock) = serve_once(HYPER_204).await;
+        let r = send(&sock, &Request::get("/v1/ack"), Duration::from_secs(2), 10).await.unwrap();
+        assert_eq!((r.status, r.body.expose()), (204, &b""[..]));
+        assert!(r.is_success());
+        // A 304 ends at its head too, whatever length it announces.
+        let (_d, sock) = serve_once(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 99\r\n\r\n").await;
+        let r = send(&sock, &Request::get("/"), Duration::from_secs(2), 10).await.unwrap();
+        assert_eq!((r.status, r.body.expose().len()), (304, 0));
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_a_protocol_switch_refused() {
+        let (_d, sock) =
+            serve_once(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let r = send(&sock, &Request::get("/"), Duration::from_secs(2), 10).await.unwrap();
+        assert_eq!((r.status, r.body.expose()), (200, &b"ok"[..]));
+        let (_d, sock) = serve_once(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n").await;
+        let err = send(&sock, &Request::get("/"), Duration::from_secs(2), 10).await.err().unwrap();
+        assert!(err.to_string().contains("switched protocols"), "{err}");
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ use crate::writer::{SecretSink, Stored, WriteError};
 use seg_common::api::{GrantedSecret, NotifyRequest, NotifyResult, WatchEvent};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
-use std::collections::BTreeMap;
+use seg_common::uds_http::ClientError;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,6 +31,33 @@ pub struct AgentState {
     pub acks: Vec<String>,
     /// Every notification received.
     pub notified: Vec<NotifyRequest>,
+    /// Errors the next acknowledgements fail with, in order.
+    pub ack_errors: VecDeque<AgentError>,
+    /// Errors the next notifications fail with, in order.
+    pub notify_errors: VecDeque<AgentError>,
+    /// Acknowledgements and notifications asked for, failed or not.
+    pub ack_attempts: u32,
+    pub notify_attempts: u32,
+}
+
+/// A connect that failed as on a full listen backlog.
+pub fn eagain() -> AgentError {
+    connect_error(std::io::ErrorKind::WouldBlock)
+}
+
+/// An answer with this status (a refusal for 4xx but 408/429).
+pub fn answer(status: u16) -> AgentError {
+    let (what, code, message) = ("test".to_owned(), "test".to_owned(), "scripted".to_owned());
+    if (400..500).contains(&status) && status != 408 && status != 429 {
+        AgentError::Refused { what, status, code, message }
+    } else {
+        AgentError::Failed { what, status, code, message }
+    }
+}
+
+fn connect_error(kind: std::io::ErrorKind) -> AgentError {
+    let source = std::io::Error::from(kind);
+    AgentError::Unreachable(ClientError::Connect { path: "fake/agent.sock".into(), source })
 }
 
 #[derive(Clone, Default)]
@@ -109,8 +137,9 @@ impl Events for FakeEvents {
     }
 }
 
+/// The controller is not running: its socket is gone.
 fn down() -> AgentError {
-    AgentError::Protocol { what: "test".into(), detail: "agent is down".into() }
+    connect_error(std::io::ErrorKind::NotFound)
 }
 
 impl Source for FakeAgent {
@@ -122,14 +151,11 @@ impl Source for FakeAgent {
         _timeout: Duration,
     ) -> Result<FakeEvents, AgentError> {
         let mut s = self.0.lock().unwrap();
-        if !s.up || !s.watchable {
-            let status = if s.up { 404 } else { 503 };
-            return Err(AgentError::Failed {
-                what: "watch".into(),
-                status,
-                code: "x".into(),
-                message: "no".into(),
-            });
+        if !s.up {
+            return Err(down());
+        }
+        if !s.watchable {
+            return Err(answer(404));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(WatchEvent::Hello { secrets: FakeAgent::granted(&s), ping_ms: 15_000 }).unwrap();
@@ -139,8 +165,12 @@ impl Source for FakeAgent {
 
     async fn ack(&self, name: &SecretName, version: u64, _timeout: Duration) -> Result<(), AgentError> {
         let mut s = self.0.lock().unwrap();
+        s.ack_attempts += 1;
         if !s.up {
             return Err(down());
+        }
+        if let Some(e) = s.ack_errors.pop_front() {
+            return Err(e);
         }
         s.acks.push(format!("{name} v{version}"));
         Ok(())
@@ -148,6 +178,10 @@ impl Source for FakeAgent {
 
     async fn notify(&self, req: &NotifyRequest, _timeout: Duration) -> Result<NotifyResult, AgentError> {
         let mut s = self.0.lock().unwrap();
+        s.notify_attempts += 1;
+        if let Some(e) = s.notify_errors.pop_front() {
+            return Err(e);
+        }
         s.notified.push(req.clone());
         Ok(NotifyResult { action: req.action.clone(), targets: vec!["container app1".into()] })
     }

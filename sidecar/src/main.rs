@@ -1,6 +1,7 @@
 //! `seg-sidecar`: keeps the secrets granted to its container in a tmpfs
 //! shared with the app, under leases from the seg node controller.
 
+mod acks;
 mod agent;
 mod config;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod health;
 mod lease;
 mod notify;
 mod probe;
+mod retry;
 mod run;
 mod supervise;
 mod watch;

@@ -3,8 +3,8 @@
 //! holds the Docker access and the host commands; the sidecar holds neither.
 //! Changes within a short window are debounced into one notification.
 
-use crate::agent::{AgentError, Source};
-use crate::lease;
+use crate::agent::Source;
+use crate::retry::{self, Backoff};
 use crate::run::Ctx;
 use crate::writer::SecretSink;
 use seg_common::api::{Changed, NotifyRequest, PostRotate};
@@ -16,7 +16,13 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
 /// Attempts per notification before giving up.
-const ATTEMPTS: u32 = 5;
+pub const ATTEMPTS: u32 = 6;
+/// Between attempts: the controller allows one notification per second per
+/// container, so retries start near that and stay within ~15 s in all.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+/// The controller runs the action before it answers (an HTTP POST to the
+/// app may take a while).
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(65);
 /// A notification may wait at most this many debounce windows.
 const MAX_WINDOWS: u32 = 4;
 
@@ -35,8 +41,9 @@ pub async fn run<S: SecretSink, A: Source>(
     on_rotate: OnRotate,
     mut changes: mpsc::UnboundedReceiver<Changed>,
 ) {
+    let mut rng = fastrand::Rng::new();
     while let Some(batch) = next_batch(&mut changes, on_rotate.debounce).await {
-        send(&ctx, &on_rotate, batch).await;
+        send(&ctx, &on_rotate, batch, &mut changes, &mut rng).await;
     }
 }
 
@@ -61,12 +68,22 @@ pub async fn next_batch(
     }
 }
 
-async fn send<S: SecretSink, A: Source>(ctx: &Ctx<S, A>, on: &OnRotate, batch: BTreeMap<SecretName, u64>) {
-    let secrets: Vec<Changed> = batch.into_iter().map(|(name, version)| Changed { name, version }).collect();
-    let shown: Vec<String> = secrets.iter().map(|c| format!("{} v{}", c.name, c.version)).collect();
-    let req = NotifyRequest { action: on.action.to_string(), target: on.target.clone(), secrets };
+/// Sends one notification for `batch`, retrying transient failures with
+/// backoff and jitter. Changes that arrive while a retry waits join the
+/// batch (newest version wins), so the retry says what is on disk now.
+async fn send<S: SecretSink, A: Source>(
+    ctx: &Ctx<S, A>,
+    on: &OnRotate,
+    mut batch: BTreeMap<SecretName, u64>,
+    changes: &mut mpsc::UnboundedReceiver<Changed>,
+    rng: &mut fastrand::Rng,
+) {
     for attempt in 1..=ATTEMPTS {
-        match ctx.agent.notify(&req, lease::FETCH_TIMEOUT + Duration::from_secs(60)).await {
+        let secrets: Vec<Changed> =
+            batch.iter().map(|(name, version)| Changed { name: name.clone(), version: *version }).collect();
+        let shown: Vec<String> = secrets.iter().map(|c| format!("{} v{}", c.name, c.version)).collect();
+        let req = NotifyRequest { action: on.action.to_string(), target: on.target.clone(), secrets };
+        match ctx.agent.notify(&req, NOTIFY_TIMEOUT).await {
             Ok(done) => {
                 tracing::info!(
                     "post-rotate {} for {}: {}",
@@ -80,25 +97,27 @@ async fn send<S: SecretSink, A: Source>(ctx: &Ctx<S, A>, on: &OnRotate, batch: B
                 );
                 return;
             }
-            Err(e) if !retryable(&e) || attempt == ATTEMPTS => {
+            Err(e) if !retry::transient(&e) => {
                 tracing::error!("post-rotate {} for {} failed: {e}", req.action, shown.join(", "));
                 return;
             }
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::error!(
+                    "post-rotate {} for {} failed {ATTEMPTS} times, last: {e}; giving up",
+                    req.action,
+                    shown.join(", ")
+                );
+                return;
+            }
             Err(e) => {
-                let wait = lease::backoff(attempt, Duration::from_secs(5)).max(Duration::from_secs(1));
+                let wait = BACKOFF.delay(attempt, rng);
                 tracing::warn!("post-rotate {} failed: {e}; retrying in {wait:?}", req.action);
                 tokio::time::sleep(wait).await;
+                while let Ok(c) = changes.try_recv() {
+                    batch.insert(c.name, c.version);
+                }
             }
         }
-    }
-}
-
-/// Worth another try: the controller was unreachable, busy or rate-limiting.
-fn retryable(e: &AgentError) -> bool {
-    match e {
-        AgentError::Unreachable(_) => true,
-        AgentError::Failed { status, .. } => *status == 429 || *status == 503 || *status == 408,
-        _ => false,
     }
 }
 

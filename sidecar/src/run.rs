@@ -321,3 +321,7 @@ mod tests;
 #[cfg(test)]
 #[path = "push_tests.rs"]
 mod push_tests;
+
+#[cfg(test)]
+#[path = "resilience_tests.rs"]
+mod resilience_tests;

@@ -5,6 +5,7 @@
 //! renewed as before whether or not the stream is up; the stream only makes
 //! things happen sooner.
 
+use crate::acks;
 use crate::agent::Source;
 use crate::health::Discovery;
 use crate::lease::{self, Phase};
@@ -12,7 +13,7 @@ use crate::notify::{self, OnRotate};
 use crate::run::{secret_task, Ctx};
 use crate::watch;
 use crate::writer::SecretSink;
-use seg_common::api::{Changed, GrantedSecret, WatchEvent};
+use seg_common::api::{GrantedSecret, WatchEvent};
 use seg_common::name::SecretName;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,8 +28,6 @@ use tokio::time::{sleep_until, Instant};
 const DISCOVERY_MAX: Duration = Duration::from_secs(30);
 /// Re-list this often while nothing is granted.
 const DISCOVERY_EMPTY: Duration = Duration::from_secs(5);
-/// An acknowledgement is one small request.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the push side should do.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +51,7 @@ pub async fn run<S: SecretSink, A: Source>(
     if push.watch {
         let (tx, rx) = mpsc::unbounded_channel();
         ctx.send_acks_to(tx);
-        helpers.push(tokio::spawn(acker(ctx.clone(), rx)));
+        helpers.push(tokio::spawn(acks::run(ctx.clone(), rx)));
         helpers.push(tokio::spawn(watch::follow(ctx.clone(), requested.clone(), events_tx)));
     }
     if let Some(on_rotate) = push.on_rotate {
@@ -169,20 +168,6 @@ fn catch_up<S: SecretSink, A: Source>(ctx: &Ctx<S, A>, workers: &Workers, name: 
         ctx.want_ack(name, version);
     } else {
         workers.kick(name);
-    }
-}
-
-/// Sends acknowledgements, one at a time, skipping stale ones.
-async fn acker<S: SecretSink, A: Source>(ctx: Arc<Ctx<S, A>>, mut rx: mpsc::UnboundedReceiver<Changed>) {
-    while let Some(Changed { name, version }) = rx.recv().await {
-        if !ctx.ack_due(&name, version) {
-            continue;
-        }
-        match ctx.agent.ack(&name, version, ACK_TIMEOUT).await {
-            Ok(()) => ctx.acked(&name, version),
-            // Retried at the next store or stream (re)connect.
-            Err(e) => tracing::debug!("acknowledging {name} v{version} failed: {e}"),
-        }
     }
 }
 

@@ -26,6 +26,14 @@ pub(crate) enum Chunk {
 }
 
 impl Framing {
+    /// The framing of a (final) response with this status and head.
+    pub(crate) fn for_response(status: u16, headers: &[(String, String)]) -> Result<Framing, &'static str> {
+        if super::has_no_body(status) {
+            return Ok(Framing::Done);
+        }
+        Framing::from_headers(headers)
+    }
+
     /// The framing a response head announces.
     pub(crate) fn from_headers(headers: &[(String, String)]) -> Result<Framing, &'static str> {
         let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
@@ -199,5 +207,8 @@ mod tests {
         assert_eq!(Framing::from_headers(&chunked), Ok(Framing::Chunked(Chunk::Size)));
         let gzip = vec![("transfer-encoding".to_owned(), "gzip".to_owned())];
         assert!(Framing::from_headers(&gzip).is_err());
+        assert_eq!(Framing::for_response(204, &[]), Ok(Framing::Done));
+        assert_eq!(Framing::for_response(304, &chunked), Ok(Framing::Done));
+        assert_eq!(Framing::for_response(200, &[]), Ok(Framing::UntilEof));
     }
 }

@@ -4,7 +4,7 @@
 //! with [`super::send`], into a [`crate::secret::SecretBytes`].
 
 use super::framing::Framing;
-use super::{connect_and_send, find_head_end, parse_head, ClientError, Request, MAX_HEAD};
+use super::{connect_and_send, find_head_end, interim, parse_head, ClientError, Interim, Request, MAX_HEAD};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -40,20 +40,27 @@ async fn open_inner(socket: &Path, req: &Request<'_>, path: String) -> Result<St
     let io_err = |source| ClientError::Io { path: path.clone(), source };
     let malformed = |what| ClientError::Malformed { path: path.clone(), what };
     let mut raw = Vec::with_capacity(READ_CHUNK);
-    let head_end = loop {
-        if let Some(pos) = find_head_end(&raw) {
-            break pos;
-        }
-        if raw.len() > MAX_HEAD {
-            return Err(malformed("response head larger than 16 KiB"));
-        }
-        if read_some(&mut conn, &mut raw).await.map_err(io_err)? == 0 {
-            return Err(malformed("connection closed before the end of the response head"));
+    let (status, headers) = loop {
+        let head_end = loop {
+            if let Some(pos) = find_head_end(&raw) {
+                break pos;
+            }
+            if raw.len() > MAX_HEAD {
+                return Err(malformed("response head larger than 16 KiB"));
+            }
+            if read_some(&mut conn, &mut raw).await.map_err(io_err)? == 0 {
+                return Err(malformed("connection closed before the end of the response head"));
+            }
+        };
+        let head = parse_head(&raw[..head_end]).map_err(malformed)?;
+        raw.drain(..head_end + 4);
+        match interim(head.0) {
+            Interim::Final => break head,
+            Interim::Switch => return Err(malformed("the server switched protocols")),
+            Interim::Skip => {}
         }
     };
-    let (status, headers) = parse_head(&raw[..head_end]).map_err(malformed)?;
-    let framing = Framing::from_headers(&headers).map_err(malformed)?;
-    raw.drain(..head_end + 4);
+    let framing = Framing::for_response(status, &headers).map_err(malformed)?;
     let mut stream = Stream { status, headers, conn, path, raw, body: Vec::new(), framing };
     stream.decode()?;
     Ok(stream)
@@ -215,6 +222,16 @@ mod tests {
         let mut s = open(&sock, &Request::get("/v1/watch"), T).await.unwrap();
         assert!(!s.is_success());
         assert_eq!(s.read_to_end(100).await.unwrap(), b"{\"code\":\"x\"}\n");
+    }
+
+    #[tokio::test]
+    async fn a_204_has_an_empty_body_without_waiting_for_the_close() {
+        let (_d, sock) =
+            serve(vec![b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n"])
+                .await;
+        let mut s = open(&sock, &Request::get("/"), T).await.unwrap();
+        assert_eq!(s.status, 204);
+        assert_eq!(s.next_line(100).await.unwrap(), None);
     }
 
     #[tokio::test]
