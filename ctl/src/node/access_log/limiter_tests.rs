@@ -99,7 +99,8 @@ fn a_lasting_flood_is_reported_every_ten_seconds() {
         }
     }
     assert_eq!(reports.len(), 3, "{reports:?}");
-    assert!(reports.iter().all(|s| s.ongoing && s.last_ms - s.first_ms <= 10_000));
+    // Due 10 s after the first suppression of the report; checked once a second.
+    assert!(reports.iter().all(|s| s.ongoing && s.last_ms - s.first_ms <= 11_000), "{reports:?}");
     reports.extend(l.due(T0 + 40_000));
     assert_eq!(reports.len(), 4);
     assert!(!reports[3].ongoing);

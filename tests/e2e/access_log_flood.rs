@@ -1,0 +1,162 @@
+//! The access log cannot be used to fill the disk: an unlabelled container
+//! flooding the agent socket with refused requests gets a handful of lines
+//! and a `suppressed` count, while allowed reads are all logged; and the
+//! file rotates by size and is reopened on SIGHUP.
+
+use seg_e2e::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The bench load tool (built by cargo with this test), run inside a
+/// container: it is dynamically linked, so the host's libc is mounted too.
+const LOAD_TOOL: &str = env!("CARGO_BIN_EXE_seg-agent-load");
+const FLOOD_SECS: u64 = 10;
+const FLOOD_CLIENTS: u64 = 4;
+
+fn flood(ctl: &Controller) -> Container {
+    let tool = format!("{LOAD_TOOL}:/seg-agent-load:ro");
+    let agent = ctl.agent_volume();
+    let socket = format!("{AGENT_MOUNT}/agent.sock");
+    let (clients, secs) = (FLOOD_CLIENTS.to_string(), FLOOD_SECS.to_string());
+    let secret = format!("/v1/secrets/{SECRET_NAME}");
+    Container::run(&[
+        "--network",
+        "none",
+        "-v",
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+        "-v",
+        &tool,
+        "-v",
+        &agent,
+        BUSYBOX_IMAGE,
+        "/seg-agent-load",
+        &socket,
+        &secret,
+        &clients,
+        &secs,
+    ])
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn of_container(e: &serde_json::Value, id: &str) -> bool {
+    e["container_id"].as_str().is_some_and(|c| c.len() >= 12 && id.starts_with(c))
+}
+
+#[test]
+fn a_refusal_flood_gets_a_few_lines_and_a_count_while_allowed_reads_are_all_logged() {
+    let _serial = begin();
+    let ctl = Controller::start();
+    ctl.put(SECRET_NAME, &random_text(16), &[]);
+    ctl.grant(SECRET_NAME, "app");
+    let log = ctl.access_log_path();
+    let before = size_of(&log);
+    let flooder = flood(&ctl);
+    let started = Instant::now();
+    // A legitimate reader in the middle of the flood.
+    std::thread::sleep(Duration::from_secs(3));
+    let reader = Container::sidecar(&ctl, SECRET_NAME, &["--label", "seg.service=app"]);
+    assert_eq!(flooder.wait_exit(Duration::from_secs(FLOOD_SECS + 60)), 0, "{}", flooder.logs());
+    let took = started.elapsed().as_secs_f64();
+    let report: serde_json::Value = serde_json::from_str(flooder.logs().trim())
+        .unwrap_or_else(|e| panic!("the load tool printed no JSON ({e}): {}", flooder.logs()));
+    let refused = report["errors"].as_u64().expect("errors");
+    // A summary comes every 10 s while a flood lasts and once it has been
+    // quiet for 2 s (checked every second): after 3 s, everything is counted.
+    ctl.wait_access("the flood's suppressed summary", Duration::from_secs(10), |e| {
+        e["action"] == "suppressed" && of_container(e, &flooder.id)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = size_of(&log) - before;
+    eprintln!(
+        "[figures] flood: {refused} refused requests in {took:.1} s ({:.0}/s, {FLOOD_CLIENTS} clients); \
+         access log +{grown} bytes",
+        refused as f64 / FLOOD_SECS as f64
+    );
+    assert_eq!(report["requests"], 0, "the unlabelled container was served: {report}");
+    assert!(refused > 1_000, "the flood was too weak to prove anything: {report}");
+
+    let entries = ctl.access_log();
+    let flood_lines: Vec<_> = entries.iter().filter(|e| of_container(e, &flooder.id)).collect();
+    let refusals = flood_lines.iter().filter(|e| e["action"] != "suppressed").count() as u64;
+    let summaries: Vec<_> = flood_lines.iter().filter(|e| e["action"] == "suppressed").collect();
+    let counted: u64 = summaries.iter().map(|e| e["suppressed"]["count"].as_u64().unwrap_or(0)).sum();
+    // The per-caller budget: a burst of 10, then 1/s over the flood (+ slack for its start and end).
+    assert!(refusals <= 10 + FLOOD_SECS + 5, "{refusals} refusal lines for one caller");
+    assert!(counted > 0 && summaries.iter().all(|s| s["suppressed"]["code"] == "no_identity"), "{summaries:?}");
+    // Every refused request is a line or counted (requests cut at the deadline aside).
+    let logged = refusals + counted;
+    assert!(logged.abs_diff(refused) <= 2 * FLOOD_CLIENTS, "{logged} logged or counted, {refused} refused");
+    // 10 + 15 refusal lines and a few summaries of ≤ 500 bytes, the reader's
+    // and the admin commands' lines: far below 64 KiB. Unlimited, the same
+    // flood writes tens of MiB.
+    assert!(grown < 64 << 10, "the access log grew by {grown} bytes during the flood");
+    let read = ctl.wait_access("the reader's allowed read", Duration::from_secs(10), |e| {
+        e["action"] == "read" && e["outcome"] == "allowed" && of_container(e, &reader.id)
+    });
+    assert_eq!(read["identity"], "app", "{read}");
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    PathBuf::from(format!("{}.{n}", path.display()))
+}
+
+/// One allowed admin request: one access-log line that is never dropped.
+fn admin_line(ctl: &Controller) {
+    let (status, body) = agent_get(&ctl.admin_socket(), "/v1/secrets");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+fn json_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("{}: a line is not JSON ({e}): {l}", path.display()));
+    }
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_access_log_rotates_by_size_and_reopens_on_sighup() {
+    let _serial = begin();
+    const MAX: u64 = 2048;
+    let ctl = Controller::start_with(&["--access-log-max-size", "2KiB", "--access-log-keep", "2"]);
+    let log = ctl.access_log_path();
+    for _ in 0..60 {
+        admin_line(&ctl);
+    }
+    let files = [log.clone(), rotated(&log, 1), rotated(&log, 2)];
+    let mut longest = 0;
+    for f in &files {
+        let lines = json_lines(f);
+        assert!(!lines.is_empty(), "{} is empty", f.display());
+        longest = longest.max(lines.iter().map(|l| l.len() as u64 + 1).max().unwrap_or(0));
+        assert_eq!(mode_of(f), 0o600, "{}", f.display());
+    }
+    for f in &files {
+        assert!(size_of(f) <= MAX, "{} has {} bytes, above the limit of {MAX}", f.display(), size_of(f));
+        assert!(size_of(f) > MAX - longest || f == &log, "{} was rotated early", f.display());
+    }
+    assert!(!rotated(&log, 3).exists(), "more than --access-log-keep 2 rotated files");
+
+    // logrotate's `create` style: move the file away, then SIGHUP.
+    let moved = ctl.base_dir().join("access.log.moved");
+    std::fs::rename(&log, &moved).unwrap();
+    let pid = ctl.pid().expect("controller pid") as i32;
+    // SAFETY: kill(2) on the controller we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_until(Duration::from_secs(10), "a line in the reopened access log", || {
+        admin_line(&ctl);
+        (size_of(&log) > 0).then_some(())
+    });
+    let mut ctl = ctl;
+    assert!(ctl.is_running(), "SIGHUP stopped the controller:\n{}", ctl.log_tail(20));
+    assert_eq!(mode_of(&log), 0o600);
+    assert!(!json_lines(&log).is_empty());
+    json_lines(&moved);
+    assert!(ctl.log_tail(50).contains("reopened the access log"), "{}", ctl.log_tail(20));
+}
