@@ -65,6 +65,12 @@ fn a_refusal_flood_gets_a_few_lines_and_a_count_while_allowed_reads_are_all_logg
     let report: serde_json::Value = serde_json::from_str(flooder.logs().trim())
         .unwrap_or_else(|e| panic!("the load tool printed no JSON ({e}): {}", flooder.logs()));
     let refused = report["errors"].as_u64().expect("errors");
+    eprintln!(
+        "[figures] flood: {refused} refused requests in {took:.1} s ({:.0}/s, {FLOOD_CLIENTS} clients); \
+         access log +{} bytes when it ended",
+        refused as f64 / FLOOD_SECS as f64,
+        size_of(&log) - before
+    );
     // A summary comes every 10 s while a flood lasts and once it has been
     // quiet for 2 s (checked every second): after 3 s, everything is counted.
     ctl.wait_access("the flood's suppressed summary", Duration::from_secs(10), |e| {
@@ -72,11 +78,6 @@ fn a_refusal_flood_gets_a_few_lines_and_a_count_while_allowed_reads_are_all_logg
     });
     std::thread::sleep(Duration::from_secs(3));
     let grown = size_of(&log) - before;
-    eprintln!(
-        "[figures] flood: {refused} refused requests in {took:.1} s ({:.0}/s, {FLOOD_CLIENTS} clients); \
-         access log +{grown} bytes",
-        refused as f64 / FLOOD_SECS as f64
-    );
     assert_eq!(report["requests"], 0, "the unlabelled container was served: {report}");
     assert!(refused > 1_000, "the flood was too weak to prove anything: {report}");
 
