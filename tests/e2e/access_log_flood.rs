@@ -88,7 +88,10 @@ fn a_refusal_flood_gets_a_few_lines_and_a_count_while_allowed_reads_are_all_logg
     let counted: u64 = summaries.iter().map(|e| e["suppressed"]["count"].as_u64().unwrap_or(0)).sum();
     // The per-caller budget: a burst of 10, then 1/s over the flood (+ slack for its start and end).
     assert!(refusals <= 10 + FLOOD_SECS + 5, "{refusals} refusal lines for one caller");
-    assert!(counted > 0 && summaries.iter().all(|s| s["suppressed"]["code"] == "no_identity"), "{summaries:?}");
+    assert!(
+        counted > 0 && summaries.iter().all(|s| s["suppressed"]["code"] == "no_identity"),
+        "{summaries:?}"
+    );
     // Every refused request is a line or counted (requests cut at the deadline aside).
     let logged = refusals + counted;
     assert!(logged.abs_diff(refused) <= 2 * FLOOD_CLIENTS, "{logged} logged or counted, {refused} refused");

@@ -58,7 +58,8 @@ fn keys_are_socket_caller_and_code() {
 fn the_global_ceiling_binds_many_callers() {
     let mut l = Limiter::new(Limits::default(), T0);
     // 1,000 containers, 5 refusals each, in the same instant: 100 lines in all.
-    let total: usize = (0..1_000).map(|i| written(&mut l, &refusal(Some(&format!("c{i}")), 0, "x"), 5, T0)).sum();
+    let total: usize =
+        (0..1_000).map(|i| written(&mut l, &refusal(Some(&format!("c{i}")), 0, "x"), 5, T0)).sum();
     assert_eq!(total, 100);
     // One second later: 100 more at most, however many ask.
     let total: usize =
@@ -80,7 +81,10 @@ fn a_summary_comes_when_the_flood_ends() {
     assert_eq!(due.len(), 1);
     let s = &due[0];
     assert_eq!((s.count, s.first_ms, s.last_ms, s.ongoing), (90, T0, T0 + 500, false));
-    assert_eq!(s.key, Key { socket: Socket::Agent, caller: Caller::Container("c1".into()), code: "no_identity".into() });
+    assert_eq!(
+        s.key,
+        Key { socket: Socket::Agent, caller: Caller::Container("c1".into()), code: "no_identity".into() }
+    );
     assert_eq!(s.outcome, Outcome::Denied);
     assert!(l.due(T0 + 10_000).is_empty(), "reported once");
 }

@@ -1,8 +1,8 @@
 //! Lines, the file, and the rate limit and rotation working together.
 
-use super::*;
 use super::limiter::Limits;
 use super::sink::Rotation;
+use super::*;
 use std::os::unix::fs::PermissionsExt;
 
 #[test]
@@ -60,8 +60,7 @@ fn hook_runs_carry_a_hook_object() {
 
 #[test]
 fn unidentified_callers_show_a_dash() {
-    let v: serde_json::Value =
-        serde_json::from_str(&render(&Entry::new(Socket::Admin, "list"), 0)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&render(&Entry::new(Socket::Admin, "list"), 0)).unwrap();
     assert_eq!(v["identity"], "-");
     assert_eq!(v["container_id"], "-");
     assert_eq!(v["outcome"], "allowed");
