@@ -1,6 +1,8 @@
 //! Load generator for the agent API: N clients, each on its own keep-alive
 //! connection, read one secret in a loop for a fixed time. Prints one JSON
 //! line: requests, errors, reads/s, p50/p99/max latency in microseconds.
+//! `refused` counts the errors that were HTTP answers other than 200 (the
+//! rest are connection failures), so a flood of refusals can be counted.
 //!
 //! It must run inside a container (the agent socket only serves attested
 //! containers), so it is built static and shipped in a FROM-scratch image by
@@ -15,6 +17,7 @@ use tokio::net::UnixStream;
 struct ClientResult {
     latencies_us: Vec<u32>,
     errors: u64,
+    refused: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,9 +41,11 @@ async fn run(socket: String, path: String, clients: usize, length: Duration) -> 
     let started = Instant::now();
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut refused = 0;
     for t in tasks {
         let r = t.await?;
         errors += r.errors;
+        refused += r.refused;
         all.extend(r.latencies_us);
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -52,6 +57,7 @@ async fn run(socket: String, path: String, clients: usize, length: Duration) -> 
             "clients": clients,
             "requests": all.len(),
             "errors": errors,
+            "refused": refused,
             "reads_per_sec": (all.len() as f64 / elapsed).round(),
             "p50_us": pct(0.50),
             "p99_us": pct(0.99),
@@ -62,7 +68,7 @@ async fn run(socket: String, path: String, clients: usize, length: Duration) -> 
 }
 
 async fn one_client(socket: &str, path: &str, deadline: Instant) -> ClientResult {
-    let mut result = ClientResult { latencies_us: Vec::with_capacity(1 << 16), errors: 0 };
+    let mut result = ClientResult { latencies_us: Vec::with_capacity(1 << 16), errors: 0, refused: 0 };
     let request = format!("GET {path} HTTP/1.1\r\nHost: seg\r\n\r\n");
     let mut buf = vec![0u8; 64 * 1024];
     while Instant::now() < deadline {
@@ -75,7 +81,10 @@ async fn one_client(socket: &str, path: &str, deadline: Instant) -> ClientResult
             let t0 = Instant::now();
             match exchange(&mut stream, request.as_bytes(), &mut buf).await {
                 Ok(200) => result.latencies_us.push(t0.elapsed().as_micros() as u32),
-                Ok(_) => result.errors += 1,
+                Ok(_) => {
+                    result.errors += 1;
+                    result.refused += 1;
+                }
                 Err(_) => {
                     result.errors += 1;
                     break;

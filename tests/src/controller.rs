@@ -18,11 +18,18 @@ pub struct Controller {
     pub run_dir: PathBuf,
     log_path: PathBuf,
     dir: tempfile::TempDir,
+    /// Added to `segctl node run` (see [`Controller::start_with`]).
+    extra_args: Vec<String>,
 }
 
 impl Controller {
     /// Starts a controller and waits until `segctl status` answers.
     pub fn start() -> Controller {
+        Controller::start_with(&[])
+    }
+
+    /// Like [`Controller::start`], with `extra` flags for `segctl node run`.
+    pub fn start_with(extra: &[&str]) -> Controller {
         let dir = tempfile::Builder::new().prefix("seg-e2e-").tempdir().expect("temp dir");
         let mut ctl = Controller {
             child: None,
@@ -30,6 +37,7 @@ impl Controller {
             run_dir: dir.path().join("run"),
             log_path: dir.path().join("controller.log"),
             dir,
+            extra_args: extra.iter().map(|a| a.to_string()).collect(),
         };
         ctl.spawn();
         ctl
@@ -53,6 +61,7 @@ impl Controller {
             .arg(&self.run_dir)
             .arg("--log-level")
             .arg(std::env::var("SEG_E2E_LOG").unwrap_or_else(|_| "info".into()))
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);

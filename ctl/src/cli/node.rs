@@ -25,6 +25,13 @@ pub struct RunArgs {
     /// Access log file [default: <state-dir>/access.log].
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<PathBuf>,
+    /// Rotate the access log before it would grow past SIZE (e.g. 64MiB,
+    /// 500KiB, 1GB; 0 = never rotate): it becomes access.log.1, older ones shift.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub access_log_max_size: u64,
+    /// Rotated access logs kept (access.log.1 … access.log.N); 0 keeps none.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub access_log_keep: u32,
     /// Log filter: error, warn, info, debug, trace, or directives like
     /// `segctl=debug` (debug includes each access-log line).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
@@ -42,6 +49,14 @@ pub struct RunArgs {
     /// How often the live firewall rules are re-read and repaired (e.g. 30s, 1s).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_interval)]
     pub resync_interval: std::time::Duration,
+}
+
+/// `64MiB`, `500 KiB`, `1GB`, `4096` (bytes), `0`.
+fn parse_size(raw: &str) -> Result<u64, String> {
+    raw.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("{raw:?} is not a size; use e.g. 64MiB, 500KiB, 1GB, 4096 or 0"))
 }
 
 fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
@@ -74,6 +89,13 @@ async fn run_node(args: RunArgs) -> Result<()> {
         run_dir: args.run_dir,
         docker_socket: args.docker_socket,
         access_log: args.access_log,
+        access_log_options: node::access_log::Options {
+            rotation: node::access_log::sink::Rotation {
+                max_size: args.access_log_max_size,
+                keep: args.access_log_keep,
+            },
+            ..Default::default()
+        },
         watch_limits: node::watch::WatchLimits {
             per_container: args.max_watches_per_container as usize,
             total: args.max_watches as usize,
@@ -83,4 +105,36 @@ async fn run_node(args: RunArgs) -> Result<()> {
         resync_interval: args.resync_interval,
     };
     node::run(opts).await.context("cannot start the seg controller")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500 KiB"), Ok(500 << 10));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("0"), Ok(0));
+        let err = parse_size("lots").unwrap_err();
+        assert!(err.contains("\"lots\" is not a size"), "{err}");
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn flags_default_and_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let d = Cli::parse_from(["x"]).run;
+        assert_eq!((d.access_log_max_size, d.access_log_keep), (64 << 20, 5));
+        let a = Cli::parse_from(["x", "--access-log-max-size", "2KiB", "--access-log-keep", "0"]).run;
+        assert_eq!((a.access_log_max_size, a.access_log_keep), (2048, 0));
+        assert!(Cli::try_parse_from(["x", "--access-log-max-size", "big"]).is_err());
+    }
 }

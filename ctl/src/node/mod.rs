@@ -56,6 +56,8 @@ pub struct NodeOptions {
     pub docker_socket: PathBuf,
     /// Defaults to `<state>/access.log`.
     pub access_log: Option<PathBuf>,
+    /// Rotation and refusal rate limit of the access log.
+    pub access_log_options: access_log::Options,
     /// Limits on watch streams.
     pub watch_limits: watch::WatchLimits,
     /// Concurrent agent connections per container.
@@ -91,7 +93,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::prepare_dirs(&paths)?;
     let pid_lock = setup::lock_pid_file(&paths)?;
     let store: Arc<dyn SecretStore> = Arc::new(EmbeddedStore::open(&paths.state_dir)?);
-    let log = Arc::new(AccessLog::open(&paths.access_log)?);
+    let log = Arc::new(AccessLog::open_with(&paths.access_log, opts.access_log_options)?);
+    access_log::spawn_upkeep(&log);
     let segregation = crate::segregation::Segregation::start(crate::segregation::Options::new(
         &paths.state_dir,
         &opts.docker_socket,

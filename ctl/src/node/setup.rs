@@ -169,6 +169,7 @@ mod tests {
             run_dir: dir.join("run"),
             docker_socket: "/nonexistent".into(),
             access_log: None,
+            access_log_options: Default::default(),
             watch_limits: Default::default(),
             conns_per_container: 64,
             resync_interval: std::time::Duration::from_secs(30),
