@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod admin;
 mod admin_rotation;
 pub mod agent;
+pub mod agent_dir;
 mod agent_live;
 pub mod consumers;
 pub mod engine;
@@ -96,7 +97,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let engine = engine::EngineLink::new("/proc".into());
     engine.spawn_connect(opts.docker_socket.clone());
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
-    let agent_listener = setup::bind_socket(&paths.agent_socket, 0o666)?;
+    // Binds agent.sock, then makes agent/ read-only for every container.
+    let (agent_dir, agent_listener) = agent_dir::AgentDir::secure(&paths)?;
     let hub = watch::Hub::new(opts.watch_limits);
     let pinger = hub.spawn_pinger();
     let live = live::Live::new(hub, engine.clone(), log.clone());
@@ -112,12 +114,16 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
             agent_socket: paths.agent_socket.clone(),
             access_log: paths.access_log.clone(),
             started: Instant::now(),
+            agent_socket_health: Some(agent_dir.health()),
         },
     });
     let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
     let per_container = per_container_limit(opts.conns_per_container, "/proc".into());
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
-    let agent_task = tokio::spawn(serve_agent(agent_listener, agent, Some(per_container)));
+    // The guard serves the agent socket and rebinds it if it is removed or replaced.
+    let agent_task = agent_dir.spawn_guard(agent_listener, move |listener| {
+        tokio::spawn(serve_agent(listener, agent.clone(), Some(per_container.clone())))
+    });
     tracing::info!(
         "seg controller {} ready: admin {}, agent {}",
         env!("CARGO_PKG_VERSION"),
@@ -129,6 +135,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
+    agent_dir.shutdown();
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())

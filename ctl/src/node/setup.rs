@@ -45,6 +45,10 @@ pub enum SetupError {
     NotADirectory(PathBuf),
     #[error("{0} exists but is not a socket; refusing to delete it. Move it away or pick another --run-dir")]
     NotASocket(PathBuf),
+    #[error("cannot {action} {path}: {source} (the controller needs CAP_SYS_ADMIN to make the agent directory read-only)")]
+    Mount { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("{0} has another file system mounted on it, hiding the directory seg binds agent.sock in; unmount it (`umount {0}`) and start again")]
+    Shadowed(PathBuf),
     #[error("another seg controller is already running ({what}); stop it first (`kill {pid}` or your service manager)")]
     AlreadyRunning { what: String, pid: String },
 }
@@ -149,12 +153,12 @@ fn remove_stale_socket(path: &Path) -> Result<(), SetupError> {
     fs::remove_file(path).map_err(io_err("remove stale socket", path))
 }
 
-/// Removes our sockets and pid file on shutdown (never the `agent/` dir).
+/// Removes the admin socket and pid file on shutdown (never the `agent/`
+/// dir; the agent socket is `AgentDir::shutdown`'s, through its handle).
 pub fn cleanup(paths: &Paths) {
-    for sock in [&paths.admin_socket, &paths.agent_socket] {
-        if fs::symlink_metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = fs::remove_file(sock);
-        }
+    let sock = &paths.admin_socket;
+    if fs::symlink_metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = fs::remove_file(sock);
     }
     let _ = fs::remove_file(&paths.pid_file);
 }
