@@ -75,7 +75,9 @@ mod tests {
         let text = render(&r);
         assert_eq!(text.lines().count(), 7);
         assert!(
-            text.contains("socket guard  repaired 2 time(s), read-only dir yes (last: the agent socket was removed)"),
+            text.contains(
+                "socket guard  repaired 2 time(s), read-only dir yes (last: the agent socket was removed)"
+            ),
             "{text}"
         );
         assert!(text.contains("controller    segctl 0.1.0, pid 7, up 1m15s"), "{text}");

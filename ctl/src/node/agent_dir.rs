@@ -39,6 +39,8 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 const SOCKET_NAME: &str = "agent.sock";
 /// The agent socket is open to every container: attestation decides access.
 const SOCKET_MODE: u32 = 0o666;
+/// Anyone may reach the socket in it; only root may change it.
+const AGENT_DIR_MODE: u32 = 0o755;
 
 /// What the guard found (for `segctl status`).
 #[derive(Debug, Default)]
@@ -171,7 +173,8 @@ impl AgentDir {
 
     fn bind(&self) -> Result<(UnixListener, FileId), SetupError> {
         let err = |action, e| io_err(action, &self.socket, e);
-        let std = std::os::unix::net::UnixListener::bind(self.rw_socket_path()).map_err(|e| err("bind", e))?;
+        let std =
+            std::os::unix::net::UnixListener::bind(self.rw_socket_path()).map_err(|e| err("bind", e))?;
         // Before the first accept, so no client ever sees another mode.
         rustix::fs::chmodat(&self.rw, SOCKET_NAME, Mode::from_raw_mode(SOCKET_MODE), AtFlags::empty())
             .map_err(|e| err("chmod", e.into()))?;
@@ -189,9 +192,17 @@ impl AgentDir {
     /// read-only (a mount left by a previous run is kept, not stacked).
     fn make_read_only(&self) -> Result<(), SetupError> {
         if !self.is_read_only() {
-            let err = |action, e: rustix::io::Errno| SetupError::Mount { action, path: self.dir.clone(), source: e.into() };
+            let err = |action, e: rustix::io::Errno| SetupError::Mount {
+                action,
+                path: self.dir.clone(),
+                err: e.into(),
+            };
             rustix::mount::mount_bind(&self.dir, &self.dir).map_err(|e| err("bind-mount", e))?;
-            let flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+            let flags = MountFlags::BIND
+                | MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | MountFlags::NOEXEC;
             if let Err(e) = rustix::mount::mount_remount(&self.dir, flags, "") {
                 // Never leave a writable extra mount behind.
                 let _ = rustix::mount::unmount(&self.dir, UnmountFlags::DETACH);
@@ -231,8 +242,11 @@ impl AgentDir {
             Problem::Shadowed => {
                 // Only the top mount hides the directory; ours lies beneath
                 // (or is re-made by the next check).
-                rustix::mount::unmount(&self.dir, UnmountFlags::DETACH)
-                    .map_err(|e| SetupError::Mount { action: "unmount", path: self.dir.clone(), source: e.into() })?;
+                rustix::mount::unmount(&self.dir, UnmountFlags::DETACH).map_err(|e| SetupError::Mount {
+                    action: "unmount",
+                    path: self.dir.clone(),
+                    err: e.into(),
+                })?;
                 Ok(None)
             }
             Problem::Writable => self.make_read_only().map(|()| None),
@@ -246,9 +260,8 @@ impl AgentDir {
         let res = if is_socket {
             self.unlink()
         } else {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let aside = format!("{SOCKET_NAME}.replaced-{stamp}");
             tracing::warn!("moving the file planted at {} to {aside}", self.socket.display());
             rustix::fs::renameat(&self.rw, SOCKET_NAME, &self.rw, aside.as_str()).map_err(io::Error::from)
@@ -289,6 +302,15 @@ impl AgentDir {
     }
 }
 
+/// Detaches the mounts on `<run_dir>/agent` that a stopped controller left
+/// on purpose; how many. For tests' temp dirs and uninstalling (same as
+/// `umount /run/seg/agent`); while a controller runs it would re-mount.
+pub fn release(run_dir: &Path) -> usize {
+    let dir = run_dir.join("agent");
+    // Bounded: each call removes the top one; EINVAL once none is left.
+    (0..16).take_while(|_| rustix::mount::unmount(&dir, UnmountFlags::DETACH).is_ok()).count()
+}
+
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -297,19 +319,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn io_err(action: &'static str, path: &Path, source: io::Error) -> SetupError {
-    SetupError::Io { action, path: path.to_owned(), source }
+fn io_err(action: &'static str, path: &Path, err: io::Error) -> SetupError {
+    SetupError::Io { action, path: path.to_owned(), err }
 }
 
 /// The agent directory, opened in a detached non-recursive clone of the run
 /// dir's mount: mounts on `agent/` (our read-only one) are not in the clone.
 fn open_private_handle(run_dir: &Path, agent_dir: &Path) -> Result<(OwnedFd, OwnedFd), SetupError> {
     let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-    let tree = rustix::mount::open_tree(CWD, run_dir, flags)
-        .map_err(|e| SetupError::Mount { action: "clone the mount of", path: run_dir.to_owned(), source: e.into() })?;
+    let tree = rustix::mount::open_tree(CWD, run_dir, flags).map_err(|e| SetupError::Mount {
+        action: "clone the mount of",
+        path: run_dir.to_owned(),
+        err: e.into(),
+    })?;
     let oflags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let rw = rustix::fs::openat(&tree, "agent", oflags, Mode::empty())
         .map_err(|e| io_err("open", agent_dir, e.into()))?;
+    // Through the clone: the public path may already be read-only.
+    rustix::fs::chmodat(&tree, "agent", Mode::from_raw_mode(AGENT_DIR_MODE), AtFlags::empty())
+        .map_err(|e| io_err("chmod", agent_dir, e.into()))?;
     Ok((tree, rw))
 }
 

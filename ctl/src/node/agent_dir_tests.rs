@@ -12,7 +12,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        assert!(rustix::process::geteuid().is_root(), "the agent_dir tests mount directories: run them as root");
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "the agent_dir tests mount directories: run them as root"
+        );
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(&NodeOptions {
             state_dir: dir.path().join("state"),
@@ -31,7 +34,11 @@ impl Rig {
     fn mounts(&self) -> Vec<String> {
         let base = self.dir.path().to_str().unwrap().to_owned();
         let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&base)).map(str::to_owned).collect()
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&base))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// A second view of the agent dir, like a container's `-v DIR:/a` (rw).
@@ -96,7 +103,8 @@ async fn a_planted_file_is_moved_aside_not_deleted() {
     let rig = Rig::new();
     let (dir, _first) = AgentDir::secure(&rig.paths).unwrap();
     dir.unlink().unwrap();
-    rustix::fs::openat(&dir.rw, SOCKET_NAME, OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o600)).unwrap();
+    rustix::fs::openat(&dir.rw, SOCKET_NAME, OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o600))
+        .unwrap();
     assert_eq!(dir.check(), Some(Problem::Replaced));
     let _second = dir.repair(&Problem::Replaced).unwrap().unwrap();
     assert_eq!(dir.check(), None);
@@ -123,6 +131,7 @@ async fn a_restart_keeps_the_read_only_mount_and_earlier_views_see_the_new_socke
     let early = rig.bind_elsewhere("bound-while-first-ran");
     // Killed: no shutdown, the old socket and the read-only mount stay.
     drop((first, listener));
+    crate::node::setup::prepare_dirs(&rig.paths).expect("prepare_dirs copes with a read-only agent dir");
     let (second, _listener) = AgentDir::secure(&rig.paths).unwrap();
     let agent_mounts = rig.mounts().into_iter().filter(|m| Path::new(m) == rig.paths.agent_dir).count();
     assert_eq!(agent_mounts, 1, "a leftover mount is reused, not stacked");
@@ -144,7 +153,8 @@ async fn a_live_socket_means_another_controller() {
 #[tokio::test]
 async fn a_file_system_mounted_over_the_directory_is_refused() {
     let rig = Rig::new();
-    rustix::mount::mount("tmpfs", &rig.paths.agent_dir, "tmpfs", MountFlags::empty(), Some(c"size=64k")).unwrap();
+    rustix::mount::mount("tmpfs", &rig.paths.agent_dir, "tmpfs", MountFlags::empty(), Some(c"size=64k"))
+        .unwrap();
     let err = AgentDir::secure(&rig.paths).err().expect("shadowed");
     assert!(matches!(err, SetupError::Shadowed(_)), "{err}");
 }
