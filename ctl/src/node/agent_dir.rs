@@ -228,29 +228,34 @@ impl AgentDir {
     }
 
     /// Fixes `problem`; a new listener when the socket had to be rebound.
+    /// Counted (for `segctl status`) once it worked.
     pub fn repair(&self, problem: &Problem) -> Result<Option<UnixListener>, SetupError> {
         tracing::warn!("{problem} ({}); repairing", self.dir.display());
-        self.health.repaired(problem);
-        match problem {
+        let fixed = match problem {
             Problem::Missing | Problem::Replaced => {
                 self.move_aside_intruder()?;
                 let (listener, id) = self.bind()?;
                 *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = id;
                 self.make_read_only()?;
-                Ok(Some(listener))
+                Some(listener)
             }
             Problem::Shadowed => {
                 // Only the top mount hides the directory; ours lies beneath
                 // (or is re-made by the next check).
                 rustix::mount::unmount(&self.dir, UnmountFlags::DETACH).map_err(|e| SetupError::Mount {
-                    action: "unmount",
+                    action: "unmount what hides",
                     path: self.dir.clone(),
                     err: e.into(),
                 })?;
-                Ok(None)
+                None
             }
-            Problem::Writable => self.make_read_only().map(|()| None),
-        }
+            Problem::Writable => {
+                self.make_read_only()?;
+                None
+            }
+        };
+        self.health.repaired(problem);
+        Ok(fixed)
     }
 
     /// A foreign socket is removed; any other file is renamed aside (kept,
