@@ -230,7 +230,6 @@ impl AgentDir {
     /// Fixes `problem`; a new listener when the socket had to be rebound.
     /// Counted (for `segctl status`) once it worked.
     pub fn repair(&self, problem: &Problem) -> Result<Option<UnixListener>, SetupError> {
-        tracing::warn!("{problem} ({}); repairing", self.dir.display());
         let fixed = match problem {
             Problem::Missing | Problem::Replaced => {
                 self.move_aside_intruder()?;
@@ -242,10 +241,14 @@ impl AgentDir {
             Problem::Shadowed => {
                 // Only the top mount hides the directory; ours lies beneath
                 // (or is re-made by the next check).
-                rustix::mount::unmount(&self.dir, UnmountFlags::DETACH).map_err(|e| SetupError::Mount {
-                    action: "unmount what hides",
-                    path: self.dir.clone(),
-                    err: e.into(),
+                rustix::mount::unmount(&self.dir, UnmountFlags::DETACH).map_err(|e| match e {
+                    // Nothing is mounted there: the path is another directory.
+                    rustix::io::Errno::INVAL => SetupError::Recreated(self.dir.clone()),
+                    e => SetupError::Mount {
+                        action: "unmount what hides",
+                        path: self.dir.clone(),
+                        err: e.into(),
+                    },
                 })?;
                 None
             }
@@ -254,6 +257,7 @@ impl AgentDir {
                 None
             }
         };
+        tracing::warn!("{problem} ({}); repaired", self.dir.display());
         self.health.repaired(problem);
         Ok(fixed)
     }
@@ -285,6 +289,8 @@ impl AgentDir {
             let mut serving = AbortOnDrop(serve(first));
             let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A failure that persists is logged once, not every tick.
+            let mut last_failure = None;
             loop {
                 tick.tick().await;
                 let Some(problem) = me.check() else { continue };
@@ -292,8 +298,16 @@ impl AgentDir {
                     // Stops accepting on the old socket; open connections stay.
                     Ok(Some(listener)) => drop(std::mem::replace(&mut serving, AbortOnDrop(serve(listener)))),
                     Ok(None) => {}
-                    Err(e) => tracing::error!("cannot repair the agent socket: {e}; retrying"),
+                    Err(e) => {
+                        let text = e.to_string();
+                        if last_failure.as_ref() != Some(&text) {
+                            tracing::error!("cannot repair the agent socket: {text}; retrying every 500 ms");
+                        }
+                        last_failure = Some(text);
+                        continue;
+                    }
                 }
+                last_failure = None;
             }
         })
     }

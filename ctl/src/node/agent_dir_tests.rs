@@ -179,3 +179,16 @@ async fn the_guard_rebinds_within_a_second() {
     task.abort();
     assert_eq!(dir.health().report().repairs, 1);
 }
+
+#[tokio::test]
+async fn a_directory_recreated_on_the_host_is_reported_not_looped_on() {
+    let rig = Rig::new();
+    let (dir, _listener) = AgentDir::secure(&rig.paths).unwrap();
+    rustix::mount::unmount(&rig.paths.agent_dir, UnmountFlags::empty()).unwrap();
+    fs::rename(&rig.paths.agent_dir, rig.dir.path().join("old-agent")).unwrap();
+    fs::create_dir(&rig.paths.agent_dir).unwrap();
+    assert_eq!(dir.check(), Some(Problem::Shadowed));
+    let err = dir.repair(&Problem::Shadowed).expect_err("cannot be repaired in place");
+    assert!(matches!(err, SetupError::Recreated(_)), "{err}");
+    assert_eq!(dir.health().report().repairs, 0);
+}

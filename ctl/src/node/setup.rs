@@ -51,6 +51,8 @@ pub enum SetupError {
     Mount { action: &'static str, path: PathBuf, err: io::Error },
     #[error("{0} has another file system mounted on it, hiding the directory seg binds agent.sock in; unmount it (`umount {0}`) and start again")]
     Shadowed(PathBuf),
+    #[error("{0} was replaced by another directory while the controller ran; restart the controller so it binds the agent socket in the new one, then recreate the containers that mount it")]
+    Recreated(PathBuf),
     #[error("another seg controller is already running ({what}); stop it first (`kill {pid}` or your service manager)")]
     AlreadyRunning { what: String, pid: String },
 }
