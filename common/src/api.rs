@@ -186,6 +186,24 @@ pub struct StatusReport {
     /// Watch streams open on the agent socket.
     #[serde(default)]
     pub watches: usize,
+    /// How the agent socket's guard is doing (absent from older controllers).
+    #[serde(default)]
+    pub agent_socket_status: Option<AgentSocketStatus>,
+}
+
+/// The agent socket's guard: is the socket the one the controller bound, and
+/// is its directory read-only for containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSocketStatus {
+    /// `ok`, or `repaired N time(s)`.
+    pub state: String,
+    /// Times the socket or its read-only mount was found broken and repaired.
+    pub repairs: u64,
+    /// The agent directory is a read-only mount (containers cannot change it).
+    pub read_only_dir: bool,
+    /// What the last repair fixed.
+    #[serde(default)]
+    pub last_problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -273,7 +273,7 @@ fn assert_case(report: &Value, case: &Case, name: &str, icc_off: bool, apparmor:
     assert!(notes.is_empty(), "{}: undecided checks {notes:?}", case.name);
     // Every container check and seg's per-container checks ran on it.
     let ids: BTreeSet<&str> = found.iter().map(|(i, _)| *i).collect();
-    assert_eq!(ids.len(), if apparmor { 22 } else { 21 }, "{}: {ids:?}", case.name);
+    assert_eq!(ids.len(), if apparmor { 23 } else { 22 }, "{}: {ids:?}", case.name);
     if case.name == "ports" {
         let docker0 = found.iter().find(|(i, _)| *i == "cis-5.30-docker0").unwrap().1;
         assert_eq!(docker0, if icc_off { "INFO" } else { "WARN" });

@@ -266,7 +266,41 @@ impl Drop for Controller {
         if std::thread::panicking() {
             eprintln!("---- controller log (last 40 lines) ----\n{}", self.log_tail(40));
         }
+        // The controller leaves its agent dir mounted read-only on purpose
+        // (fail closed); the temp dir can only be removed without it.
+        detach_mounts_under(self.dir.path());
     }
+}
+
+/// Detaches every mount at or under `dir`, deepest first; how many.
+pub fn detach_mounts_under(dir: &Path) -> usize {
+    let base = dir.to_string_lossy().trim_end_matches('/').to_owned();
+    detach_mounts(|m| m == base || m.starts_with(&format!("{base}/")))
+}
+
+/// Mounts left by killed e2e runs: under `$TMPDIR/seg-e2e-*` (swept by
+/// `begin()`, which holds the serial lock, so no test's controller is live).
+pub(crate) fn sweep_stale_mounts() {
+    let prefix = std::env::temp_dir().join("seg-e2e-").to_string_lossy().into_owned();
+    let n = detach_mounts(|m| m.starts_with(&prefix));
+    if n > 0 {
+        eprintln!("[e2e] detached {n} mount(s) left under {prefix}* by an earlier run");
+    }
+}
+
+fn detach_mounts(pick: impl Fn(&str) -> bool) -> usize {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    // Field 5 is the mount point; later lines are mounted on top of earlier ones.
+    let points: Vec<&str> = info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| pick(m)).collect();
+    let mut n = 0;
+    for point in points.iter().rev() {
+        let c = std::ffi::CString::new(*point).expect("mount point without NUL");
+        // SAFETY: umount2 with a valid NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// SIGTERM, then polls `exited` every 20 ms for up to `grace`; past that,

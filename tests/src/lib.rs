@@ -24,7 +24,7 @@ mod wait;
 
 pub use attack::{attack_bin, get_on, pid_in_container, DropSocket};
 pub use compose::{add_service, add_tmpfs_volume, example_yaml, service_mut, services_mut, Project};
-pub use controller::{agent_get, error_code, Controller};
+pub use controller::{agent_get, detach_mounts_under, error_code, Controller};
 pub use docker::{docker, docker_ok, Container};
 pub use lock::{begin, segctl_bin, Serial};
 pub use process::{run, run_with_stdin, Out};

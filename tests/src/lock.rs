@@ -36,6 +36,7 @@ pub fn begin() -> Serial {
     assert_eq!(rc, 0, "flock {}: {}", path.display(), std::io::Error::last_os_error());
     check_prerequisites();
     sweep_leftovers();
+    crate::controller::sweep_stale_mounts();
     Serial { _thread: thread, _file: file }
 }
 

@@ -52,6 +52,7 @@ pub mod ids {
     pub const UNCOVERED: &str = "seg-policy-coverage";
     pub const EXPOSED_SECRETS: &str = "seg-secrets-reachable";
     pub const SIDECAR: &str = "seg-sidecar-hardening";
+    pub const AGENT_DIR_RW: &str = "seg-agent-dir-writable";
 }
 
 use ids::*;
@@ -155,6 +156,10 @@ pub const CHECKS: &[Check] = &[
       "Run the sidecar as in examples/secrets/docker-compose.yml: user 1000, read_only, cap_drop ALL, \
        no-new-privileges, network_mode none, a healthcheck, the agent directory mounted read-only and never \
        the admin socket."),
+    c(AGENT_DIR_RW, None, S, "No container mounts the agent directory (or a parent) read-write",
+      "Mount the agent directory read-only (`/run/seg/agent:/run/seg/agent:ro`) and never a parent of it \
+       (`/run/seg`, `/run`, `/`) read-write: a root process there could delete or replace the agent socket \
+       every sidecar trusts (docs/security.md)."),
 ];
 
 pub fn get(id: &str) -> &'static Check {

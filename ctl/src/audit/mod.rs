@@ -13,6 +13,7 @@
 //! The check catalog, levels and the JSON schema are documented in
 //! `docs/audit.md` and `docs/audit-schema.json`.
 
+mod agent_dir;
 pub mod catalog;
 pub mod cli;
 pub mod collect;

@@ -12,7 +12,8 @@ use crate::policy::{Ingress, Policy};
 
 /// Findings of the per-container seg checks (secrets in env, setid files, sidecars).
 pub fn per_container(c: &ContainerFacts, run_dir: &str, degraded: &mut Vec<Degraded>) -> Vec<Finding> {
-    let mut out = vec![secrets_in_env(c), setid(c, degraded)];
+    let mut out =
+        vec![secrets_in_env(c), setid(c, degraded), super::agent_dir::agent_dir_writable(c, run_dir)];
     out.extend(sidecar(c, run_dir));
     out
 }

@@ -3,7 +3,7 @@
 use super::{AdminOpts, Output};
 use anyhow::Result;
 use clap::Args;
-use seg_common::api::StatusReport;
+use seg_common::api::{AgentSocketStatus, StatusReport};
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -31,9 +31,20 @@ pub fn render(r: &StatusReport) -> String {
         ("docker", r.docker.clone()),
         ("admin socket", r.admin_socket.clone()),
         ("agent socket", format!("{} ({} watch stream(s) open)", r.agent_socket, r.watches)),
+        ("socket guard", guard_line(r.agent_socket_status.as_ref())),
         ("access log", r.access_log.clone()),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+}
+
+/// `ok, read-only dir yes`, or what was repaired last.
+fn guard_line(s: Option<&AgentSocketStatus>) -> String {
+    let Some(s) = s else { return "unknown (controller does not report it)".into() };
+    let ro = if s.read_only_dir { "yes" } else { "NO: containers can replace the socket" };
+    match &s.last_problem {
+        Some(last) => format!("{}, read-only dir {ro} (last: {last})", s.state),
+        None => format!("{}, read-only dir {ro}", s.state),
+    }
 }
 
 #[cfg(test)]
@@ -54,9 +65,21 @@ mod tests {
             secrets: 2,
             docker: "ok (API 1.41)".into(),
             watches: 3,
+            agent_socket_status: Some(AgentSocketStatus {
+                state: "repaired 2 time(s)".into(),
+                repairs: 2,
+                read_only_dir: true,
+                last_problem: Some("the agent socket was removed".into()),
+            }),
         };
         let text = render(&r);
-        assert_eq!(text.lines().count(), 6);
+        assert_eq!(text.lines().count(), 7);
+        assert!(
+            text.contains(
+                "socket guard  repaired 2 time(s), read-only dir yes (last: the agent socket was removed)"
+            ),
+            "{text}"
+        );
         assert!(text.contains("controller    segctl 0.1.0, pid 7, up 1m15s"), "{text}");
         assert!(text.contains("docker        ok (API 1.41)"), "{text}");
         assert!(text.contains("agent.sock (3 watch stream(s) open)"), "{text}");

@@ -40,6 +40,8 @@ pub struct NodeInfo {
     pub agent_socket: PathBuf,
     pub access_log: PathBuf,
     pub started: Instant,
+    /// The agent socket's guard (`None` in tests without one).
+    pub agent_socket_health: Option<Arc<super::agent_dir::Health>>,
 }
 
 pub struct Admin {
@@ -142,6 +144,7 @@ impl Admin {
             secrets,
             docker: self.docker.describe().await,
             watches: self.live.hub.count(),
+            agent_socket_status: self.info.agent_socket_health.as_ref().map(|h| h.report()),
         };
         Ok(json(StatusCode::OK, &report))
     }

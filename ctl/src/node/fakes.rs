@@ -221,6 +221,7 @@ impl Rig {
             agent_socket: dir.path().join("agent.sock"),
             access_log: dir.path().join("access.log"),
             started: Instant::now(),
+            agent_socket_health: None,
         };
         let docker = Arc::new(FakeDocker);
         let admin = Admin {

@@ -21,6 +21,7 @@ pub mod access_log;
 pub mod admin;
 mod admin_rotation;
 pub mod agent;
+pub mod agent_dir;
 mod agent_live;
 pub mod agent_server;
 pub mod consumers;
@@ -102,7 +103,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     ))?;
     let engine = engine::EngineLink::new("/proc".into(), Some(paths.agent_dir.clone()));
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
-    let agent_listener = setup::bind_socket(&paths.agent_socket, 0o666)?;
+    // Binds agent.sock, then makes agent/ read-only for every container.
+    let (agent_dir, agent_listener) = agent_dir::AgentDir::secure(&paths)?;
     let hub = watch::Hub::new(opts.watch_limits);
     let pinger = hub.spawn_pinger();
     let live = live::Live::new(hub, engine.clone(), log.clone());
@@ -118,6 +120,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
             agent_socket: paths.agent_socket.clone(),
             access_log: paths.access_log.clone(),
             started: Instant::now(),
+            agent_socket_health: Some(agent_dir.health()),
         },
     });
     let limits = gate::GateLimits { per_container: opts.conns_per_container, ..Default::default() };
@@ -126,7 +129,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     engine.spawn_connect(opts.docker_socket.clone());
     let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
-    let agent_task = tokio::spawn(agent_server::serve(agent_listener, agent, gate));
+    // The guard serves the agent socket and rebinds it if it is removed or replaced.
+    let agent_task = agent_dir.spawn_guard(agent_listener, move |listener| {
+        tokio::spawn(agent_server::serve(listener, agent.clone(), gate.clone()))
+    });
     tracing::info!(
         "seg controller {} ready: admin {}, agent {}",
         env!("CARGO_PKG_VERSION"),
@@ -138,6 +144,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
+    agent_dir.shutdown();
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())

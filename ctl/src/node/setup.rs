@@ -39,18 +39,26 @@ impl Paths {
 pub enum SetupError {
     #[error("segctl node run must run as root (it reads other processes' /proc entries and guards root-only secrets); you are uid {0}")]
     NotRoot(u32),
-    #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    // `err`, not `source`: the cause is said here once, not again by the
+    // error chain the CLI prints.
+    #[error("cannot {action} {path}: {err}")]
+    Io { action: &'static str, path: PathBuf, err: io::Error },
     #[error("{0} exists but is not a directory (or is a symlink); move it away or pick another path")]
     NotADirectory(PathBuf),
     #[error("{0} exists but is not a socket; refusing to delete it. Move it away or pick another --run-dir")]
     NotASocket(PathBuf),
+    #[error("cannot {action} {path}: {err} (the controller needs CAP_SYS_ADMIN to make the agent directory read-only)")]
+    Mount { action: &'static str, path: PathBuf, err: io::Error },
+    #[error("{0} has another file system mounted on it, hiding the directory seg binds agent.sock in; unmount it (`umount {0}`) and start again")]
+    Shadowed(PathBuf),
+    #[error("{0} was replaced by another directory while the controller ran; restart the controller so it binds the agent socket in the new one, then recreate the containers that mount it")]
+    Recreated(PathBuf),
     #[error("another seg controller is already running ({what}); stop it first (`kill {pid}` or your service manager)")]
     AlreadyRunning { what: String, pid: String },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SetupError + 'a {
-    move |source| SetupError::Io { action, path: path.to_owned(), source }
+    move |err| SetupError::Io { action, path: path.to_owned(), err }
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 1M).
@@ -92,6 +100,11 @@ fn ensure_dir(path: &Path, mode: u32) -> Result<(), SetupError> {
             fs::create_dir_all(path).map_err(io_err("create directory", path))?;
         }
         Err(e) => return Err(io_err("inspect", path)(e)),
+    }
+    // Only when needed: `agent/` is a read-only mount while (and after) a
+    // controller runs; `AgentDir::secure` re-modes it through its handle.
+    if fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode) {
+        return Ok(());
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
 }
@@ -149,12 +162,12 @@ fn remove_stale_socket(path: &Path) -> Result<(), SetupError> {
     fs::remove_file(path).map_err(io_err("remove stale socket", path))
 }
 
-/// Removes our sockets and pid file on shutdown (never the `agent/` dir).
+/// Removes the admin socket and pid file on shutdown (never the `agent/`
+/// dir; the agent socket is `AgentDir::shutdown`'s, through its handle).
 pub fn cleanup(paths: &Paths) {
-    for sock in [&paths.admin_socket, &paths.agent_socket] {
-        if fs::symlink_metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = fs::remove_file(sock);
-        }
+    let sock = &paths.admin_socket;
+    if fs::symlink_metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = fs::remove_file(sock);
     }
     let _ = fs::remove_file(&paths.pid_file);
 }

@@ -204,6 +204,8 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.terminate();
+        // The controller keeps agent/ mounted read-only after it stops.
+        segctl::node::agent_dir::release(&self.run_dir);
     }
 }
 

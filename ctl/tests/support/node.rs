@@ -123,6 +123,8 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The controller keeps agent/ mounted read-only after it stops.
+        segctl::node::agent_dir::release(&self.run_dir());
     }
 }
 
