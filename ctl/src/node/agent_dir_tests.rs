@@ -24,6 +24,7 @@ impl Rig {
             access_log: None,
             watch_limits: Default::default(),
             conns_per_container: 64,
+            access_log_options: Default::default(),
             resync_interval: Duration::from_secs(30),
         });
         crate::node::setup::prepare_dirs(&paths).unwrap();
