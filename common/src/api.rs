@@ -23,6 +23,7 @@
 //!
 //! Every error is a non-2xx status with an [`ApiError`] body.
 
+pub mod policy;
 pub mod rotation;
 pub use rotation::*;
 
@@ -212,6 +213,19 @@ pub struct ApiError {
     pub code: String,
     /// What went wrong and what to do; never contains a secret value.
     pub error: String,
+}
+
+/// The short form of a container id (12 hex digits, as `docker ps` shows).
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// The answer to remove, TTL, grant and revoke: whether anything changed
+/// (a second grant of the same target, or revoking a missing one, do not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeResult {
+    pub name: SecretName,
+    pub changed: bool,
 }
 
 #[cfg(test)]

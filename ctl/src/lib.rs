@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod daemon_json;
 pub mod docker;
 pub mod firewall;

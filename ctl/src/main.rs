@@ -44,7 +44,7 @@ fn parse_cli() -> Cli {
 enum Command {
     /// The node controller.
     #[command(subcommand)]
-    Node(cli::node::NodeCmd),
+    Node(segctl::node::command::NodeCmd),
     /// Show whether the controller runs and what it sees.
     Status(cli::status::StatusArgs),
     /// Manage secrets: put, ls, get, rm, grant, revoke, ttl, rotate, status, hook.
@@ -61,7 +61,7 @@ enum Command {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Node(cmd) => cli::node::run(cmd).await,
+        Command::Node(cmd) => segctl::node::command::run(cmd).await,
         Command::Status(args) => cli::status::run(args).await,
         Command::Secret(args) => cli::secret::run(args).await,
         Command::Audit(args) => segctl::audit::run(args).await,

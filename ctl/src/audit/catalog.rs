@@ -184,6 +184,7 @@ pub fn finding(id: &'static str, level: Level, objects: Vec<Object>, detail: imp
         detail: detail.into(),
         remediation: c.remediation,
         fixable: c.fixable,
+        order: position(id),
     }
 }
 

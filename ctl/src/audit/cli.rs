@@ -11,7 +11,7 @@ use super::engine::DockerEngine;
 use super::fix::{self, Fixer, HostFixer};
 use super::model::{ControllerInfo, FailOn, Filters, HostInfo, Report, ReportMeta};
 use super::{evaluate, sarif, table};
-use crate::cli::AdminOpts;
+use crate::client::AdminOpts;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -150,7 +150,7 @@ async fn run_fix(args: &AuditArgs, facts: &super::facts::Facts) -> Result<()> {
     });
     // The live half goes through the controller, when it answers.
     let client = args.admin.client();
-    let probe: Result<crate::segregation::api::IccStatus> = client.get("/v1/icc").await;
+    let probe: Result<seg_common::api::policy::IccStatus> = client.get("/v1/icc").await;
     let controller = probe.is_ok().then_some(fix::AdminController { client });
     let mut fixer = HostFixer { daemon_json, controller };
     let state = fix::read_state(facts, &mut fixer, args.default_deny)?;

@@ -207,7 +207,7 @@ pub fn read_policies(dir: &Path) -> SegFacts {
 
 /// Every (secret, grant) from the controller's admin socket.
 async fn read_grants(run_dir: &Path) -> Result<Vec<(String, GrantTarget)>, String> {
-    let client = crate::cli::client::AdminClient::new(run_dir);
+    let client = crate::client::AdminClient::new(run_dir);
     let infos: Vec<SecretInfo> = client.get("/v1/secrets").await.map_err(|e| format!("{e:#}"))?;
     let mut out = Vec::new();
     for info in infos {

@@ -237,13 +237,13 @@ pub async fn apply(steps: &[Step], fixer: &mut dyn Fixer) -> Result<Vec<Outcome>
 
 /// [`Controller`] over the admin socket.
 pub struct AdminController {
-    pub client: crate::cli::client::AdminClient,
+    pub client: crate::client::AdminClient,
 }
 
 impl Controller for AdminController {
     fn icc_off(&mut self) -> BoxFuture<'_, Result<(), FixError>> {
         Box::pin(async move {
-            use crate::segregation::api::{IccRequest, IccStatus};
+            use seg_common::api::policy::{IccRequest, IccStatus};
             let req = IccRequest { enabled: false, persist: false, daemon_json: None };
             let _: IccStatus = self
                 .client
@@ -256,7 +256,7 @@ impl Controller for AdminController {
 
     fn apply_policy<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, Result<(), FixError>> {
         Box::pin(async move {
-            use crate::segregation::api::{ApplyResult, PolicySource};
+            use seg_common::api::policy::{ApplyResult, PolicySource};
             let source = PolicySource {
                 file: "segctl audit --fix --default-deny".into(),
                 text: text.to_owned(),

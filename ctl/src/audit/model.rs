@@ -106,6 +106,10 @@ pub struct Finding {
     pub remediation: &'static str,
     /// `segctl audit --fix` can change this.
     pub fixable: bool,
+    /// The check's place in the catalog (report order), set by whoever
+    /// made the finding from the catalog.
+    #[serde(skip)]
+    pub order: usize,
 }
 
 /// A check that ran with less than it needed, and why.
@@ -238,11 +242,7 @@ impl Report {
     /// Sorts the findings and computes the summary.
     pub fn new(mut findings: Vec<Finding>, degraded: Vec<Degraded>, meta: ReportMeta) -> Report {
         findings.sort_by(|a, b| {
-            (a.section, crate::audit::catalog::position(a.id), &a.objects).cmp(&(
-                b.section,
-                crate::audit::catalog::position(b.id),
-                &b.objects,
-            ))
+            (a.section, a.order, &a.objects).cmp(&(b.section, b.order, &b.objects))
         });
         Report {
             format_version: FORMAT_VERSION,

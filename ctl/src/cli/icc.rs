@@ -5,7 +5,7 @@
 
 use super::{AdminOpts, Output};
 use crate::daemon_json;
-use crate::segregation::api::{IccRequest, IccStatus};
+use seg_common::api::policy::{IccRequest, IccStatus};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;

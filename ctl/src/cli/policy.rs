@@ -5,11 +5,11 @@
 
 use super::{AdminOpts, Output};
 use crate::policy;
-use crate::segregation::api::{
+use seg_common::api::policy::{
     ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
     VerifyReport,
 };
-use crate::segregation::routes::encode;
+use crate::client::encode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -237,7 +237,7 @@ pub fn render_list(list: &[PolicySummary]) -> String {
 }
 
 pub fn render_verify(r: &VerifyReport) -> String {
-    use crate::segregation::api::Reach;
+    use seg_common::api::policy::Reach;
     let w = r.rows.iter().map(|x| x.from_container.len().max(x.to_container.len())).max().unwrap_or(0).max(4);
     let mut out =
         format!("{:<w$} {:<w$} {:<22} {:<9} {:<9}\n", "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED");
@@ -272,7 +272,7 @@ pub fn render_verify(r: &VerifyReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segregation::api::{NetworkReport, Reach, RulesReport, VerifyRow};
+    use seg_common::api::policy::{NetworkReport, Reach, RulesReport, VerifyRow};
 
     #[test]
     fn apply_and_verify_read_well() {

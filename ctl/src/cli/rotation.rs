@@ -1,7 +1,7 @@
 //! `segctl secret rotate|status|hook`: rotate a secret into every running
 //! consumer, see who has which version, and manage rotation hooks.
 
-use super::client::AdminClient;
+use crate::client::AdminClient;
 use super::duration::{format_ms, parse_ms};
 use super::Output;
 use crate::node::access_log::rfc3339;
@@ -111,7 +111,7 @@ pub fn lagging(st: &SecretStatus) -> Vec<String> {
             format!(
                 "{} ({}, {}, {has})",
                 c.container_name,
-                crate::node::agent::short_id(&c.container_id),
+                seg_common::api::short_id(&c.container_id),
                 c.identity
             )
         })
@@ -161,7 +161,7 @@ pub fn status_table(st: &SecretStatus) -> String {
         .iter()
         .map(|c| {
             [
-                crate::node::agent::short_id(&c.container_id),
+                seg_common::api::short_id(&c.container_id),
                 c.container_name.clone(),
                 c.identity.to_string(),
                 c.version.map_or("-".into(), |v| v.to_string()),

@@ -11,26 +11,14 @@
 //! when those differ from last time.
 
 use super::compile::Builder;
+use super::groups::Groups;
 use super::inventory::{Inventory, ServiceId};
 use super::plan::Plan;
 use super::ruleset::Ruleset;
-use super::trie;
 use super::HostSettings;
 use crate::policy::{Egress, Family, Ingress, Peer, Policy};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-
-/// Chains as the builder emits them: name and rules.
-pub(super) type Chains = Vec<(String, super::ruleset::Rules)>;
-
-/// What one family keeps: service groups (root chain → input hash and its
-/// chains) and the dispatch trees' chains (tree root → [`trie::Memo`]).
-#[derive(Clone, Debug, Default)]
-pub(super) struct Groups {
-    pub(super) groups: HashMap<String, (u64, Chains)>,
-    pub(super) trees: HashMap<String, trie::Memo>,
-}
 
 /// What [`compile_cached`] keeps between calls.
 #[derive(Clone, Debug, Default)]

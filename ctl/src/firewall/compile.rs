@@ -21,7 +21,7 @@
 //! never accepts). ICC-off is dispatched by destination like the rest, so a
 //! policy allow is decided before — and instead of — the ICC drop.
 
-use super::cache::{Chains, Groups};
+use super::groups::{Chains, Groups};
 use super::inventory::ServiceId;
 use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
 use super::plan::Plan;

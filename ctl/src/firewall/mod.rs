@@ -17,6 +17,7 @@ mod compile;
 mod fake;
 #[cfg(test)]
 mod fixture;
+mod groups;
 mod inventory;
 mod iptables;
 pub mod naming;

@@ -16,7 +16,6 @@ use seg_common::api::{
     validate_label, GrantTarget, ProjectMatch, PutResult, SecretInfo, StatusReport, TtlRequest,
 };
 use seg_common::name::SecretName;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,13 +25,7 @@ pub trait DockerStatus: Send + Sync {
     fn describe(&self) -> BoxFuture<'_, String>;
 }
 
-/// The answer to remove, TTL, grant and revoke: whether anything changed
-/// (a second grant of the same target, or revoking a missing one, do not).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeResult {
-    pub name: SecretName,
-    pub changed: bool,
-}
+pub use seg_common::api::ChangeResult;
 
 pub struct NodeInfo {
     pub state_dir: PathBuf,
@@ -73,8 +66,8 @@ impl Admin {
         B: ReqBody,
     {
         let path = req.uri().path().to_owned();
-        if crate::segregation::routes::owns(&path) {
-            return crate::segregation::routes::handle(self.segregation.as_deref(), peer.uid, req, entry)
+        if super::admin_policy::owns(&path) {
+            return super::admin_policy::handle(self.segregation.as_deref(), peer.uid, req, entry)
                 .await;
         }
         let route = http::route(&path);

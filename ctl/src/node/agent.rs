@@ -13,13 +13,13 @@
 use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
 use super::live::Live;
-use super::server::Hangup;
+use super::hangup::Hangup;
 use super::{finish, read_store, store_failure};
 use crate::attest::{AttestError, Attested, LookupError, PinnedPeer};
 use crate::store::{SecretStore, StoreError};
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, StatusCode};
-use seg_common::api::{GrantedSecret, SecretList, WhoAmI};
+use seg_common::api::{short_id, GrantedSecret, SecretList, WhoAmI};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -284,9 +284,6 @@ pub(super) fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
     }
 }
 
-pub fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
-}
 
 #[cfg(test)]
 #[path = "agent_tests.rs"]

@@ -15,7 +15,8 @@
 
 use super::agent::{Agent, AgentConn};
 use super::gate::{Full, Gate};
-use super::server::{builder, refuse_busy, Hangup, AGENT_MAX_OPEN, BUSY};
+use super::hangup::Hangup;
+use super::server::{builder, refuse_busy, AGENT_MAX_OPEN, BUSY};
 use crate::attest::{PinError, PinnedPeer};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;

@@ -19,7 +19,7 @@
 //! Identified connections are registered by container, so all of them can
 //! be cut when the container dies ([`Gate::cut_container`]).
 
-use super::server::Hangup;
+use super::hangup::Hangup;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -123,7 +123,7 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 }
 
 fn show_ms(ms: u64) -> String {
-    crate::cli::duration::format_ms(ms)
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 /// Reads a pipe to its end, keeping the last [`KEEP_OUTPUT`] bytes.

@@ -120,7 +120,7 @@ impl Live {
         e.version = Some(h.version);
         if let Some(who) = h.who {
             e.identity = Some(who.identity.to_string());
-            e.container_id = Some(super::agent::short_id(&who.container_id));
+            e.container_id = Some(seg_common::api::short_id(&who.container_id));
         }
         e.outcome = if h.ok { Outcome::Allowed } else { Outcome::Error };
         e.reason = format!("{} hook {}: {}", h.hook.kind, h.hook.action, h.hook.status);

@@ -19,14 +19,17 @@
 
 pub mod access_log;
 pub mod admin;
+mod admin_policy;
 mod admin_rotation;
 pub mod agent;
 pub mod agent_dir;
 mod agent_live;
 pub mod agent_server;
+pub mod command;
 pub mod consumers;
 pub mod engine;
 pub mod gate;
+pub mod hangup;
 pub mod hooks;
 pub mod http;
 pub mod live;
@@ -171,7 +174,7 @@ fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::Live>) -> crate::docker
             if cut > 0 {
                 tracing::info!(
                     "container {} {action}: cut its {cut} agent connection(s)",
-                    agent::short_id(container)
+                    seg_common::api::short_id(container)
                 );
             }
         }

@@ -189,7 +189,7 @@ async fn signal(
         let result = live.containers.signal(&c.id, sig).await;
         done.push(Done {
             about: secrets.to_vec(),
-            target: format!("container {} ({})", super::agent::short_id(&c.id), c.name),
+            target: format!("container {} ({})", seg_common::api::short_id(&c.id), c.name),
             status: match &result {
                 Ok(()) => "ok".to_owned(),
                 Err(e) => format!("failed: {e}"),

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
+use super::hangup::Hangup;
 use super::http::Resp;
 
 /// Largest request head (request line + headers).
@@ -41,33 +42,6 @@ pub struct Peer {
 
 pub(super) const BUSY: &str =
     r#"{"code":"busy","error":"too many connections to this socket; retry shortly"}"#;
-
-/// Lets a handler (or the controller) close a connection at once.
-#[derive(Clone, Default)]
-pub struct Hangup(Arc<HangupState>);
-
-#[derive(Default)]
-pub struct HangupState {
-    notify: Notify,
-    done: std::sync::atomic::AtomicBool,
-}
-
-impl Hangup {
-    pub fn hang_up(&self) {
-        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
-        // A stored permit: a hang-up before the wait starts is not lost.
-        self.0.notify.notify_one();
-    }
-
-    /// Whether the connection was told to hang up.
-    pub fn is_hung_up(&self) -> bool {
-        self.0.done.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub(crate) async fn wait(&self) {
-        self.0.notify.notified().await;
-    }
-}
 
 /// Accepts connections forever; `make` builds the per-connection service
 /// from the peer's credentials and the connection's [`Hangup`]. Cancel by

@@ -9,7 +9,7 @@
 //! holds memory or delays anyone else. A stream that has events waiting and
 //! pulled none for [`STALL`] is cut off at the next ping.
 
-use super::server::Hangup;
+use super::hangup::Hangup;
 use crate::attest::Attested;
 use crate::store::SecretMeta;
 use bytes::Bytes;
@@ -255,7 +255,7 @@ impl Hub {
         if let Some(w) = self.remove(id) {
             tracing::warn!(
                 "cut off the watch stream of container {} ({}): {why}",
-                super::agent::short_id(&w.view.who.container_id),
+                seg_common::api::short_id(&w.view.who.container_id),
                 w.view.who.identity
             );
             w.hangup.hang_up();

@@ -15,7 +15,9 @@
 //! Rules stay in the kernel when the controller stops (fail closed) and are
 //! adopted, not rebuilt, when it starts again.
 
-pub mod api;
+/// The wire types of the policy and ICC routes (they live with the rest of
+/// the wire contract in `seg_common::api`).
+pub use seg_common::api::policy as api;
 pub mod attach;
 pub mod engine;
 mod events;
@@ -24,7 +26,6 @@ mod icc;
 pub mod live;
 mod ops;
 pub mod probe;
-pub mod routes;
 pub mod state;
 pub mod store;
 pub mod verify;

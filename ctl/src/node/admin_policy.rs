@@ -1,12 +1,14 @@
 //! The admin routes of segregation, dispatched early by the admin API
-//! (`node::admin`): `/v1/policies…` and `/v1/icc` (see [`super::api`]).
+//! (`node::admin`): `/v1/policies…` and `/v1/icc` (wire types in
+//! `seg_common::api::policy`). HTTP lives in the node only: segregation
+//! itself knows nothing of requests and responses.
 //! The access log gets one line per request through the admin API's own
 //! entry: the action here, what changed in its reason.
 
-use super::api::{IccRequest, PolicySource};
-use super::{OpError, Segregation};
-use crate::node::access_log::Entry;
-use crate::node::http::{json, Failure, ReqBody, Resp};
+use super::access_log::Entry;
+use super::http::{json, Failure, ReqBody, Resp};
+use crate::segregation::{OpError, Segregation};
+use seg_common::api::policy::{IccRequest, PolicySource};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
 use std::time::Duration;
@@ -192,40 +194,25 @@ impl Query {
     }
 }
 
-/// `%XX` decoding (what [`encode`] produces).
+/// `%XX` decoding (what `crate::client::encode` produces). Stricter than
+/// the crate's decoder, which passes a malformed `%` through: that is a
+/// client bug worth a clear error.
 fn decode(text: &str) -> Result<String, OpError> {
     let bad = || OpError::BadRequest(format!("bad percent-encoding in `{text}`"));
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let malformed = text
+        .match_indices('%')
+        .any(|(i, _)| !text.get(i + 1..i + 3).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    if malformed {
+        return Err(bad());
     }
-    String::from_utf8(out).map_err(|_| bad())
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().map_err(|_| bad())?;
+    Ok(decoded.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::encode;
 
     #[test]
     fn routes_and_queries() {
@@ -249,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_root_and_only_with_segregation_running() {
-        use crate::node::access_log::Socket;
+        use super::access_log::Socket;
         use bytes::Bytes;
         let req = |method: &str, path: &str| {
             Request::builder().method(method).uri(path).body(http_body_util::Full::new(Bytes::new())).unwrap()

@@ -1,6 +1,9 @@
-//! `segctl node run`: flags, logging set-up, then [`crate::node::run`].
+//! `segctl node run`: flags, logging set-up, then [`super::run`]. The
+//! controller's own command line lives with the controller, so the admin
+//! CLI (`crate::cli`) stays a pure client of the admin API.
 
-use crate::node::{self, NodeOptions};
+use super::NodeOptions;
+use crate::node;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -60,11 +63,12 @@ fn parse_size(raw: &str) -> Result<u64, String> {
 }
 
 fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
-    let ms = super::duration::parse_ms(raw).map_err(|e| e.to_string())?;
-    if ms < 100 {
+    let every = humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration ({e}); use e.g. 500ms, 30s, 5m"))?;
+    if every < std::time::Duration::from_millis(100) {
         return Err("--resync-interval must be at least 100ms".into());
     }
-    Ok(std::time::Duration::from_millis(ms))
+    Ok(every)
 }
 
 pub async fn run(cmd: NodeCmd) -> Result<()> {

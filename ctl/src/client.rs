@@ -1,6 +1,6 @@
-//! The admin-socket client behind every `segctl` admin command: one HTTP
-//! request per call over `<run>/admin.sock`, JSON in and out, secret values
-//! as raw bodies read straight into [`SecretBytes`].
+//! The admin-socket client behind every `segctl` admin command and
+//! `segctl audit`: one HTTP request per call over `<run>/admin.sock`, JSON in
+//! and out, secret values as raw bodies read straight into [`SecretBytes`].
 
 use anyhow::{anyhow, bail, Context, Result};
 use seg_common::api::ApiError;
@@ -9,6 +9,7 @@ use seg_common::secret::SecretBytes;
 use seg_common::uds_http::{self, ClientError, Request, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,20 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// JSON answers (e.g. the list of every secret) stay well below this.
 const MAX_JSON: usize = 16 * 1024 * 1024;
+
+/// Where the controller's admin socket is; shared by all admin commands.
+#[derive(Debug, Clone, Args)]
+pub struct AdminOpts {
+    /// Run directory of the controller (holds admin.sock).
+    #[arg(long, global = true, env = "SEG_RUN_DIR", default_value = "/run/seg", value_name = "DIR")]
+    pub run_dir: PathBuf,
+}
+
+impl AdminOpts {
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(&self.run_dir)
+    }
+}
 
 pub struct AdminClient {
     socket: PathBuf,
@@ -117,6 +132,15 @@ pub mod method {
     pub const PUT: &str = "PUT";
     pub const POST: &str = "POST";
     pub const DELETE: &str = "DELETE";
+}
+
+/// What [`encode`] leaves as it is: RFC 3986's unreserved characters and `/`.
+const PATH_SAFE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, PATH_SAFE).to_string()
 }
 
 #[cfg(test)]
