@@ -255,11 +255,9 @@ pub async fn read_secret<B: ReqBody>(
     Ok(value)
 }
 
-/// Wipes a body chunk we copied out of when nothing else shares its buffer.
-/// Usually hyper's read buffer still does, and it may grow or be freed
-/// later: those copies are wiped by `segctl`'s global allocator, which
-/// zeroes every block it frees (see `main.rs`). This covers the case where
-/// the chunk is the last holder, also in builds without that allocator.
+/// Wipes a chunk we copied out of if nothing else shares its buffer. Usually
+/// hyper's read buffer does; what it frees later (or leaves when it grows)
+/// is zeroed by `segctl`'s global allocator (see `main.rs`).
 fn wipe_if_unique(chunk: Bytes) {
     if let Ok(mut owned) = chunk.try_into_mut() {
         zeroize::Zeroize::zeroize(&mut owned[..]);
@@ -375,9 +373,8 @@ mod tests {
         let held = Bytes::from(vec![7u8; 100]);
         wipe_if_unique(held.clone());
         assert_eq!(&held[..], &[7u8; 100][..], "wiped a buffer someone else still reads");
-        let mut shared = bytes::BytesMut::from(&[9u8; 64][..]);
-        let chunk = shared.split_to(32).freeze();
-        wipe_if_unique(chunk);
+        let mut shared = bytes::BytesMut::from(&[9u8; 64][..]); // as hyper splits its read buffer
+        wipe_if_unique(shared.split_to(32).freeze());
         assert_eq!(&shared[..], &[9u8; 32][..]);
     }
 
