@@ -9,6 +9,18 @@ use clap::{Parser, Subcommand};
 use segctl::cli;
 use std::process::ExitCode;
 
+/// Every heap block is zeroed when it is freed, and `realloc` always moves
+/// to a new block and zeroes the old one (the crate keeps the trait's
+/// default `realloc`). Secret values are copied into locked `SecretBytes`,
+/// but the buffers they pass through on the way (hyper's read buffer and the
+/// body chunks it shares out, which we cannot wipe while hyper holds them,
+/// and every copy left behind when such a buffer grows) belong to other
+/// crates: wiping on free is the one place that covers every allocation
+/// path, present and future. Cost: see docs/benchmarks.md.
+#[cfg(feature = "wipe-heap")]
+#[global_allocator]
+static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> = zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "segctl",
@@ -97,5 +109,69 @@ fn main() -> ExitCode {
             eprintln!("segctl: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(all(test, feature = "wipe-heap"))]
+mod tests {
+    //! The installed allocator, observed from outside the Rust heap: freed
+    //! blocks are read back through `/proc/self/mem` (a syscall, not a
+    //! dereference of freed memory).
+    use std::os::unix::fs::FileExt;
+
+    fn marker(len: usize) -> Vec<u8> {
+        (0..len).map(|_| fastrand::u8(1..)).collect()
+    }
+
+    /// Reads a (possibly freed) range back. Made before the free: opening
+    /// the file and making the buffer allocate, and could reuse (and so
+    /// overwrite) the very block under test.
+    struct Probe {
+        mem: std::fs::File,
+        buf: Vec<u8>,
+    }
+
+    impl Probe {
+        fn new(len: usize) -> Probe {
+            let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
+            Probe { mem, buf: vec![0u8; len] }
+        }
+
+        /// Bytes at `addr` that still equal `marker`.
+        fn left_over(&mut self, addr: usize, marker: &[u8]) -> usize {
+            if self.mem.read_exact_at(&mut self.buf, addr as u64).is_err() {
+                return 0; // unmapped: returned to the kernel, which zeroes pages
+            }
+            self.buf.iter().zip(marker).filter(|(a, b)| a == b).count()
+        }
+    }
+
+    #[test]
+    fn freed_blocks_are_zeroed() {
+        for len in [24, 3000, 20_000, 300_000] {
+            let mark = marker(len);
+            let block = mark.clone();
+            let addr = block.as_ptr() as usize;
+            let mut probe = Probe::new(len);
+            drop(block);
+            // The allocator reuses a few words of a free block for its own
+            // lists; every other byte must be gone.
+            let left = probe.left_over(addr, &mark);
+            assert!(left <= 32 + len / 100, "{left} of {len} bytes survived the free");
+        }
+    }
+
+    #[test]
+    fn growing_a_vec_leaves_no_copy_behind() {
+        let mark = marker(5000);
+        let mut grown = Vec::with_capacity(mark.len());
+        grown.extend_from_slice(&mark);
+        let old = grown.as_ptr() as usize;
+        let mut probe = Probe::new(mark.len());
+        grown.reserve(200_000);
+        assert_ne!(grown.as_ptr() as usize, old, "realloc grew in place; nothing to check");
+        let left = probe.left_over(old, &mark);
+        assert!(left <= 32 + mark.len() / 100, "{left} of {} bytes survived the realloc", mark.len());
+        assert_eq!(&grown[..], &mark[..]);
     }
 }

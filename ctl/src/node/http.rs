@@ -213,8 +213,9 @@ fn timed_out() -> Failure {
 }
 
 /// Reads a secret value of exactly its `Content-Length` straight into a
-/// [`SecretBytes`]. Oversized values are refused from the header alone,
-/// before any of the body is read.
+/// [`SecretBytes`] (allocated once at its final size, so it never grows and
+/// leaves no copy behind). Oversized values are refused from the header
+/// alone, before any of the body is read.
 pub async fn read_secret<B: ReqBody>(
     mut body: B,
     content_length: Option<u64>,
@@ -254,8 +255,9 @@ pub async fn read_secret<B: ReqBody>(
     Ok(value)
 }
 
-/// Best effort: wipe a body chunk we copied out of, when nothing else
-/// shares its buffer (hyper usually still holds the read buffer).
+/// Wipes a chunk we copied out of if nothing else shares its buffer. Usually
+/// hyper's read buffer does; what it frees later (or leaves when it grows)
+/// is zeroed by `segctl`'s global allocator (see `main.rs`).
 fn wipe_if_unique(chunk: Bytes) {
     if let Ok(mut owned) = chunk.try_into_mut() {
         zeroize::Zeroize::zeroize(&mut owned[..]);
@@ -351,6 +353,29 @@ mod tests {
         assert_eq!(long.status, StatusCode::BAD_REQUEST);
         let none = read_secret(Full::new(Bytes::new()), None).await.unwrap_err();
         assert_eq!(none.status, StatusCode::LENGTH_REQUIRED);
+    }
+
+    #[tokio::test]
+    async fn a_value_in_many_chunks_is_assembled_in_order() {
+        use http_body_util::StreamBody;
+        let value: Vec<u8> = (0..64 * 1024).map(|_| fastrand::u8(..)).collect();
+        let frames: Vec<Result<_, std::convert::Infallible>> = value
+            .chunks(8 * 1024 - 37)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let v = read_secret(body, Some(value.len() as u64)).await.unwrap();
+        assert!(v.ct_eq(&value));
+    }
+
+    #[test]
+    fn a_shared_chunk_is_left_to_its_other_holder() {
+        let held = Bytes::from(vec![7u8; 100]);
+        wipe_if_unique(held.clone());
+        assert_eq!(&held[..], &[7u8; 100][..], "wiped a buffer someone else still reads");
+        let mut shared = bytes::BytesMut::from(&[9u8; 64][..]); // as hyper splits its read buffer
+        wipe_if_unique(shared.split_to(32).freeze());
+        assert_eq!(&shared[..], &[9u8; 32][..]);
     }
 
     #[tokio::test]
