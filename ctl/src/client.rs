@@ -3,13 +3,13 @@
 //! and out, secret values as raw bodies read straight into [`SecretBytes`].
 
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use seg_common::api::ApiError;
 use seg_common::name::MAX_VALUE_LEN;
 use seg_common::secret::SecretBytes;
 use seg_common::uds_http::{self, ClientError, Request, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

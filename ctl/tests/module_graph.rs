@@ -97,7 +97,9 @@ fn references(module: &Module, path: &Path, all: &BTreeMap<Module, PathBuf>) -> 
         let rest = &code[start + prefix.len()..];
         let segments: Vec<String> = rest
             .split("::")
-            .map(|s| s.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect())
+            .map(|s| {
+                s.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect()
+            })
             .take_while(|s: &String| !s.is_empty())
             .collect();
         let mut full: Module = if prefix == "crate::" {
@@ -110,7 +112,8 @@ fn references(module: &Module, path: &Path, all: &BTreeMap<Module, PathBuf>) -> 
             parent
         };
         full.extend(segments);
-        if let Some(target) = (1..=full.len()).rev().map(|k| full[..k].to_vec()).find(|m| all.contains_key(m)) {
+        if let Some(target) = (1..=full.len()).rev().map(|k| full[..k].to_vec()).find(|m| all.contains_key(m))
+        {
             if &target != module {
                 found.insert(target);
             }
@@ -126,7 +129,9 @@ fn graph() -> BTreeMap<Module, BTreeSet<Module>> {
 
 fn layer(top: &str) -> u32 {
     LAYERS.iter().find(|(name, _)| *name == top).map(|(_, l)| *l).unwrap_or_else(|| {
-        panic!("ctl/src/{top} has no layer: add it to LAYERS in ctl/tests/module_graph.rs and to docs/DESIGN.md")
+        panic!(
+            "ctl/src/{top} has no layer: add it to LAYERS in ctl/tests/module_graph.rs and to docs/DESIGN.md"
+        )
     })
 }
 

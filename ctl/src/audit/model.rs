@@ -241,9 +241,7 @@ pub struct Report {
 impl Report {
     /// Sorts the findings and computes the summary.
     pub fn new(mut findings: Vec<Finding>, degraded: Vec<Degraded>, meta: ReportMeta) -> Report {
-        findings.sort_by(|a, b| {
-            (a.section, a.order, &a.objects).cmp(&(b.section, b.order, &b.objects))
-        });
+        findings.sort_by(|a, b| (a.section, a.order, &a.objects).cmp(&(b.section, b.order, &b.objects)));
         Report {
             format_version: FORMAT_VERSION,
             tool: Tool { name: "segctl", version: env!("CARGO_PKG_VERSION") },

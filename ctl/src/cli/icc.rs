@@ -5,9 +5,9 @@
 
 use super::{AdminOpts, Output};
 use crate::daemon_json;
-use seg_common::api::policy::{IccRequest, IccStatus};
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use seg_common::api::policy::{IccRequest, IccStatus};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]

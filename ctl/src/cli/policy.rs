@@ -4,14 +4,14 @@
 //! column) and owns the firewall.
 
 use super::{AdminOpts, Output};
+use crate::client::encode;
 use crate::policy;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
 use seg_common::api::policy::{
     ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
     VerifyReport,
 };
-use crate::client::encode;
-use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Args)]

@@ -1,9 +1,9 @@
 //! `segctl secret rotate|status|hook`: rotate a secret into every running
 //! consumer, see who has which version, and manage rotation hooks.
 
-use crate::client::AdminClient;
 use super::duration::{format_ms, parse_ms};
 use super::Output;
+use crate::client::AdminClient;
 use crate::node::access_log::rfc3339;
 use anyhow::{bail, Context, Result};
 use seg_common::api::{
@@ -96,7 +96,11 @@ pub async fn rotate(
     let watching = st.consumers.iter().filter(|c| c.watching).count();
     let idle = st.consumers.len() - watching;
     let idle = if idle > 0 { format!("; {idle} not watching (stopped?) not counted") } else { String::new() };
-    println!("all {watching} consumer(s) have version {} on disk{}{idle}", st.wanted, after.unwrap_or_default());
+    println!(
+        "all {watching} consumer(s) have version {} on disk{}{idle}",
+        st.wanted,
+        after.unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -3,14 +3,14 @@
 //! file, stdin or the random generator, and `get` refuses a TTY stdout.
 //! `rotate`, `status` and `hook` are implemented in [`super::rotation`].
 
-use crate::client::method::{DELETE, POST, PUT};
-use crate::client::AdminClient;
 use super::duration::{format_ms, parse_ttl};
 use super::rotation::{self, parse_grace, parse_hook_timeout, parse_wait, HookArgs, RotateOpts};
 use super::{input, AdminOpts, Output};
-use seg_common::api::ChangeResult;
+use crate::client::method::{DELETE, POST, PUT};
+use crate::client::AdminClient;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use seg_common::api::ChangeResult;
 use seg_common::api::{GrantTarget, PutResult, SecretInfo, TtlRequest};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;

@@ -16,4 +16,3 @@ pub(super) struct Groups {
     pub(super) groups: HashMap<String, (u64, Chains)>,
     pub(super) trees: HashMap<String, trie::Memo>,
 }
-

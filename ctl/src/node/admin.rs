@@ -56,8 +56,15 @@ impl Admin {
         entry.pid = peer.pid;
         entry.uid = Some(peer.uid);
         let result = self.dispatch(peer, req, &mut entry).await;
-        let resp = finish(&mut entry, result);
+        let mut resp = finish(&mut entry, result);
         self.log.record(&entry);
+        if matches!(entry.action, "put" | "rotate" | "read") {
+            // The request or the answer carried a value: end the connection,
+            // so hyper's buffers holding it are freed (and wiped) now, not
+            // when an idle keep-alive client finally goes away.
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        }
         resp
     }
 
@@ -67,8 +74,7 @@ impl Admin {
     {
         let path = req.uri().path().to_owned();
         if super::admin_policy::owns(&path) {
-            return super::admin_policy::handle(self.segregation.as_deref(), peer.uid, req, entry)
-                .await;
+            return super::admin_policy::handle(self.segregation.as_deref(), peer.uid, req, entry).await;
         }
         let route = http::route(&path);
         entry.action = action(req.method(), route);

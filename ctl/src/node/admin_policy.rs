@@ -8,9 +8,9 @@
 use super::access_log::Entry;
 use super::http::{json, Failure, ReqBody, Resp};
 use crate::segregation::{OpError, Segregation};
-use seg_common::api::policy::{IccRequest, PolicySource};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
+use seg_common::api::policy::{IccRequest, PolicySource};
 use std::time::Duration;
 
 /// A policy (or a compose file holding one) may be large; requests are not.

@@ -11,9 +11,9 @@
 //! notifications and reads of the previous version — is in `agent_live`.
 
 use super::access_log::{AccessLog, Entry, Socket};
+use super::hangup::Hangup;
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
 use super::live::Live;
-use super::hangup::Hangup;
 use super::{finish, read_store, store_failure};
 use crate::attest::{AttestError, Attested, LookupError, PinnedPeer};
 use crate::store::{SecretStore, StoreError};
@@ -133,7 +133,8 @@ impl Agent {
         self.log.record(&entry);
         if conn.closing() {
             // hyper closes the connection once this answer is written.
-            resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         }
         resp
     }
@@ -283,7 +284,6 @@ pub(super) fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
         }
     }
 }
-
 
 #[cfg(test)]
 #[path = "agent_tests.rs"]

@@ -32,4 +32,3 @@ impl Hangup {
         self.0.notify.notified().await;
     }
 }
-
