@@ -13,9 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 type Labels = &'static [(&'static str, &'static str)];
+/// The identity both sides must give: (project, service), or none.
+type Want = Option<(Option<&'static str>, &'static str)>;
 
 /// Each container's labels and the identity both sides must give it.
-const CASES: &[(Labels, Option<(Option<&str>, &str)>)] = &[
+const CASES: &[(Labels, Want)] = &[
     (&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app")], Some((Some("shop"), "app"))),
     // A compose sidecar is the service it acts for, on both sides.
     (
