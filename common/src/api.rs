@@ -49,6 +49,12 @@ pub struct Identity {
     pub service: String,
 }
 
+impl Identity {
+    pub fn new(project: Option<&str>, service: &str) -> Identity {
+        Identity { project: project.map(str::to_owned), service: service.to_owned() }
+    }
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.project {

@@ -19,6 +19,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use segctl::firewall::{synth, ContainerFacts, IptablesFirewall, NetworkFacts};
+use segctl::identity::{COMPOSE_NETWORK, COMPOSE_PROJECT, COMPOSE_SERVICE};
 use segctl::network::{self, DockerNetworks, NetworkSpec};
 use segctl::segregation::live::Known;
 use segctl::segregation::{EventTiming, Segregation};
@@ -78,8 +79,8 @@ fn restore(text: &str) {
 
 fn compose_labels(project: &str, service: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("com.docker.compose.project".to_string(), project.to_string()),
-        ("com.docker.compose.service".to_string(), service.to_string()),
+        (COMPOSE_PROJECT.to_string(), project.to_string()),
+        (COMPOSE_SERVICE.to_string(), service.to_string()),
     ])
 }
 
@@ -95,8 +96,8 @@ fn synthetic(projects: usize, replicas: usize) -> (Vec<Known>, Vec<NetworkFacts>
             name: n.name.clone(),
             driver: "bridge".into(),
             labels: BTreeMap::from([
-                ("com.docker.compose.project".to_string(), format!("p{k}")),
-                ("com.docker.compose.network".to_string(), "default".to_string()),
+                (COMPOSE_PROJECT.to_string(), format!("p{k}")),
+                (COMPOSE_NETWORK.to_string(), "default".to_string()),
             ]),
             subnets: n.subnets.clone(),
             ..Default::default()

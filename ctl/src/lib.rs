@@ -1,6 +1,7 @@
 //! The node controller and the admin client behind `segctl`.
 //!
 //! - [`store`]: where secrets live (trait + the embedded sealed store).
+//! - [`identity`]: container labels → seg identity, the one rule every part uses.
 //! - [`attest`]: who is calling on the agent socket (peer PID → container → identity).
 //! - [`docker`]: the Docker Engine connection (bollard, version negotiated).
 //! - [`node`]: `segctl node run` — the sockets, the HTTP APIs, the access log.
@@ -13,6 +14,7 @@ pub mod client;
 pub mod daemon_json;
 pub mod docker;
 pub mod firewall;
+pub mod identity;
 pub mod inventory;
 pub mod network;
 pub mod node;

@@ -9,8 +9,9 @@
 //! Policy: api accepts web on 9000/tcp; db accepts api on 5432/tcp, no egress.
 //! Needs root; fails (never skips) without it.
 
+use seg_common::api::Identity;
 use segctl::firewall::{
-    apply, compile, Container, Firewall, Inventory, IptablesFirewall, NetEndpoint, Network, ServiceId, Table,
+    apply, compile, Container, Firewall, Inventory, IptablesFirewall, NetEndpoint, Network, Table,
 };
 use segctl::policy::{self, Family, Policy};
 use std::net::{Ipv4Addr, TcpListener};
@@ -85,7 +86,7 @@ impl Topology {
             .iter()
             .map(|name| Container {
                 id: name.to_string(),
-                service: (*name != "other").then(|| ServiceId::new(Some("shop"), name)),
+                service: (*name != "other").then(|| Identity::new(Some("shop"), name)),
                 endpoints: vec![NetEndpoint { network: NET.into(), ipv4: Some(self.ns(name).1), ipv6: None }],
                 published: vec![],
             })
@@ -237,7 +238,7 @@ fn removing_a_policy_removes_exactly_its_rules() {
     let topo = Topology::new("rm");
     let mut inv = topo.inventory();
     // A second project's policy on the same host ("other" becomes ops/tools).
-    inv.containers[3].service = Some(ServiceId::new(Some("ops"), "tools"));
+    inv.containers[3].service = Some(Identity::new(Some("ops"), "tools"));
     let ops =
         policy::parse_policy("version: 1\nproject: ops\nservices:\n  tools: { ingress: none }\n", "ops.yaml")
             .unwrap();

@@ -10,8 +10,12 @@
 
 mod support;
 
-use segctl::inventory::{self, LiveContainer, Proto};
+use seg_common::api::Identity;
+use segctl::firewall::Container;
+use segctl::inventory;
 use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec, Subnet};
+use segctl::policy::Proto;
+use segctl::segregation::{attach, live};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -43,10 +47,19 @@ fn in_subnet(ip: Option<Ipv4Addr>, subnet: &Subnet) -> bool {
     ip.is_some_and(|ip| ip.octets()[..3] == net.octets()[..3])
 }
 
-fn live<'a>(inv: &'a inventory::Inventory, name: &str) -> &'a LiveContainer {
+/// The controller's picture of the engine (the one the firewall compiles against).
+async fn picture(docker: &bollard::Docker) -> live::Live {
+    let (containers, networks) = live::collect(docker).await.expect("collect the inventory");
+    let mut picture = live::Live::default();
+    picture.replace(containers, networks);
+    picture
+}
+
+fn container<'a>(picture: &'a live::Live, name: &str) -> &'a Container {
+    let inv = picture.inventory();
     inv.containers
         .iter()
-        .find(|c| c.name == name)
+        .find(|c| picture.name(&c.id) == name)
         .unwrap_or_else(|| panic!("{name} missing from the inventory"))
 }
 
@@ -146,11 +159,11 @@ fn run_containers(n: &Names) -> [Guard; 2] {
 /// Both are declared on B only: the plan connects `two` to B, then
 /// disconnects it from A, and leaves every other container alone.
 async fn move_two_to_b(docker: &bollard::Docker, api: &DockerNetworks, n: &Names) {
-    let before = inventory::collect(docker).await.expect("collect the inventory");
-    let (id_one, id_two) = (live(&before, &n.one).id.clone(), live(&before, &n.two).id.clone());
+    let before = picture(docker).await;
+    let (id_one, id_two) = (container(&before, &n.one).id.clone(), container(&before, &n.two).id.clone());
     let on_b = || [n.net_b.clone()].into();
     let desired: network::Attachments = [(id_one, on_b()), (id_two.clone(), on_b())].into();
-    let ops = network::plan_attachments(&desired, &before.attachments());
+    let ops = network::plan_attachments(&desired, &attach::actual(before.inventory()));
     let expected = [
         network::Op::Connect { container: id_two.clone(), network: n.net_b.clone() },
         network::Op::Disconnect { container: id_two, network: n.net_a.clone() },
@@ -163,26 +176,29 @@ async fn move_two_to_b(docker: &bollard::Docker, api: &DockerNetworks, n: &Names
 
 /// Identities, PIDs, addresses in B's subnet, B's bridge, the published port.
 async fn check_inventory(docker: &bollard::Docker, n: &Names, b: &NetworkInfo, subnet_b: &Subnet) {
-    let inv = inventory::collect(docker).await.expect("collect the inventory again");
+    let inv = picture(docker).await;
+    let bridge_b = inv.inventory().network(&n.net_b).and_then(|net| net.bridge.clone());
+    assert_eq!(bridge_b, b.bridge_if);
     for name in [&n.one, &n.two] {
-        let c = live(&inv, name);
-        assert_eq!(
-            (c.project.as_deref(), c.service.as_deref()),
-            (Some(n.prefix.as_str()), Some(n.service(name)))
-        );
-        assert!(c.pid.is_some_and(|p| p > 1), "{c:?}");
-        assert_eq!(c.networks.len(), 1, "{c:?}");
-        let at = &c.networks[0];
-        assert_eq!((&at.network_name, &at.bridge_if), (&n.net_b, &b.bridge_if));
+        let c = container(&inv, name);
+        assert_eq!(c.service, Some(Identity::new(Some(&n.prefix), n.service(name))));
+        let inspected = live::inspect(docker, &c.id).await.expect("inspect").expect("still there");
+        assert!(inspected.pid.is_some_and(|p| p > 1), "{name}: {:?}", inspected.pid);
+        assert_eq!(c.endpoints.len(), 1, "{c:?}");
+        let at = &c.endpoints[0];
+        assert_eq!(at.network, n.net_b);
         assert!(in_subnet(at.ipv4, subnet_b), "{name} address {:?} not in {subnet_b}", at.ipv4);
     }
-    let published = &live(&inv, &n.one).published;
+    let published = &container(&inv, &n.one).published;
     assert!(!published.is_empty(), "no published port for {}", n.one);
     for p in published {
-        assert_eq!((p.host_ip, p.container_port, p.proto), ("127.0.0.1".parse().unwrap(), 8080, Proto::Tcp));
+        assert_eq!(
+            (p.host_ip, p.container_port, p.proto),
+            (Some("127.0.0.1".parse().unwrap()), 8080, Proto::Tcp)
+        );
         assert!(p.host_port > 0);
     }
-    assert!(live(&inv, &n.two).published.is_empty());
+    assert!(container(&inv, &n.two).published.is_empty());
 }
 
 /// Refused while in use and for predefined networks; done once empty.

@@ -1,7 +1,7 @@
 //! Workload identity by attestation: the agent socket's peer, pinned at
 //! accept ([`PinnedPeer`]: a pidfd, or the start time where pidfds are
 //! missing) → `/proc/<pid>/cgroup` → container id → Docker inspect (cached)
-//! → compose labels → [`Identity`]. The cgroup is trusted only if the pinned
+//! → labels → [`Identity`] ([`crate::identity`]). The cgroup is trusted only if the pinned
 //! process is still alive after it was read, so a PID reused meanwhile is
 //! refused.
 //!
@@ -11,16 +11,15 @@
 //!
 //! - [`peer`]: pinning the caller of a connection.
 //! - [`procfs`]: pure parsing of `/proc/<pid>/stat` and `/proc/<pid>/cgroup`.
-//! - [`labels`]: [`labels::identity_from_labels`], the label precedence rules.
 //! - `cache`: the bounded, coalescing inspection cache.
 
 mod cache;
-pub mod labels;
 pub mod peer;
 pub mod procfs;
 #[cfg(test)]
 mod tests;
 
+use crate::identity::{identity_from_labels, LabelError};
 use futures_util::future::BoxFuture;
 use seg_common::api::{BadLabel, Identity};
 use std::collections::BTreeMap;
@@ -28,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cache::DEFAULT_CAPACITY;
-pub use labels::{identity_from_labels, LabelError};
 pub use peer::{PinError, PinnedPeer};
 pub use procfs::ProcError;
 

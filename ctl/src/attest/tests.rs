@@ -1,7 +1,7 @@
 //! Attestor tests: fixture proc trees and a fake Docker.
 
 use super::*;
-use crate::attest::labels::{COMPOSE_PROJECT, COMPOSE_SERVICE, SEG_FOR, SEG_SERVICE};
+use crate::identity::{COMPOSE_PROJECT, COMPOSE_SERVICE, SEG_FOR, SEG_SERVICE};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

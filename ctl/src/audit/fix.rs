@@ -18,8 +18,8 @@
 
 use super::facts::Facts;
 use crate::daemon_json::{self, DaemonJsonError};
-use crate::firewall::ServiceId;
 use futures_util::future::BoxFuture;
+use seg_common::api::Identity;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,7 @@ pub struct FixState {
     pub live_icc_off: bool,
     pub controller: bool,
     /// Services with running, network-attached containers that no policy names.
-    pub uncovered: BTreeSet<ServiceId>,
+    pub uncovered: BTreeSet<Identity>,
     pub default_deny: bool,
     /// Names of the applied policies (the project, or `_standalone`).
     pub policies: BTreeSet<String>,
@@ -173,8 +173,8 @@ pub fn plan(state: &FixState, daemon_json: &Path) -> Vec<Step> {
 }
 
 /// Services of running, network-attached containers that no policy names.
-pub fn uncovered(facts: &Facts) -> BTreeSet<ServiceId> {
-    let covered = |id: &ServiceId| {
+pub fn uncovered(facts: &Facts) -> BTreeSet<Identity> {
+    let covered = |id: &Identity| {
         let mut named = facts.seg.policies.iter().filter(|p| p.project() == id.project.as_deref());
         named.any(|p| p.services.contains_key(id.service.as_str()))
     };
@@ -183,7 +183,7 @@ pub fn uncovered(facts: &Facts) -> BTreeSet<ServiceId> {
         .containers
         .iter()
         .filter(|c| attached(c.network_mode()))
-        .filter_map(|c| crate::firewall::identity_from_labels(&c.labels()))
+        .filter_map(|c| crate::identity::identity_from_labels(&c.labels()).ok())
         .filter(|id| !covered(id))
         .collect()
 }

@@ -7,8 +7,9 @@ use super::container_checks::{object, View};
 use super::facts::{ContainerFacts, Facts, SegFacts};
 use super::model::{Degraded, Finding, Level, Need, Object, ObjectKind};
 use super::secrets_env;
-use crate::firewall::ServiceId;
+use crate::identity::{identity_from_labels, is_sidecar};
 use crate::policy::{Ingress, Policy};
+use seg_common::api::Identity;
 
 /// Findings of the per-container seg checks (secrets in env, setid files, sidecars).
 pub fn per_container(c: &ContainerFacts, run_dir: &str, degraded: &mut Vec<Degraded>) -> Vec<Finding> {
@@ -68,7 +69,7 @@ fn setid(c: &ContainerFacts, degraded: &mut Vec<Degraded>) -> Finding {
 /// The policy naming `id`, if any.
 fn policy_of<'a>(
     policies: &'a [Policy],
-    id: &ServiceId,
+    id: &Identity,
 ) -> Option<(&'a Policy, &'a crate::policy::ServiceSpec)> {
     policies
         .iter()
@@ -118,7 +119,7 @@ pub fn coverage(containers: &[ContainerFacts], seg: &SegFacts) -> Vec<Finding> {
         return out;
     }
     for c in containers {
-        let id = crate::firewall::identity_from_labels(&c.labels());
+        let id = identity_from_labels(&c.labels()).ok();
         let (level, detail) = match (reach(c), &id) {
             (Reach::None, _) => (Level::Pass, "no network".to_owned()),
             (Reach::Shared(other), _) => (Level::Pass, format!("shares the network namespace of {other}")),
@@ -157,22 +158,21 @@ pub fn exposed_secrets(facts: &Facts, run_dir: &str, degraded: &mut Vec<Degraded
     };
     let mut out = Vec::new();
     for c in &facts.containers {
-        let Ok(who) = crate::attest::identity_from_labels(&c.labels()) else { continue };
+        let Ok(who) = identity_from_labels(&c.labels()) else { continue };
         let mut held: Vec<&str> =
             grants.iter().filter(|(_, t)| t.matches(&who)).map(|(name, _)| name.as_str()).collect();
         if held.is_empty() {
             continue;
         }
         held.dedup();
-        let own = crate::firewall::identity_from_labels(&c.labels());
-        let open = match (reach(c), &own) {
+        // The firewall knows it by the same identity its grants are for.
+        let open = match reach(c) {
             // Reached only through the container whose namespace it shares:
             // that container's own finding says whether that is open.
-            (Reach::None | Reach::Shared(_), _) => None,
-            (Reach::Host, _) => Some("host network: reachable on every host port".to_owned()),
-            (Reach::Bridged, None) => Some("no service identity, so no policy restricts it".to_owned()),
-            (Reach::Bridged, Some(id)) => match policy_of(&facts.seg.policies, id) {
-                None => Some(format!("{id} is in no policy")),
+            Reach::None | Reach::Shared(_) => None,
+            Reach::Host => Some("host network: reachable on every host port".to_owned()),
+            Reach::Bridged => match policy_of(&facts.seg.policies, &who) {
+                None => Some(format!("{who} is in no policy")),
                 Some((p, spec)) if spec.ingress == Ingress::Any => {
                     Some(format!("{}: ingress: any", p.origin))
                 }
@@ -201,7 +201,9 @@ pub fn exposed_secrets(facts: &Facts, run_dir: &str, degraded: &mut Vec<Degraded
 /// seg-sidecar-hardening: what a `seg.for` container lacks of the example's hardening.
 fn sidecar(c: &ContainerFacts, run_dir: &str) -> Option<Finding> {
     let labels = c.labels();
-    labels.get(crate::attest::labels::SEG_FOR)?;
+    if !is_sidecar(&labels) {
+        return None;
+    }
     let v = View::new(c);
     let user = v.config.user.as_deref().unwrap_or_default();
     let opts: Vec<&str> = v.host.security_opt.iter().flatten().map(String::as_str).collect();

@@ -12,11 +12,12 @@
 
 use super::compile::Builder;
 use super::groups::Groups;
-use super::inventory::{Inventory, ServiceId};
+use super::inventory::Inventory;
 use super::plan::Plan;
 use super::ruleset::Ruleset;
 use super::HostSettings;
 use crate::policy::{Egress, Family, Ingress, Peer, Policy};
+use seg_common::api::Identity;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
@@ -65,7 +66,7 @@ pub fn compile_cached(
 
 impl Builder<'_, '_, '_> {
     /// Everything `SEG-IN-<id>` is built from besides the (fixed) policy.
-    pub(super) fn ingress_fingerprint(&self, id: &ServiceId) -> u64 {
+    pub(super) fn ingress_fingerprint(&self, id: &Identity) -> u64 {
         let mut h = DefaultHasher::new();
         let (policy, spec) = self.plan.specs[id];
         if let Ingress::Allow(rules) = &spec.ingress {
@@ -82,7 +83,7 @@ impl Builder<'_, '_, '_> {
     }
 
     /// Everything `SEG-OUT-<id>` is built from besides the policy.
-    pub(super) fn egress_fingerprint(&self, id: &ServiceId) -> u64 {
+    pub(super) fn egress_fingerprint(&self, id: &Identity) -> u64 {
         let mut h = DefaultHasher::new();
         let (policy, spec) = self.plan.specs[id];
         if let Egress::Allow(peers) = &spec.egress {
@@ -98,7 +99,7 @@ impl Builder<'_, '_, '_> {
         0xa5u8.hash(h);
         if let Peer::Service(r) = peer {
             let (project, service) = policy.resolve(r);
-            for c in self.plan.members(&ServiceId { project, service }) {
+            for c in self.plan.members(&Identity { project, service }) {
                 c.endpoints.iter().filter_map(|e| e.ip(self.family)).for_each(|ip| ip.hash(h));
             }
         }
@@ -106,7 +107,7 @@ impl Builder<'_, '_, '_> {
 
     /// What the world chain depends on: the service's published ports and
     /// addresses, and every bridge ("not from a container").
-    fn hash_world(&self, id: &ServiceId, h: &mut DefaultHasher) {
+    fn hash_world(&self, id: &Identity, h: &mut DefaultHasher) {
         for c in self.plan.members(id) {
             c.published.hash(h);
             c.endpoints.iter().filter_map(|e| e.ip(self.family)).for_each(|ip| ip.hash(h));
@@ -140,7 +141,7 @@ mod tests {
                     let (k, s) = (next(6) as usize, next(10) as usize);
                     inv.containers.push(Container {
                         id: format!("x{step}"),
-                        service: Some(ServiceId::new(Some(&format!("p{k}")), &format!("s{s}"))),
+                        service: Some(Identity::new(Some(&format!("p{k}")), &format!("s{s}"))),
                         endpoints: vec![NetEndpoint {
                             network: format!("p{k}_default"),
                             ipv4: Some(synth::address(k, s, 5 + next(4) as usize)),

@@ -2,9 +2,9 @@
 //! which rule decides? Answered from the policies themselves (pure), so the
 //! answer can name the rule; the compiled rules are tested to agree.
 
-use super::inventory::ServiceId;
 use super::ports::PortSet;
 use crate::policy::{Cidr, Egress, Ingress, Peer, Policy, Proto};
+use seg_common::api::Identity;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -13,7 +13,7 @@ use std::net::IpAddr;
 pub enum Endpoint {
     /// Anything that is not a container (through a published port).
     World,
-    Service(ServiceId),
+    Service(Identity),
     /// An address outside seg's knowledge (matched against CIDRs only).
     Address(IpAddr),
 }
@@ -77,7 +77,7 @@ pub fn check(policies: &[Policy], from: &Endpoint, to: &Endpoint, proto: Proto, 
 
 fn find<'a>(
     policies: &'a [Policy],
-    id: &ServiceId,
+    id: &Identity,
 ) -> Option<(&'a Policy, &'a str, &'a crate::policy::ServiceSpec)> {
     policies
         .iter()
@@ -90,7 +90,7 @@ fn peer_matches(policy: &Policy, peer: &Peer, who: &Endpoint) -> bool {
         (Peer::World, Endpoint::World) => true,
         (Peer::Service(r), Endpoint::Service(id)) => {
             let (project, service) = policy.resolve(r);
-            ServiceId { project, service } == *id
+            Identity { project, service } == *id
         }
         (Peer::Cidr(c), Endpoint::Address(ip)) => c.contains(&Cidr::host(*ip)),
         _ => false,

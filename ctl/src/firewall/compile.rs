@@ -22,7 +22,6 @@
 //! policy allow is decided before — and instead of — the ICC drop.
 
 use super::groups::{Chains, Groups};
-use super::inventory::ServiceId;
 use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
 use super::plan::Plan;
 use super::ports::PortSet;
@@ -30,6 +29,7 @@ use super::ruleset::{Rules, Ruleset, Table};
 use super::trie::{self, Action, Dir, TrieSpec};
 use super::HostSettings;
 use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy};
+use seg_common::api::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub(super) struct Builder<'p, 'a, 'c> {
     recording: Option<Chains>,
     /// Service chains already built, by kind and service (one per service,
     /// however many containers dispatch to it).
-    built: HashMap<(&'static str, &'a ServiceId), String>,
+    built: HashMap<(&'static str, &'a Identity), String>,
     /// Of every bridge device (what "not from a container" means), once.
     bridges: std::cell::OnceCell<u64>,
 }
@@ -203,7 +203,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// `SEG-IN-<svc>`: who may reach the service, on which ports.
-    fn service_ingress(&mut self, id: &'a ServiceId) -> String {
+    fn service_ingress(&mut self, id: &'a Identity) -> String {
         if let Some(name) = self.built.get(&("IN", id)) {
             return name.clone();
         }
@@ -214,7 +214,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         name
     }
 
-    fn build_ingress(&mut self, id: &ServiceId, name: &str) {
+    fn build_ingress(&mut self, id: &Identity, name: &str) {
         let (policy, spec) = self.plan.specs[id];
         let Ingress::Allow(rules) = &spec.ingress else {
             unreachable!("only protected services get a chain")
@@ -246,7 +246,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// `SEG-OUT-<svc>`: where the service may connect to.
-    fn service_egress(&mut self, id: &'a ServiceId) -> String {
+    fn service_egress(&mut self, id: &'a Identity) -> String {
         if let Some(name) = self.built.get(&("OUT", id)) {
             return name.clone();
         }
@@ -257,7 +257,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         name
     }
 
-    fn build_egress(&mut self, id: &ServiceId, name: &str) {
+    fn build_egress(&mut self, id: &Identity, name: &str) {
         let (policy, spec) = self.plan.specs[id];
         let Egress::Allow(peers) = &spec.egress else { unreachable!("only restricted services get a chain") };
         let entries: Vec<(Cidr, Action)> = peers
@@ -287,7 +287,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     /// `SEG-W-<svc>`: the world reaching the service through published
     /// ports, after Docker's DNAT. Packets from any container bridge are not
     /// the world. `None` when no published port is allowed.
-    fn world_chain(&mut self, id: &ServiceId, allowed: &PortSet) -> Option<String> {
+    fn world_chain(&mut self, id: &Identity, allowed: &PortSet) -> Option<String> {
         let mut accepts = Vec::new();
         for c in self.plan.members(id) {
             for p in c.published.iter().filter(|p| allowed.allows(p.proto, p.container_port)) {
@@ -363,10 +363,10 @@ fn family_of(ip: IpAddr) -> Family {
 /// Refuses policy sets in which two policies name the same service (they
 /// would otherwise silently shadow each other).
 pub fn validate_set(policies: &[Policy]) -> Result<(), String> {
-    let mut seen: BTreeMap<ServiceId, &str> = BTreeMap::new();
+    let mut seen: BTreeMap<Identity, &str> = BTreeMap::new();
     for p in policies {
         for key in p.services.keys() {
-            let id = ServiceId::new(p.project(), &key.0);
+            let id = Identity::new(p.project(), &key.0);
             if let Some(first) = seen.insert(id.clone(), &p.origin) {
                 return Err(format!("service `{id}` is named by both {first} and {}", p.origin));
             }

@@ -1,8 +1,9 @@
 //! Test fixtures: inventories written as YAML (`ctl/tests/golden/*/inventory.yaml`)
 //! and golden-file comparison with `SEG_BLESS=1` to regenerate.
 
-use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort, ServiceId};
+use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort};
 use crate::policy::Proto;
+use seg_common::api::Identity;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -64,8 +65,8 @@ pub fn inventory(text: &str) -> Inventory {
 
 fn container(c: ContainerFile) -> Container {
     let service = c.service.map(|s| match s.split_once('/') {
-        Some((p, s)) => ServiceId::new(Some(p), s),
-        None => ServiceId::new(None, &s),
+        Some((p, s)) => Identity::new(Some(p), s),
+        None => Identity::new(None, &s),
     });
     let endpoints = c
         .ips

@@ -4,6 +4,7 @@
 use super::sim::{Packet, Verdict, Walker};
 use super::*;
 use crate::policy::{parse_policy, Proto};
+use seg_common::api::Identity;
 use std::net::IpAddr;
 
 fn ip(s: &str) -> IpAddr {
@@ -13,7 +14,7 @@ fn ip(s: &str) -> IpAddr {
 fn docker0_inventory() -> Inventory {
     let labelled = |id: &str, addr: &str, svc: Option<&str>| Container {
         id: id.into(),
-        service: svc.map(|s| ServiceId::new(None, s)),
+        service: svc.map(|s| Identity::new(None, s)),
         endpoints: vec![NetEndpoint {
             network: "bridge".into(),
             ipv4: Some(addr.parse().unwrap()),

@@ -2,40 +2,14 @@
 //! data. The Docker side (bollard) fills these through [`inventory_from`];
 //! nothing here talks to Docker, so tests build inventories by hand.
 
+use crate::identity::{identity_from_labels, COMPOSE_NETWORK, COMPOSE_PROJECT};
 use crate::policy::{Cidr, Family, Proto};
+use seg_common::api::Identity;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const LABEL_PROJECT: &str = "com.docker.compose.project";
-pub const LABEL_SERVICE: &str = "com.docker.compose.service";
-pub const LABEL_NETWORK: &str = "com.docker.compose.network";
-pub const LABEL_SEG_SERVICE: &str = "seg.service";
-pub const LABEL_SEG_PROJECT: &str = "seg.project";
 /// Docker's option naming a network's bridge device.
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
-
-/// A service a container belongs to: `shop/db`, or `db` for a standalone container.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceId {
-    pub project: Option<String>,
-    pub service: String,
-}
-
-impl ServiceId {
-    pub fn new(project: Option<&str>, service: &str) -> ServiceId {
-        ServiceId { project: project.map(str::to_string), service: service.to_string() }
-    }
-}
-
-impl fmt::Display for ServiceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.project {
-            Some(p) => write!(f, "{p}/{}", self.service),
-            None => f.write_str(&self.service),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
@@ -46,9 +20,11 @@ pub struct Inventory {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
     pub id: String,
-    /// `None`: no identity labels; such a container is never protected, only
+    /// Its seg identity ([`crate::identity`], the rule attestation uses: a
+    /// `seg.for` sidecar is the service it acts for). `None`: no identity
+    /// labels, or an invalid one; such a container is never protected, only
     /// ever restricted as a peer of one that is.
-    pub service: Option<ServiceId>,
+    pub service: Option<Identity>,
     pub endpoints: Vec<Endpoint>,
     pub published: Vec<PublishedPort>,
 }
@@ -99,7 +75,7 @@ impl Inventory {
     }
 
     /// The containers of a service, in inventory order.
-    pub fn members<'a>(&'a self, id: &'a ServiceId) -> impl Iterator<Item = &'a Container> + 'a {
+    pub fn members<'a>(&'a self, id: &'a Identity) -> impl Iterator<Item = &'a Container> + 'a {
         self.containers.iter().filter(move |c| c.service.as_ref() == Some(id))
     }
 
@@ -144,7 +120,7 @@ pub fn inventory_from(
     let containers = containers
         .into_iter()
         .map(|c| Container {
-            service: identity_from_labels(&c.labels),
+            service: identity_from_labels(&c.labels).ok(),
             id: c.id,
             endpoints: c.endpoints,
             published: c.published,
@@ -154,23 +130,13 @@ pub fn inventory_from(
         .into_iter()
         .map(|n| Network {
             bridge: bridge_name(&n),
-            compose_project: n.labels.get(LABEL_PROJECT).cloned(),
-            compose_network: n.labels.get(LABEL_NETWORK).cloned(),
+            compose_project: n.labels.get(COMPOSE_PROJECT).cloned(),
+            compose_network: n.labels.get(COMPOSE_NETWORK).cloned(),
             name: n.name,
             subnets: n.subnets,
         })
         .collect();
     Inventory { containers, networks }
-}
-
-/// A container's service, from the same labels attestation reads: compose's
-/// project/service, else `seg.service` (+ optional `seg.project`).
-pub fn identity_from_labels(labels: &BTreeMap<String, String>) -> Option<ServiceId> {
-    let get = |k: &str| labels.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    if let (Some(p), Some(s)) = (get(LABEL_PROJECT), get(LABEL_SERVICE)) {
-        return Some(ServiceId::new(Some(p), s));
-    }
-    get(LABEL_SEG_SERVICE).map(|s| ServiceId::new(get(LABEL_SEG_PROJECT), s))
 }
 
 /// The bridge device Docker uses for a bridge network: the option when set,
@@ -191,6 +157,7 @@ pub fn bridge_name(n: &NetworkFacts) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{COMPOSE_SERVICE, SEG_FOR, SEG_SERVICE};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -198,11 +165,20 @@ mod tests {
 
     #[test]
     fn identities_and_bridges() {
-        let compose = labels(&[(LABEL_PROJECT, "shop"), (LABEL_SERVICE, "db"), (LABEL_SEG_SERVICE, "x")]);
-        assert_eq!(identity_from_labels(&compose), Some(ServiceId::new(Some("shop"), "db")));
-        let seg = labels(&[(LABEL_SEG_SERVICE, "vault")]);
-        assert_eq!(identity_from_labels(&seg).unwrap().to_string(), "vault");
-        assert_eq!(identity_from_labels(&labels(&[(LABEL_PROJECT, "shop")])), None);
+        let facts = |pairs: &[(&str, &str)]| ContainerFacts { labels: labels(pairs), ..Default::default() };
+        let inv = inventory_from(
+            [
+                facts(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "db"), (SEG_SERVICE, "x")]),
+                facts(&[(SEG_SERVICE, "vault")]),
+                facts(&[(COMPOSE_PROJECT, "shop")]),
+                facts(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "db-seg"), (SEG_FOR, "db")]),
+            ],
+            [],
+        );
+        let ids: Vec<Option<String>> =
+            inv.containers.iter().map(|c| c.service.as_ref().map(ToString::to_string)).collect();
+        let want = [Some("shop/db"), Some("vault"), None, Some("shop/db")];
+        assert_eq!(ids, want.map(|s| s.map(str::to_owned)));
         let mut n = NetworkFacts {
             id: "0123456789abcdef".into(),
             name: "shop_backend".into(),

@@ -33,8 +33,8 @@ pub use check::{check, Decision, Endpoint};
 pub use compile::{compile, compile_with, validate_set};
 pub use fake::FakeFirewall;
 pub use inventory::{
-    bridge_name, identity_from_labels, inventory_from, Container, ContainerFacts, Endpoint as NetEndpoint,
-    Inventory, Network, NetworkFacts, PublishedPort, ServiceId,
+    bridge_name, inventory_from, Container, ContainerFacts, Endpoint as NetEndpoint, Inventory, Network,
+    NetworkFacts, PublishedPort,
 };
 pub use iptables::IptablesFirewall;
 pub use ruleset::{Hooks, Rules, Ruleset, Table};
@@ -120,5 +120,7 @@ pub fn apply(fw: &mut dyn Firewall, desired: &Ruleset) -> Result<ApplyReport, Fi
 
 #[cfg(test)]
 mod host_tests;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

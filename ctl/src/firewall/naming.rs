@@ -3,7 +3,7 @@
 //! what it holds, never from a position in a list: a name stays the same
 //! while its content does, so only changed chains are rewritten.
 
-use super::inventory::ServiceId;
+use seg_common::api::Identity;
 
 pub const PREFIX: &str = "SEG-";
 /// The chain `DOCKER-USER` jumps to.
@@ -31,7 +31,7 @@ pub fn hash_hex(text: &str, digits: usize) -> String {
 
 /// `SEG-IN-shop-db-1a2b3c`: kind, a readable part, and a hash of the full
 /// identity (the readable part may be cut, or collide after sanitizing).
-pub fn service_chain(kind: &str, id: &ServiceId) -> String {
+pub fn service_chain(kind: &str, id: &Identity) -> String {
     let full = id.to_string();
     let readable: String =
         full.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
@@ -52,12 +52,12 @@ mod tests {
 
     #[test]
     fn names_are_bounded_and_distinct() {
-        let a = service_chain("IN", &ServiceId::new(Some("shop"), "db"));
+        let a = service_chain("IN", &Identity::new(Some("shop"), "db"));
         assert!(a.starts_with("SEG-IN-shop-db-") && a.len() == "SEG-IN-shop-db-".len() + 6, "{a}");
-        let long = service_chain("OUT", &ServiceId::new(Some("a-very-long-project-name"), "and-service"));
+        let long = service_chain("OUT", &Identity::new(Some("a-very-long-project-name"), "and-service"));
         assert_eq!(long.len(), MAX_LEN, "{long}");
-        let x = service_chain("IN", &ServiceId::new(Some("a-b"), "c"));
-        let y = service_chain("IN", &ServiceId::new(Some("a"), "b-c"));
+        let x = service_chain("IN", &Identity::new(Some("a-b"), "c"));
+        let y = service_chain("IN", &Identity::new(Some("a"), "b-c"));
         assert_ne!(x, y);
         assert_eq!(hash_hex("", 4), "cbf2");
     }

@@ -1,9 +1,10 @@
 //! Policies resolved against the inventory: which services are named, which
 //! addresses a reference stands for, which networks are guarded or ICC-off.
 
-use super::inventory::{Container, Inventory, ServiceId};
+use super::inventory::{Container, Inventory};
 use super::HostSettings;
 use crate::policy::{Cidr, Egress, Family, Ingress, Peer, Policy, ServiceSpec};
+use seg_common::api::Identity;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) struct Plan<'a> {
@@ -11,7 +12,7 @@ pub(crate) struct Plan<'a> {
     /// Every service a policy names, with its spec and policy. When two
     /// policies name the same service the first one wins (`validate_set`
     /// refuses such sets before they get here).
-    pub specs: BTreeMap<ServiceId, (&'a Policy, &'a ServiceSpec)>,
+    pub specs: BTreeMap<Identity, (&'a Policy, &'a ServiceSpec)>,
     /// Docker networks on which containers reach each other only where a
     /// policy allows (`icc: false` in any policy: the restrictive one wins).
     pub icc_off: BTreeSet<String>,
@@ -25,7 +26,7 @@ pub(crate) struct Plan<'a> {
     pub icc_only: BTreeSet<String>,
     /// The containers of each service, looked up once (compiling 1,000
     /// services must not scan every container per reference).
-    members: BTreeMap<&'a ServiceId, Vec<&'a Container>>,
+    members: BTreeMap<&'a Identity, Vec<&'a Container>>,
     /// Per container, in inventory order: (ingress protected, egress
     /// restricted), so the dispatch looks each service up once.
     pub flags: Vec<(bool, bool)>,
@@ -38,7 +39,7 @@ impl<'a> Plan<'a> {
         let mut guarded = BTreeSet::new();
         for policy in policies {
             for (key, spec) in &policy.services {
-                let id = ServiceId::new(policy.project(), &key.0);
+                let id = Identity::new(policy.project(), &key.0);
                 specs.entry(id).or_insert((policy, spec));
             }
             for (key, decl) in &policy.networks {
@@ -50,7 +51,7 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        let mut members: BTreeMap<&ServiceId, Vec<&Container>> = BTreeMap::new();
+        let mut members: BTreeMap<&Identity, Vec<&Container>> = BTreeMap::new();
         let mut flags = Vec::with_capacity(inv.containers.len());
         for c in &inv.containers {
             let Some(id) = c.service.as_ref() else {
@@ -77,12 +78,12 @@ impl<'a> Plan<'a> {
     }
 
     /// The containers of a service, in inventory order.
-    pub fn members(&self, id: &ServiceId) -> impl Iterator<Item = &'a Container> + '_ {
+    pub fn members(&self, id: &Identity) -> impl Iterator<Item = &'a Container> + '_ {
         self.members.get(id).into_iter().flatten().copied()
     }
 
     /// Every address of a service's containers in one family.
-    pub fn addrs(&self, id: &ServiceId, family: Family) -> Vec<Cidr> {
+    pub fn addrs(&self, id: &Identity, family: Family) -> Vec<Cidr> {
         let mut out: Vec<Cidr> = self
             .members(id)
             .flat_map(|c| c.endpoints.iter().filter_map(move |e| e.ip(family)))
@@ -102,7 +103,7 @@ impl<'a> Plan<'a> {
             Peer::Cidr(_) => Vec::new(),
             Peer::Service(r) => {
                 let (project, service) = policy.resolve(r);
-                self.addrs(&ServiceId { project, service }, family)
+                self.addrs(&Identity { project, service }, family)
             }
         }
     }

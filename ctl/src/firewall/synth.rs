@@ -3,8 +3,9 @@
 //! project, each service reachable from the previous one, the first from
 //! the world through a published port, the last with no egress.
 
-use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort, ServiceId};
+use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort};
 use crate::policy::{parse_policy, Cidr, Policy, Proto};
+use seg_common::api::Identity;
 use std::net::Ipv4Addr;
 
 pub const SERVICES_PER_PROJECT: usize = 10;
@@ -73,7 +74,7 @@ pub fn scenario(projects: usize, replicas: usize) -> (Vec<Policy>, Inventory) {
                 };
                 inv.containers.push(Container {
                     id: format!("c{k}-{s}-{r}"),
-                    service: Some(ServiceId::new(Some(&format!("p{k}")), &format!("s{s}"))),
+                    service: Some(Identity::new(Some(&format!("p{k}")), &format!("s{s}"))),
                     endpoints: vec![Endpoint {
                         network: name.clone(),
                         ipv4: Some(address(k, s, r)),

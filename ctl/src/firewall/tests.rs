@@ -2,6 +2,7 @@ use super::fixture::{assert_golden, golden_dir, inventory};
 use super::sim::{Packet, Verdict, Walker};
 use super::*;
 use crate::policy::{self, Policy, Proto};
+use seg_common::api::Identity;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -144,7 +145,7 @@ fn packet(src: IpAddr, dst: IpAddr, proto: Proto, port: u16) -> Packet {
 fn compiled_rules_agree_with_check_for_every_service_pair() {
     let (policies, inv) = load_case(&golden_dir().join("shop"), "inventory.yaml");
     let walker = Walker::new(&compile(&policies, &inv).v4).unwrap();
-    let ids: Vec<ServiceId> = ["web", "api", "db"].iter().map(|s| ServiceId::new(Some("shop"), s)).collect();
+    let ids: Vec<Identity> = ["web", "api", "db"].iter().map(|s| Identity::new(Some("shop"), s)).collect();
     for from in &ids {
         for to in &ids {
             for port in [8080, 9000, 5432, 22] {

@@ -9,9 +9,9 @@
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
 use super::live::{AppContainer, Containers};
-use crate::attest::labels::{identity_from_labels, notify_from, SEG_FOR};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
 use crate::docker::{self, Backoff, DockerLookup, GoneListener};
+use crate::identity::{identity_from_labels, is_sidecar, notify_from};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use seg_common::api::Identity;
@@ -145,7 +145,7 @@ impl Containers for EngineLink {
 /// carry `seg.for` and share the identity of the service they act for).
 fn app_container(c: bollard::models::ContainerSummary, who: &Identity) -> Option<AppContainer> {
     let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
-    if labels.contains_key(SEG_FOR) || identity_from_labels(&labels).ok().as_ref() != Some(who) {
+    if is_sidecar(&labels) || identity_from_labels(&labels).ok().as_ref() != Some(who) {
         return None;
     }
     let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();

@@ -10,13 +10,12 @@
 //! `enable_icc=false` would drop them after seg returned them).
 
 use super::api::NetworkReport;
-use crate::firewall::{Inventory, ServiceId};
+use crate::firewall::{Container, Inventory};
+use crate::identity::{COMPOSE_NETWORK, COMPOSE_PROJECT};
 use crate::network::{self, Attachments, NetworkApi, NetworkSpec, Op, PREDEFINED};
 use crate::policy::Policy;
+use seg_common::api::Identity;
 use std::collections::{BTreeMap, BTreeSet};
-
-const LABEL_PROJECT: &str = "com.docker.compose.project";
-const LABEL_NETWORK: &str = "com.docker.compose.network";
 
 /// The Docker network a policy's `networks:` key stands for: an existing
 /// one (compose labels, then `<project>_<key>`, then the name), else the
@@ -43,8 +42,8 @@ pub fn to_create(policy: &Policy, inv: &Inventory) -> Vec<NetworkSpec> {
         let Ok(mut spec) = NetworkSpec::new(&name, decl.internal, true, None) else { continue };
         if let Some(project) = policy.project() {
             spec.labels = BTreeMap::from([
-                (LABEL_PROJECT.to_string(), project.to_string()),
-                (LABEL_NETWORK.to_string(), key.0.clone()),
+                (COMPOSE_PROJECT.to_string(), project.to_string()),
+                (COMPOSE_NETWORK.to_string(), key.0.clone()),
             ]);
         }
         out.push(spec);
@@ -54,19 +53,29 @@ pub fn to_create(policy: &Policy, inv: &Inventory) -> Vec<NetworkSpec> {
 
 /// Every running container of a service that lists `networks:`, with the
 /// Docker networks it must be on (exactly). Services without `networks:`
-/// are left where they are.
+/// are left where they are, and so are containers that cannot be attached
+/// ([`attachable`]).
 pub fn desired(policies: &[Policy], inv: &Inventory) -> Attachments {
-    let mut wanted: BTreeMap<ServiceId, BTreeSet<String>> = BTreeMap::new();
+    let mut wanted: BTreeMap<Identity, BTreeSet<String>> = BTreeMap::new();
     for p in policies {
         for (key, spec) in p.services.iter().filter(|(_, s)| !s.networks.is_empty()) {
             let nets = spec.networks.iter().map(|n| network_name(inv, p.project(), &n.0)).collect();
-            wanted.insert(ServiceId::new(p.project(), &key.0), nets);
+            wanted.insert(Identity::new(p.project(), &key.0), nets);
         }
     }
     inv.containers
         .iter()
+        .filter(|c| attachable(c))
         .filter_map(|c| Some((c.id.clone(), wanted.get(c.service.as_ref()?)?.clone())))
         .collect()
+}
+
+/// Whether Docker can connect the container to a network: not with
+/// `network_mode: none` or `host`. A `seg.for` sidecar has the identity of
+/// the service it acts for, and hardened sidecars run with `network_mode:
+/// none`: moving one would fail and stop the other steps.
+fn attachable(c: &Container) -> bool {
+    !c.endpoints.iter().any(|e| matches!(e.network.as_str(), "none" | "host"))
 }
 
 /// Where containers are now, by id.
@@ -126,7 +135,7 @@ pub async fn run(api: &impl NetworkApi, ops: &[Op], report: &mut NetworkReport) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::{Container, NetEndpoint, Network};
+    use crate::firewall::{NetEndpoint, Network};
     use crate::policy::parse_policy;
 
     fn inv() -> Inventory {
@@ -139,7 +148,7 @@ mod tests {
         };
         let c = |id: &str, svc: &str, nets: &[&str]| Container {
             id: id.into(),
-            service: Some(ServiceId::new(Some("shop"), svc)),
+            service: Some(Identity::new(Some("shop"), svc)),
             endpoints: nets
                 .iter()
                 .map(|n| NetEndpoint { network: n.to_string(), ipv4: None, ipv6: None })
@@ -151,6 +160,7 @@ mod tests {
                 c("w1", "web", &["shop_default"]),
                 c("d1", "db", &["shop_default"]),
                 c("a1", "api", &["shop_default"]),
+                c("s1", "db", &["none"]),
             ],
             networks: vec![net("shop_default", "default")],
         }
@@ -165,13 +175,13 @@ mod tests {
         let specs = to_create(&policy, &inv);
         assert_eq!(specs.len(), 1);
         assert_eq!((specs[0].name.as_str(), specs[0].internal, specs[0].icc), ("shop_backend", true, true));
-        assert_eq!(specs[0].labels[LABEL_NETWORK], "backend");
+        assert_eq!(specs[0].labels[COMPOSE_NETWORK], "backend");
         let ops: Vec<String> =
             plan(std::slice::from_ref(&policy), &inv, None).iter().map(ToString::to_string).collect();
         assert_eq!(
             ops,
             ["connect a1 to shop_backend", "connect d1 to shop_backend", "disconnect d1 from shop_default"],
-            "web has no networks: it stays where it is"
+            "web has no networks: it stays where it is; db's sidecar on `none` too"
         );
         let only_db: Vec<String> =
             plan(&[policy], &inv, Some("d1")).iter().map(ToString::to_string).collect();

@@ -1,9 +1,9 @@
 use super::*;
-use crate::firewall::ServiceId;
 use bollard::models::{
     ContainerConfig, ContainerState, ContainerSummaryNetworkSettings, Ipam, IpamConfig, NetworkSettings,
     PortBinding, PortSummary,
 };
+use seg_common::api::Identity;
 
 fn endpoint(v4: &str) -> EndpointSettings {
     EndpointSettings {
@@ -117,7 +117,7 @@ fn the_picture_changes_one_container_at_a_time() {
     assert!(!live.upsert(known("a", "172.30.0.2")), "same facts: nothing changed");
     assert!(live.upsert(Known { pid: Some(7), ..known("a", "172.30.0.9") }));
     assert!(live.upsert(known("b", "172.30.0.3")));
-    let id = ServiceId::new(Some("shop"), "db");
+    let id = Identity::new(Some("shop"), "db");
     assert_eq!(live.inventory().members(&id).count(), 2);
     assert_eq!((live.name("b"), live.pid("a")), ("n-b", Some(7)));
     assert!(live.park("a") && !live.park("a"), "a second stop changes nothing");

@@ -11,10 +11,11 @@ use super::events::fix_attachments;
 use super::state::{Mode, State};
 use super::store::{name_of, Record, StoreError};
 use super::{attach, blocking, live, view, Segregation};
-use crate::firewall::{check, compile_with, validate_set, Endpoint, FirewallError, ServiceId};
+use crate::firewall::{check, compile_with, validate_set, Endpoint, FirewallError};
 use crate::network::DockerNetworks;
 use crate::policy::{self, PolicyError, PortRange};
 use bollard::Docker;
+use seg_common::api::Identity;
 use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error)]
@@ -225,15 +226,15 @@ fn endpoint(st: &State, text: &str) -> Result<Endpoint, OpError> {
         return Ok(Endpoint::Address(ip));
     }
     if let Some((project, service)) = text.split_once('/') {
-        return Ok(Endpoint::Service(ServiceId::new(Some(project), service)));
+        return Ok(Endpoint::Service(Identity::new(Some(project), service)));
     }
     let owners: Vec<Option<&str>> =
         st.policies().iter().filter(|p| p.services.contains_key(text)).map(|p| p.project()).collect();
     match owners.as_slice() {
-        [] | [None] => Ok(Endpoint::Service(ServiceId::new(None, text))),
-        [Some(project)] => Ok(Endpoint::Service(ServiceId::new(Some(project), text))),
+        [] | [None] => Ok(Endpoint::Service(Identity::new(None, text))),
+        [Some(project)] => Ok(Endpoint::Service(Identity::new(Some(project), text))),
         many => {
-            let names: Vec<String> = many.iter().map(|p| ServiceId::new(*p, text).to_string()).collect();
+            let names: Vec<String> = many.iter().map(|p| Identity::new(*p, text).to_string()).collect();
             Err(OpError::BadRequest(format!("`{text}` is ambiguous: say which one ({})", names.join(", "))))
         }
     }

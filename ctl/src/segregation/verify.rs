@@ -9,8 +9,9 @@
 
 use super::api::{Reach, VerifyRow};
 use super::live::Live;
-use crate::firewall::{check, Container, Endpoint, HostSettings, Inventory, ServiceId};
+use crate::firewall::{check, Container, Endpoint, HostSettings, Inventory};
 use crate::policy::{Ingress, Policy, Proto};
+use seg_common::api::Identity;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -37,8 +38,8 @@ pub fn plan(
     let mut planned = Vec::new();
     let mut skipped = Vec::new();
     for policy in selected {
-        let ids: Vec<ServiceId> =
-            policy.services.keys().map(|k| ServiceId::new(policy.project(), &k.0)).collect();
+        let ids: Vec<Identity> =
+            policy.services.keys().map(|k| Identity::new(policy.project(), &k.0)).collect();
         for id in &ids {
             if running(inv, id).next().is_none() {
                 skipped.push(format!("{id}: no running container"));
@@ -68,8 +69,8 @@ pub fn plan(
 
 struct Flow<'a> {
     all: &'a [Policy],
-    from: &'a ServiceId,
-    to: &'a ServiceId,
+    from: &'a Identity,
+    to: &'a Identity,
     src: &'a Container,
     dst: &'a Container,
     port: u16,
@@ -125,11 +126,11 @@ impl Flow<'_> {
 }
 
 /// A service's containers that run (stopped ones are members without addresses).
-fn running<'a>(inv: &'a Inventory, id: &'a ServiceId) -> impl Iterator<Item = &'a Container> + 'a {
+fn running<'a>(inv: &'a Inventory, id: &'a Identity) -> impl Iterator<Item = &'a Container> + 'a {
     inv.members(id).filter(|c| c.endpoints.iter().any(|e| e.ipv4.is_some()))
 }
 
-fn ingress_protected(all: &[Policy], id: &ServiceId) -> bool {
+fn ingress_protected(all: &[Policy], id: &Identity) -> bool {
     all.iter()
         .filter(|p| p.project() == id.project.as_deref())
         .find_map(|p| p.services.get(id.service.as_str()))
@@ -151,7 +152,7 @@ fn icc_off_networks(all: &[Policy], live: &Live, host: &HostSettings) -> BTreeSe
 }
 
 /// The TCP ports worth probing on a service.
-fn probe_ports(policy: &Policy, id: &ServiceId, live: &Live) -> Vec<u16> {
+fn probe_ports(policy: &Policy, id: &Identity, live: &Live) -> Vec<u16> {
     let mut ports = BTreeSet::new();
     if let Some(Ingress::Allow(rules)) = policy.services.get(id.service.as_str()).map(|s| &s.ingress) {
         let ranges = rules.iter().filter_map(|r| r.ports.as_ref()).flat_map(|p| p.0.iter());
