@@ -105,6 +105,18 @@ impl Drop for LockedBuf {
     }
 }
 
+/// Registers an owned descriptor with tokio's reactor, e.g. a pidfd, which
+/// polls readable once its process has exited. Must run inside a runtime.
+pub fn watch_owned_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: `register` needs the descriptor to stay open, and to name the
+    // same file, for as long as it is registered. The `OwnedFd` is moved into
+    // the `AsyncFd`, which deregisters it before closing it on drop; nothing
+    // else can close it meanwhile.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,16 +131,4 @@ mod tests {
         let empty = LockedBuf::zeroed(0);
         assert!(empty.as_slice().is_empty());
     }
-}
-
-/// Registers an owned descriptor with tokio's reactor, e.g. a pidfd, which
-/// polls readable once its process has exited. Must run inside a runtime.
-pub fn watch_owned_fd(
-    fd: std::os::fd::OwnedFd,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // SAFETY: `register` needs the descriptor to stay open, and to name the
-    // same file, for as long as it is registered. The `OwnedFd` is moved into
-    // the `AsyncFd`, which deregisters it before closing it on drop; nothing
-    // else can close it meanwhile.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }

@@ -123,7 +123,7 @@ async fn inside(projects: usize, replicas: usize, starts: usize) {
     let state = tempfile::tempdir().unwrap();
     let store = segctl::segregation::store::Store::open(state.path()).unwrap();
     for k in 0..projects {
-        let source = segctl::segregation::api::PolicySource {
+        let source = seg_common::api::policy::PolicySource {
             file: format!("p{k}.yaml"),
             text: synth::policy_text(k),
             dir_project: None,

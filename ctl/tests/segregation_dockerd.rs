@@ -11,7 +11,7 @@
 
 mod segregation_support;
 
-use segctl::segregation::api::Reach::{Blocked, Reachable};
+use seg_common::api::policy::Reach::{Blocked, Reachable};
 use segregation_support::*;
 use std::path::Path;
 use std::process::Command;

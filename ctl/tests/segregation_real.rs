@@ -18,7 +18,7 @@
 
 mod segregation_support;
 
-use segctl::segregation::api::Reach::{Blocked, Reachable};
+use seg_common::api::policy::Reach::{Blocked, Reachable};
 use segregation_support::*;
 use std::path::Path;
 use std::process::Command;
@@ -288,7 +288,7 @@ fn malformed_policies_change_nothing(ctl: &Controller) {
     files.sort();
     assert!(files.len() >= 20);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = segctl::cli::client::AdminClient::new(&ctl.run_dir);
+    let client = segctl::client::AdminClient::new(&ctl.run_dir);
     for file in files {
         let rel = format!("bad-policies/{}", file.file_name().unwrap().to_string_lossy());
         let want = std::fs::read_to_string(file.with_extension("err")).unwrap();
@@ -299,7 +299,7 @@ fn malformed_policies_change_nothing(ctl: &Controller) {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want.trim()), "{rel}: {err}");
         // The controller refuses it too (not only segctl's own check).
-        let source = segctl::segregation::api::PolicySource {
+        let source = seg_common::api::policy::PolicySource {
             file: rel.clone(),
             text: std::fs::read_to_string(&file).unwrap(),
             dir_project: None,

@@ -26,6 +26,12 @@ pub struct DropSocket {
     listener: UnixListener,
 }
 
+impl Default for DropSocket {
+    fn default() -> Self {
+        DropSocket::new()
+    }
+}
+
 impl DropSocket {
     pub fn new() -> DropSocket {
         let dir = tempfile::Builder::new().prefix("seg-e2e-drop-").tempdir().expect("temp dir");

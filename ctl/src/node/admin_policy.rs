@@ -236,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_root_and_only_with_segregation_running() {
-        use super::access_log::Socket;
+        use crate::node::access_log::Socket;
         use bytes::Bytes;
         let req = |method: &str, path: &str| {
             Request::builder().method(method).uri(path).body(http_body_util::Full::new(Bytes::new())).unwrap()

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use segctl::segregation::api::Reach;
+use seg_common::api::policy::Reach;
 use segctl::segregation::probe::{probe, Target};
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
