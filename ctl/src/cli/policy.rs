@@ -109,7 +109,7 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
         PolicyCmd::Show { name, output } => {
             let d: PolicyDetail = client.get(&format!("/v1/policies/{}", encode(&name))).await?;
             match output {
-                ShowFormat::Yaml => print!("{}", serde_yaml::to_string(&d.policy)?),
+                ShowFormat::Yaml => print!("{}", serde_norway::to_string(&d.policy)?),
                 ShowFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
                 ShowFormat::Source => print!("{}", d.source),
             }

@@ -9,6 +9,7 @@ use crate::node::access_log::Entry;
 use crate::node::http::{json, Failure, ReqBody, Resp};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::time::Duration;
 
 /// A policy (or a compose file holding one) may be large; requests are not.
@@ -195,32 +196,24 @@ impl Query {
 /// `%XX` decoding (what [`encode`] produces).
 fn decode(text: &str) -> Result<String, OpError> {
     let bad = || OpError::BadRequest(format!("bad percent-encoding in `{text}`"));
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // percent-encoding passes a malformed `%zz` through as it is; a query
+    // with one is refused instead, so a client bug does not go unnoticed.
+    let well_formed = text
+        .split('%')
+        .skip(1)
+        .all(|rest| rest.get(..2).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    if !well_formed {
+        return Err(bad());
     }
-    String::from_utf8(out).map_err(|_| bad())
+    percent_decode_str(text).decode_utf8().map(|s| s.into_owned()).map_err(|_| bad())
 }
+
+/// Everything but unreserved characters (RFC 3986) and `/`.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
 /// Percent-encodes everything but unreserved characters and `/`.
 pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(text, ESCAPED).to_string()
 }
 
 #[cfg(test)]
