@@ -18,3 +18,4 @@ pub mod node;
 pub mod policy;
 pub mod segregation;
 pub mod store;
+pub mod table;

@@ -10,6 +10,7 @@ use crate::segregation::api::{
     VerifyReport,
 };
 use crate::segregation::routes::encode;
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -223,24 +224,18 @@ pub fn render_list(list: &[PolicySummary]) -> String {
     if list.is_empty() {
         return "no policy applied\n".into();
     }
-    let mut out = format!("{:<20} {:<28} {:<20} {}\n", "NAME", "SERVICES", "NETWORKS", "FROM");
+    let mut table = Table::new(1).header(["NAME", "SERVICES", "NETWORKS", "FROM"]).min_widths(&[20, 28, 20]);
     for p in list {
-        out.push_str(&format!(
-            "{:<20} {:<28} {:<20} {}\n",
-            p.name,
-            p.services.join(","),
-            p.networks.join(","),
-            p.origin
-        ));
+        table.row([p.name.clone(), p.services.join(","), p.networks.join(","), p.origin.to_string()]);
     }
-    out
+    table.render()
 }
 
 pub fn render_verify(r: &VerifyReport) -> String {
     use crate::segregation::api::Reach;
     let w = r.rows.iter().map(|x| x.from_container.len().max(x.to_container.len())).max().unwrap_or(0).max(4);
-    let mut out =
-        format!("{:<w$} {:<w$} {:<22} {:<9} {:<9}\n", "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED");
+    let mut table =
+        Table::new(1).header(["FROM", "TO", "TARGET", "EXPECTED", "OBSERVED"]).min_widths(&[w, w, 22, 9, 9]);
     let word = |reach| match reach {
         Reach::Reachable => "reachable",
         Reach::Blocked => "blocked",
@@ -248,17 +243,16 @@ pub fn render_verify(r: &VerifyReport) -> String {
     };
     for row in &r.rows {
         let mark = if row.ok() { "ok" } else { "MISMATCH" };
-        out.push_str(&format!(
-            "{:<w$} {:<w$} {:<22} {:<9} {:<9} {mark}  ({}; probe: {})\n",
-            row.from_container,
-            row.to_container,
-            row.target,
-            word(row.expected),
-            word(row.observed),
-            row.because,
-            row.detail
-        ));
+        table.row([
+            row.from_container.clone(),
+            row.to_container.clone(),
+            row.target.clone(),
+            word(row.expected).to_owned(),
+            word(row.observed).to_owned(),
+            format!("{mark}  ({}; probe: {})", row.because, row.detail),
+        ]);
     }
+    let mut out = table.render();
     out.extend(r.skipped.iter().map(|s| format!("not probed: {s}\n")));
     out.push_str(&format!(
         "{} flow(s) probed from inside the containers (timeout {} ms), {} mismatch(es)\n",
