@@ -292,4 +292,15 @@ mod tests {
     fn owner_without_group_keeps_the_group() {
         assert_eq!(parse_owner("1000").unwrap(), Owner { uid: 1000, gid: None });
     }
+
+    #[test]
+    fn debounce_is_one_number_and_ms_s_or_m_up_to_10m() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration(" 10m "), Ok(Duration::from_secs(600)));
+        for bad in ["5", "", "1.5s", "2 s", "1m30s", "3h", "-1s", "ms"] {
+            assert!(parse_duration(bad).unwrap_err().contains("is not a duration like 500ms"), "{bad}");
+        }
+        assert_eq!(parse_duration("11m").unwrap_err(), "11m is too long: use at most 10m");
+    }
 }

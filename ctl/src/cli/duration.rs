@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn refuses_junk() {
-        for bad in ["5", "s", "5x", "1.5h", "-1s", "5 m", "1h30", "ms5"] {
+        for bad in ["5", "s", "5x", "1.5h", "-1s", "5 m", "1h30", "ms5", "5min", "1w", "1h 30m"] {
             assert!(matches!(parse_ms(bad), Err(DurationError::Malformed(_))), "{bad}");
         }
         assert_eq!(parse_ms(""), Err(DurationError::Empty));
