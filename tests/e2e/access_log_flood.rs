@@ -137,6 +137,8 @@ fn json_lines(path: &Path) -> Vec<String> {
     text.lines().map(str::to_owned).collect()
 }
 
+// unsafe_code is denied workspace-wide; allowed here: kill(2) through libc on the controller we started.
+#[allow(unsafe_code)]
 #[test]
 fn the_access_log_rotates_by_size_and_reopens_on_sighup() {
     let _serial = begin();
@@ -164,8 +166,6 @@ fn the_access_log_rotates_by_size_and_reopens_on_sighup() {
     let moved = ctl.base_dir().join("access.log.moved");
     std::fs::rename(&log, &moved).unwrap();
     let pid = ctl.pid().expect("controller pid") as i32;
-    // unsafe_code is denied workspace-wide; allowed here: kill(2) through libc on the controller we started.
-    #[allow(unsafe_code)]
     // SAFETY: kill(2) on the controller we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     wait_until(Duration::from_secs(10), "a line in the reopened access log", || {

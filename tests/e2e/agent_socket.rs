@@ -79,6 +79,8 @@ fn a_root_container_with_a_rw_mount_cannot_remove_or_replace_the_socket() {
     assert_eq!(status["read_only_dir"], true, "{status}");
 }
 
+// unsafe_code is denied workspace-wide; allowed here: umount2(2) through libc, as a host root process would.
+#[allow(unsafe_code)]
 #[test]
 fn a_socket_removed_on_the_host_is_rebound_within_a_second() {
     let _serial = begin();
@@ -87,8 +89,6 @@ fn a_socket_removed_on_the_host_is_rebound_within_a_second() {
     project.deliver(&ctl, &random_text(32), &["--ttl", "2s"]);
     // A host root process can get past the read-only mount: unmount it, remove the socket.
     let dir = std::ffi::CString::new(ctl.agent_dir().to_string_lossy().as_bytes()).unwrap();
-    // unsafe_code is denied workspace-wide; allowed here: umount2(2) through libc, as a host root process would.
-    #[allow(unsafe_code)]
     // SAFETY: umount2 with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) }, 0, "umount the agent dir");
     std::fs::remove_file(ctl.agent_socket()).expect("remove agent.sock on the host");
