@@ -4,7 +4,6 @@
 use super::client::AdminClient;
 use super::duration::{format_ms, parse_ms};
 use super::Output;
-use crate::node::access_log::rfc3339;
 use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use seg_common::api::{
@@ -133,8 +132,8 @@ pub async fn status(client: &AdminClient, name: &SecretName, output: Output) -> 
 
 /// `…T12:00:00.123Z` for milliseconds since the epoch.
 pub fn time_ms(ms: u64) -> String {
-    let secs = rfc3339(ms / 1000);
-    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms % 1000)
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 pub fn status_table(st: &SecretStatus) -> String {
