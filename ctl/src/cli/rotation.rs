@@ -132,6 +132,8 @@ pub async fn status(client: &AdminClient, name: &SecretName, output: Output) -> 
 
 /// `…T12:00:00.123Z` for milliseconds since the epoch.
 pub fn time_ms(ms: u64) -> String {
+    // Past year 9999 there is no RFC 3339 spelling; see `rfc3339`.
+    let ms = ms.min(crate::node::access_log::LAST_RFC3339_SECS * 1000 + 999);
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(at).to_string()
 }

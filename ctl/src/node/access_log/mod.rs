@@ -328,7 +328,13 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC).
+/// 9999-12-31T23:59:59Z: RFC 3339 has no spelling for later years.
+pub const LAST_RFC3339_SECS: u64 = 253_402_300_799;
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC). A stamp past
+/// year 9999 is corrupt; it shows as the last one rather than panicking
+/// (humantime refuses to format it).
 pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    let at = UNIX_EPOCH + Duration::from_secs(secs.min(LAST_RFC3339_SECS));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
