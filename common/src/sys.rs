@@ -5,6 +5,9 @@
 //! whole pages and do not nest, so two secrets sharing a page would unlock
 //! each other on drop, and `madvise(MADV_DONTDUMP)` rejects unaligned starts.
 
+// The workspace denies `unsafe_code`; this module is the audited exception.
+#![allow(unsafe_code)]
+
 use std::alloc::{self, Layout};
 use std::io;
 use std::ptr::NonNull;

@@ -1,6 +1,6 @@
 //! Firewall engine micro-benchmark, inside a throwaway network namespace.
 //!
-//! `cargo run --release -p segctl --example fw_bench [-- PROJECTS REPLICAS SAMPLE]`
+//! `cargo run --release -p segctl --features fakes --example fw_bench [-- PROJECTS REPLICAS SAMPLE]`
 //! (defaults 100 projects × 10 services = 1,000 services, 2 replicas, every
 //! rule as its own process; SAMPLE limits that to the first N rules and
 //! extrapolates). Needs root. Prints:

@@ -4,7 +4,7 @@
 //! `iptables-restore --noflush`), inside a throwaway network namespace so
 //! the host's rules are never touched.
 //!
-//! `cargo run --release -p segctl --example reconcile_bench [-- PROJECTS REPLICAS STARTS]`
+//! `cargo run --release -p segctl --features fakes --example reconcile_bench [-- PROJECTS REPLICAS STARTS]`
 //! (defaults 100 projects × 10 services = 1,000 services, 2 replicas = 2,000
 //! synthetic containers, 200 real container starts). Needs root, dockerd on
 //! /var/run/docker.sock and the image seg-busybox:dev (scripts/build-images).

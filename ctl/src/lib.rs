@@ -21,3 +21,5 @@ pub mod node;
 pub mod policy;
 pub mod segregation;
 pub mod store;
+pub mod table;
+pub mod timefmt;

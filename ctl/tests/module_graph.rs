@@ -28,6 +28,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("daemon_json", 1),
     ("client", 1),
     ("identity", 0),
+    ("table", 0),
+    ("timefmt", 0),
 ];
 
 type Module = Vec<String>;

@@ -139,17 +139,20 @@ fn parse_action(raw: &str) -> Result<PostRotate, String> {
 /// `250ms`, `2s`, `1m`: a number and a unit.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let bad = || format!("{raw:?} is not a duration like 500ms, 2s or 1m");
-    let n: u64 = raw[..digits].parse().map_err(|_| bad())?;
-    let d = match &raw[digits..] {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(bad()),
-    };
+    let too_long = || format!("{raw} is too long: use at most 10m");
+    // humantime also reads `1.5s`, `2 min` and sums; this option documents
+    // one whole number and ms, s or m.
+    let unit = raw.trim_start_matches(|c: char| c.is_ascii_digit());
+    if unit.len() == raw.len() || !["ms", "s", "m"].contains(&unit) {
+        return Err(bad());
+    }
+    let d = humantime::parse_duration(raw).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(),
+        _ => bad(),
+    })?;
     if d > Duration::from_secs(600) {
-        return Err(format!("{raw} is too long: use at most 10m"));
+        return Err(too_long());
     }
     Ok(d)
 }
@@ -288,5 +291,16 @@ mod tests {
     #[test]
     fn owner_without_group_keeps_the_group() {
         assert_eq!(parse_owner("1000").unwrap(), Owner { uid: 1000, gid: None });
+    }
+
+    #[test]
+    fn debounce_is_one_number_and_ms_s_or_m_up_to_10m() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration(" 10m "), Ok(Duration::from_secs(600)));
+        for bad in ["5", "", "1.5s", "2 s", "1m30s", "3h", "-1s", "ms"] {
+            assert!(parse_duration(bad).unwrap_err().contains("is not a duration like 500ms"), "{bad}");
+        }
+        assert_eq!(parse_duration("11m").unwrap_err(), "11m is too long: use at most 10m");
     }
 }

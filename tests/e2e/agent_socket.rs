@@ -79,6 +79,8 @@ fn a_root_container_with_a_rw_mount_cannot_remove_or_replace_the_socket() {
     assert_eq!(status["read_only_dir"], true, "{status}");
 }
 
+// unsafe_code is denied workspace-wide; allowed here: umount2(2) through libc, as a host root process would.
+#[allow(unsafe_code)]
 #[test]
 fn a_socket_removed_on_the_host_is_rebound_within_a_second() {
     let _serial = begin();
@@ -118,6 +120,8 @@ fn a_socket_removed_on_the_host_is_rebound_within_a_second() {
     assert!(table.contains("repaired 1 time(s), read-only dir yes"), "{table}");
 }
 
+// unsafe_code is denied workspace-wide; allowed here: kill(2) through libc on the controller we started.
+#[allow(unsafe_code)]
 #[test]
 fn containers_that_mounted_the_dir_earlier_reach_the_restarted_controller() {
     let _serial = begin();

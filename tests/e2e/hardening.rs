@@ -2,7 +2,7 @@
 //! replaced, not followed; names that are paths are refused everywhere.
 
 use seg_e2e::*;
-use serde_yaml::Value;
+use serde_norway::Value;
 use std::time::Duration;
 
 #[test]
@@ -40,7 +40,7 @@ healthcheck: {{test: ["CMD", "test", "-L", "/run/secrets/db-password"], interval
     vols.push("decoy:/run/decoy".into());
     sidecar.insert(
         "depends_on".into(),
-        serde_yaml::from_str("{planter: {condition: service_healthy}}").unwrap(),
+        serde_norway::from_str("{planter: {condition: service_healthy}}").unwrap(),
     );
     let project = Project::new(doc);
     project.deliver(&ctl, &random_text(32), &[]);

@@ -9,7 +9,7 @@
 //! are measured to the millisecond.
 
 use seg_e2e::serde_json::Value as Json;
-use seg_e2e::serde_yaml::Value as Yaml;
+use seg_e2e::serde_norway::Value as Yaml;
 use seg_e2e::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

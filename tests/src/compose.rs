@@ -7,7 +7,7 @@ use crate::util::unique_name;
 use crate::wait::poll;
 use crate::{workspace_root, Controller, AGENT_MOUNT, DOCKER_TIMEOUT, E2E_LABEL, EXAMPLE};
 use crate::{SECRET_FILE, SECRET_NAME};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +27,7 @@ pub struct Project {
 pub fn example_yaml(ctl: &Controller) -> Value {
     let path = workspace_root().join(EXAMPLE);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut doc: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut doc: Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut rewritten = 0;
     for (_, svc) in services_mut(&mut doc) {
         if let Some(Value::Sequence(vols)) = svc.get_mut("volumes") {
@@ -67,13 +67,13 @@ pub fn service_mut<'a>(doc: &'a mut Value, name: &str) -> &'a mut Mapping {
 
 /// Adds a service from YAML text.
 pub fn add_service(doc: &mut Value, name: &str, yaml: &str) {
-    let svc: Value = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("service {name}: {e}\n{yaml}"));
+    let svc: Value = serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("service {name}: {e}\n{yaml}"));
     doc.get_mut("services").and_then(Value::as_mapping_mut).expect("services").insert(name.into(), svc);
 }
 
 /// Adds a tmpfs volume owned by 1000:1000 (like the example's).
 pub fn add_tmpfs_volume(doc: &mut Value, name: &str) {
-    let vol: Value = serde_yaml::from_str(
+    let vol: Value = serde_norway::from_str(
         "driver_opts: {type: tmpfs, device: tmpfs, o: \"size=1m,uid=1000,gid=1000,mode=0700\"}",
     )
     .expect("yaml");
@@ -115,7 +115,7 @@ impl Project {
         let name = unique_name("sege2e");
         let dir = tempfile::Builder::new().prefix("seg-e2e-compose-").tempdir().expect("temp dir");
         let file = dir.path().join("docker-compose.yml");
-        fs::write(&file, serde_yaml::to_string(&doc).expect("yaml")).expect("write compose file");
+        fs::write(&file, serde_norway::to_string(&doc).expect("yaml")).expect("write compose file");
         Project { name, file, dir }
     }
 

@@ -65,6 +65,8 @@ impl Controller {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);
+        // unsafe_code is denied workspace-wide; allowed here: pre_exec is unsafe by signature; prctl in the child is async-signal-safe.
+        #[allow(unsafe_code)]
         // SAFETY: prctl is async-signal-safe; the controller dies with us
         // even if the test process is killed.
         unsafe {
@@ -288,6 +290,8 @@ pub(crate) fn sweep_stale_mounts() {
     }
 }
 
+// unsafe_code is denied workspace-wide; allowed here: umount2(2) through libc on mount points read from mountinfo.
+#[allow(unsafe_code)]
 fn detach_mounts(pick: impl Fn(&str) -> bool) -> usize {
     let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     // Field 5 is the mount point; later lines are mounted on top of earlier ones.
@@ -303,6 +307,8 @@ fn detach_mounts(pick: impl Fn(&str) -> bool) -> usize {
     n
 }
 
+// unsafe_code is denied workspace-wide; allowed here: kill(2) through libc on our own child.
+#[allow(unsafe_code)]
 /// SIGTERM, then polls `exited` every 20 ms for up to `grace`; past that,
 /// SIGKILL (and `None`).
 fn terminate(

@@ -32,7 +32,7 @@ pub use util::{block_on, mode_of, random_bytes, random_text, unique_name, write_
 pub use wait::wait_until;
 
 pub use serde_json;
-pub use serde_yaml;
+pub use serde_norway;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

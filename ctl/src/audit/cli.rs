@@ -12,6 +12,7 @@ use super::fix::{self, Fixer, HostFixer};
 use super::model::{ControllerInfo, FailOn, Filters, HostInfo, Report, ReportMeta};
 use super::{evaluate, sarif, table};
 use crate::client::AdminOpts;
+use crate::table::Table;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -199,5 +200,9 @@ fn list_checks(format: Format) -> Result<String> {
             .collect();
         return Ok(serde_json::to_string_pretty(&list)? + "\n");
     }
-    Ok(CHECKS.iter().map(|c| format!("{:<28} {:<11} {}\n", c.id, c.section.as_str(), c.title)).collect())
+    let mut table = Table::new(1).min_widths(&[28, 11]);
+    for c in CHECKS.iter() {
+        table.row([c.id, c.section.as_str(), c.title]);
+    }
+    Ok(table.render())
 }

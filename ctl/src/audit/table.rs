@@ -3,6 +3,7 @@
 
 use super::catalog;
 use super::model::{Finding, Level, Need, Report, Section};
+use crate::table::Table;
 use std::fmt::Write;
 
 pub fn render(r: &Report) -> String {
@@ -65,31 +66,40 @@ fn score(s: Option<u32>) -> String {
     s.map_or_else(|| "n/a".to_owned(), |v| format!("{v}%"))
 }
 
-/// The findings of one section, in catalog order.
+/// The findings of one section, in catalog order: level, check, then what
+/// was found, aligned across the section and indented under its heading.
 fn section(out: &mut String, findings: &[&Finding]) {
     let mut ids: Vec<&str> = findings.iter().map(|f| f.id).collect();
     ids.dedup();
+    let mut rows = Table::new(1).min_widths(&[4, 28]);
     for id in ids {
         let of: Vec<&&Finding> = findings.iter().filter(|f| f.id == id).collect();
         let check = catalog::get(id);
         let mut attention = false;
         for f in of.iter().filter(|f| f.level != Level::Pass) {
             attention = true;
-            let _ = writeln!(out, "  {:<4} {:<28} {}: {}", f.level, id, objects(f), f.detail);
+            rows.row([f.level.to_string(), id.to_owned(), format!("{}: {}", objects(f), f.detail)]);
         }
         let passes: Vec<&&&Finding> = of.iter().filter(|f| f.level == Level::Pass).collect();
         match passes.as_slice() {
             [] => {}
             [one] => {
-                let _ = writeln!(out, "  PASS {:<28} {}: {}", id, objects(one), one.detail);
+                rows.row(["PASS".to_owned(), id.to_owned(), format!("{}: {}", objects(one), one.detail)]);
             }
             many => {
-                let _ = writeln!(out, "  PASS {:<28} {} ({} objects)", id, check.title, many.len());
+                rows.row([
+                    "PASS".to_owned(),
+                    id.to_owned(),
+                    format!("{} ({} objects)", check.title, many.len()),
+                ]);
             }
         }
         if attention && of.iter().any(|f| matches!(f.level, Level::Warn | Level::Info)) {
-            let _ = writeln!(out, "       {:<28} fix: {}", "", check.remediation);
+            rows.row([String::new(), String::new(), format!("fix: {}", check.remediation)]);
         }
+    }
+    for line in rows.render().lines() {
+        let _ = writeln!(out, "  {line}");
     }
 }
 

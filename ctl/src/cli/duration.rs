@@ -14,6 +14,10 @@ pub enum DurationError {
     Overflow(String),
 }
 
+/// The units we document. humantime knows more (`min`, `weeks`, `us`, …)
+/// and fractions; a lease TTL keeps to these whole units.
+const UNITS: [&str; 5] = ["ms", "s", "m", "h", "d"];
+
 /// Parses a duration into milliseconds.
 pub fn parse_ms(raw: &str) -> Result<u64, DurationError> {
     let text = raw.trim();
@@ -22,29 +26,21 @@ pub fn parse_ms(raw: &str) -> Result<u64, DurationError> {
     }
     let malformed = || DurationError::Malformed(raw.chars().take(40).collect());
     let overflow = || DurationError::Overflow(raw.chars().take(40).collect());
-    let mut rest = text;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(malformed());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| overflow())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(malformed()),
-        };
-        rest = &rest[unit_len..];
-        let part = n.checked_mul(factor).ok_or_else(overflow)?;
-        total = total.checked_add(part).ok_or_else(overflow)?;
+    // humantime also takes spaces, signs' neighbours and `1.5h`; refuse
+    // anything but digit runs followed by one of our units.
+    let units_ok =
+        text.split(|c: char| c.is_ascii_digit()).filter(|u| !u.is_empty()).all(|u| UNITS.contains(&u));
+    if !units_ok
+        || !text.starts_with(|c: char| c.is_ascii_digit())
+        || text.ends_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(malformed());
     }
-    Ok(total)
+    let d = humantime::parse_duration(text).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => overflow(),
+        _ => malformed(),
+    })?;
+    u64::try_from(d.as_millis()).map_err(|_| overflow())
 }
 
 /// Formats milliseconds compactly: `500ms`, `2s`, `5m`, `1h30m`, `1d`.
@@ -91,7 +87,7 @@ mod tests {
 
     #[test]
     fn refuses_junk() {
-        for bad in ["5", "s", "5x", "1.5h", "-1s", "5 m", "1h30", "ms5"] {
+        for bad in ["5", "s", "5x", "1.5h", "-1s", "5 m", "1h30", "ms5", "5min", "1w", "1h 30m"] {
             assert!(matches!(parse_ms(bad), Err(DurationError::Malformed(_))), "{bad}");
         }
         assert_eq!(parse_ms(""), Err(DurationError::Empty));

@@ -5,6 +5,7 @@
 use super::Output;
 use crate::docker;
 use crate::network::{self, DockerNetworks, NetworkInfo, NetworkSpec, Subnet};
+use crate::table::Table;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -89,23 +90,21 @@ fn json(list: &[NetworkInfo]) -> serde_json::Value {
 }
 
 pub fn render(list: &[NetworkInfo]) -> String {
-    let mut out = format!(
-        "{:<28} {:<8} {:<8} {:<5} {:<18} {:<16} {}\n",
-        "NAME", "DRIVER", "INTERNAL", "ICC", "SUBNETS", "BRIDGE", "CONTAINERS"
-    );
+    let mut table = Table::new(1)
+        .header(["NAME", "DRIVER", "INTERNAL", "ICC", "SUBNETS", "BRIDGE", "CONTAINERS"])
+        .min_widths(&[28, 8, 8, 5, 18, 16]);
     for n in list {
-        let yes = |b: bool| if b { "yes" } else { "no" };
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
         let name = if n.managed { format!("{} (seg)", n.name) } else { n.name.clone() };
-        out.push_str(&format!(
-            "{:<28} {:<8} {:<8} {:<5} {:<18} {:<16} {}\n",
+        table.row([
             name,
-            n.driver,
+            n.driver.clone(),
             yes(n.internal),
             yes(n.icc),
             n.subnets.join(","),
-            n.bridge_if.as_deref().unwrap_or("-"),
-            n.containers.len()
-        ));
+            n.bridge_if.clone().unwrap_or_else(|| "-".into()),
+            n.containers.len().to_string(),
+        ]);
     }
-    out
+    table.render()
 }

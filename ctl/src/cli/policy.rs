@@ -6,6 +6,7 @@
 use super::{AdminOpts, Output};
 use crate::client::encode;
 use crate::policy;
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use seg_common::api::policy::{
@@ -109,7 +110,7 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
         PolicyCmd::Show { name, output } => {
             let d: PolicyDetail = client.get(&format!("/v1/policies/{}", encode(&name))).await?;
             match output {
-                ShowFormat::Yaml => print!("{}", serde_yaml::to_string(&d.policy)?),
+                ShowFormat::Yaml => print!("{}", serde_norway::to_string(&d.policy)?),
                 ShowFormat::Json => println!("{}", serde_json::to_string_pretty(&d)?),
                 ShowFormat::Source => print!("{}", d.source),
             }
@@ -223,24 +224,18 @@ pub fn render_list(list: &[PolicySummary]) -> String {
     if list.is_empty() {
         return "no policy applied\n".into();
     }
-    let mut out = format!("{:<20} {:<28} {:<20} {}\n", "NAME", "SERVICES", "NETWORKS", "FROM");
+    let mut table = Table::new(1).header(["NAME", "SERVICES", "NETWORKS", "FROM"]).min_widths(&[20, 28, 20]);
     for p in list {
-        out.push_str(&format!(
-            "{:<20} {:<28} {:<20} {}\n",
-            p.name,
-            p.services.join(","),
-            p.networks.join(","),
-            p.origin
-        ));
+        table.row([p.name.clone(), p.services.join(","), p.networks.join(","), p.origin.to_string()]);
     }
-    out
+    table.render()
 }
 
 pub fn render_verify(r: &VerifyReport) -> String {
     use seg_common::api::policy::Reach;
     let w = r.rows.iter().map(|x| x.from_container.len().max(x.to_container.len())).max().unwrap_or(0).max(4);
-    let mut out =
-        format!("{:<w$} {:<w$} {:<22} {:<9} {:<9}\n", "FROM", "TO", "TARGET", "EXPECTED", "OBSERVED");
+    let mut table =
+        Table::new(1).header(["FROM", "TO", "TARGET", "EXPECTED", "OBSERVED"]).min_widths(&[w, w, 22, 9, 9]);
     let word = |reach| match reach {
         Reach::Reachable => "reachable",
         Reach::Blocked => "blocked",
@@ -248,17 +243,16 @@ pub fn render_verify(r: &VerifyReport) -> String {
     };
     for row in &r.rows {
         let mark = if row.ok() { "ok" } else { "MISMATCH" };
-        out.push_str(&format!(
-            "{:<w$} {:<w$} {:<22} {:<9} {:<9} {mark}  ({}; probe: {})\n",
-            row.from_container,
-            row.to_container,
-            row.target,
-            word(row.expected),
-            word(row.observed),
-            row.because,
-            row.detail
-        ));
+        table.row([
+            row.from_container.clone(),
+            row.to_container.clone(),
+            row.target.clone(),
+            word(row.expected).to_owned(),
+            word(row.observed).to_owned(),
+            format!("{mark}  ({}; probe: {})", row.because, row.detail),
+        ]);
     }
+    let mut out = table.render();
     out.extend(r.skipped.iter().map(|s| format!("not probed: {s}\n")));
     out.push_str(&format!(
         "{} flow(s) probed from inside the containers (timeout {} ms), {} mismatch(es)\n",

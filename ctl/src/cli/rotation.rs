@@ -4,7 +4,7 @@
 use super::duration::{format_ms, parse_ms};
 use super::Output;
 use crate::client::AdminClient;
-use crate::node::access_log::rfc3339;
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use seg_common::api::{
     HookSpec, Hooks, RotateResult, SecretStatus, SetHooks, DEFAULT_HOOK_TIMEOUT_MS, MAX_GRACE_MS,
@@ -134,11 +134,7 @@ pub async fn status(client: &AdminClient, name: &SecretName, output: Output) -> 
     Ok(())
 }
 
-/// `…T12:00:00.123Z` for milliseconds since the epoch.
-pub fn time_ms(ms: u64) -> String {
-    let secs = rfc3339(ms / 1000);
-    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms % 1000)
-}
+pub use crate::timefmt::rfc3339_ms as time_ms;
 
 pub fn status_table(st: &SecretStatus) -> String {
     let rotated = st.rotated_at_ms.map(|t| format!(", rotated {}", time_ms(t))).unwrap_or_default();
@@ -159,35 +155,27 @@ pub fn status_table(st: &SecretStatus) -> String {
         out.push_str("no consumers: no sidecar watches it or reported having it\n");
         return out;
     }
-    let head = ["CONTAINER", "NAME", "SERVICE", "VERSION", "ACKNOWLEDGED", "STREAM", "LAST HOOK"];
-    let rows: Vec<[String; 7]> = st
-        .consumers
-        .iter()
-        .map(|c| {
-            [
-                seg_common::api::short_id(&c.container_id),
-                c.container_name.clone(),
-                c.identity.to_string(),
-                c.version.map_or("-".into(), |v| v.to_string()),
-                c.acked_at_ms.map_or("-".into(), time_ms),
-                if c.watching { "open" } else { "closed" }.into(),
-                c.last_hook.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..6).map(width).collect();
-    let mut line = |cells: [&str; 7]| {
-        for (i, w) in widths.iter().enumerate() {
-            out.push_str(&format!("{:<w$}  ", cells[i]));
-        }
-        out.push_str(cells[6]);
-        out.push('\n');
-    };
-    line(head);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+    let mut table = Table::new(2).header([
+        "CONTAINER",
+        "NAME",
+        "SERVICE",
+        "VERSION",
+        "ACKNOWLEDGED",
+        "STREAM",
+        "LAST HOOK",
+    ]);
+    for c in &st.consumers {
+        table.row([
+            seg_common::api::short_id(&c.container_id),
+            c.container_name.clone(),
+            c.identity.to_string(),
+            c.version.map_or("-".into(), |v| v.to_string()),
+            c.acked_at_ms.map_or("-".into(), time_ms),
+            if c.watching { "open" } else { "closed" }.into(),
+            c.last_hook.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
+    out.push_str(&table.render());
     out.push_str(&format!(
         "{} of {} have version {}\n",
         st.consumers.iter().filter(|c| c.version.is_some_and(|v| v >= st.wanted)).count(),

@@ -115,3 +115,9 @@ mod parsing {
         assert!(parse(&["status", "db", "-o", "json"]).is_ok());
     }
 }
+
+#[test]
+fn times_are_rfc3339_with_milliseconds() {
+    assert_eq!(time_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    assert_eq!(time_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+}

@@ -8,6 +8,7 @@ use super::rotation::{self, parse_grace, parse_hook_timeout, parse_wait, HookArg
 use super::{input, AdminOpts, Output};
 use crate::client::method::{DELETE, POST, PUT};
 use crate::client::AdminClient;
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use seg_common::api::ChangeResult;
@@ -271,36 +272,18 @@ pub fn table(infos: &[SecretInfo]) -> String {
     if infos.is_empty() {
         return "no secrets yet; add one with `segctl secret put NAME --from-file FILE`\n".into();
     }
-    let rows: Vec<[String; 5]> = infos
-        .iter()
-        .map(|i| {
-            let grants = if i.grants.is_empty() { "-".to_owned() } else { i.grants.join(",") };
-            [
-                i.name.to_string(),
-                i.version.to_string(),
-                format_ms(i.ttl_ms),
-                crate::node::access_log::rfc3339(i.updated_at),
-                grants,
-            ]
-        })
-        .collect();
-    let head = ["NAME", "VERSION", "TTL", "UPDATED", "GRANTS"];
-    let width = |c: usize| rows.iter().map(|r| r[c].len()).chain([head[c].len()]).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..4).map(width).collect();
-    let line = |cells: [&str; 5]| {
-        let mut s = String::new();
-        for (c, w) in widths.iter().enumerate() {
-            s.push_str(&format!("{:<w$}  ", cells[c]));
-        }
-        s.push_str(cells[4]);
-        s.push('\n');
-        s
-    };
-    let mut out = line(head);
-    for r in &rows {
-        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    let mut table = Table::new(2).header(["NAME", "VERSION", "TTL", "UPDATED", "GRANTS"]);
+    for i in infos {
+        let grants = if i.grants.is_empty() { "-".to_owned() } else { i.grants.join(",") };
+        table.row([
+            i.name.to_string(),
+            i.version.to_string(),
+            format_ms(i.ttl_ms),
+            crate::timefmt::rfc3339(i.updated_at),
+            grants,
+        ]);
     }
-    out
+    table.render()
 }
 
 #[cfg(test)]

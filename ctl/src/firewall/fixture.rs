@@ -47,7 +47,7 @@ pub fn golden_dir() -> PathBuf {
 }
 
 pub fn inventory(text: &str) -> Inventory {
-    let f: InvFile = serde_yaml::from_str(text).expect("fixture inventory parses");
+    let f: InvFile = serde_norway::from_str(text).expect("fixture inventory parses");
     let networks = f
         .networks
         .into_iter()

@@ -14,6 +14,7 @@
 mod cache;
 mod check;
 mod compile;
+#[cfg(any(test, feature = "fakes"))]
 mod fake;
 #[cfg(test)]
 mod fixture;
@@ -24,13 +25,16 @@ pub mod naming;
 mod plan;
 mod ports;
 mod ruleset;
+#[cfg(any(test, feature = "fakes"))]
 pub mod sim;
+#[cfg(any(test, feature = "fakes"))]
 pub mod synth;
 mod trie;
 
 pub use cache::{compile_cached, CompileCache};
 pub use check::{check, Decision, Endpoint};
 pub use compile::{compile, compile_with, validate_set};
+#[cfg(any(test, feature = "fakes"))]
 pub use fake::FakeFirewall;
 pub use inventory::{
     bridge_name, inventory_from, Container, ContainerFacts, Endpoint as NetEndpoint, Inventory, Network,

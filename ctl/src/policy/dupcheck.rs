@@ -1,6 +1,6 @@
 //! A pre-pass that refuses duplicate mapping keys anywhere in a document.
 //!
-//! serde_yaml 0.9 only refuses them when building a `Value` (and then points
+//! serde_norway 0.9 only refuses them when building a `Value` (and then points
 //! at the mapping, not the key), derived structs report `duplicate field` at
 //! the mapping, and a `BTreeMap` silently keeps the last one — so a second
 //! `db:` could quietly replace the first. Here each key is read through a seed

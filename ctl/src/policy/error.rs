@@ -19,16 +19,16 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
-    /// Turns a serde_yaml error into ours. serde_yaml renders
+    /// Turns a serde_norway error into ours. serde_norway renders
     /// `PATH: MESSAGE at line L column C`; seg's own messages start with
     /// [`OWN`] and say where the path goes with [`PATH_SLOT`].
-    pub(crate) fn from_yaml(file: &str, err: &serde_yaml::Error) -> PolicyError {
+    pub(crate) fn from_yaml(file: &str, err: &serde_norway::Error) -> PolicyError {
         let mut text = err.to_string();
         let Some(loc) = err.location() else {
             return PolicyError::File { file: file.to_string(), message: text };
         };
         let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        // serde_yaml says where in its own words; libyaml's messages carry
+        // serde_norway says where in its own words; libyaml's messages carry
         // it mid-sentence. We say it once, up front.
         text = text.replacen(&suffix, "", 1);
         let (path, message) = match text.split_once(OWN) {

@@ -65,15 +65,15 @@ pub fn parse_source(text: &str, file: &str, dir_project: Option<&str>) -> Result
 
 /// Parses the text of a policy file; `file` is only used in messages.
 pub fn parse_policy(text: &str, file: &str) -> Result<Policy, PolicyError> {
-    let yaml_err = |e: serde_yaml::Error| PolicyError::from_yaml(file, &e);
-    serde_yaml::from_str::<NoDuplicates>(text).map_err(yaml_err)?;
-    let names: Names = serde_yaml::from_str(text).map_err(yaml_err)?;
+    let yaml_err = |e: serde_norway::Error| PolicyError::from_yaml(file, &e);
+    serde_norway::from_str::<NoDuplicates>(text).map_err(yaml_err)?;
+    let names: Names = serde_norway::from_str(text).map_err(yaml_err)?;
     let ctx = ParseContext {
         policy_services: names.services.into_keys().collect(),
         policy_networks: names.networks.into_keys().collect(),
         compose_services: None,
     };
-    let mut policy: Policy = with_context(ctx, || serde_yaml::from_str(text)).map_err(yaml_err)?;
+    let mut policy: Policy = with_context(ctx, || serde_norway::from_str(text)).map_err(yaml_err)?;
     policy.origin = file.to_string();
     Ok(policy)
 }
@@ -82,9 +82,9 @@ pub fn parse_policy(text: &str, file: &str) -> Result<Policy, PolicyError> {
 /// `x-seg.project`, the compose `name:`, then `dir_project` (the directory
 /// name, normalized the way compose does).
 pub fn parse_compose(text: &str, file: &str, dir_project: Option<&str>) -> Result<Policy, PolicyError> {
-    let yaml_err = |e: serde_yaml::Error| PolicyError::from_yaml(file, &e);
-    serde_yaml::from_str::<ComposeDup>(text).map_err(yaml_err)?;
-    let compose: ComposeNames = serde_yaml::from_str(text).map_err(yaml_err)?;
+    let yaml_err = |e: serde_norway::Error| PolicyError::from_yaml(file, &e);
+    serde_norway::from_str::<ComposeDup>(text).map_err(yaml_err)?;
+    let compose: ComposeNames = serde_norway::from_str(text).map_err(yaml_err)?;
     let Some(names) = compose.x_seg else {
         let message = "a compose file without an `x-seg:` key holds no policy".to_string();
         return Err(PolicyError::File { file: file.to_string(), message });
@@ -94,7 +94,7 @@ pub fn parse_compose(text: &str, file: &str, dir_project: Option<&str>) -> Resul
         policy_networks: names.networks.into_keys().collect(),
         compose_services: Some(compose.services.into_keys().collect()),
     };
-    let parsed: ComposePolicy = with_context(ctx, || serde_yaml::from_str(text)).map_err(yaml_err)?;
+    let parsed: ComposePolicy = with_context(ctx, || serde_norway::from_str(text)).map_err(yaml_err)?;
     let mut policy = parsed.x_seg;
     if policy.project.is_none() {
         let fallback = compose.name.or_else(|| dir_project.map(normalize_project));
@@ -115,7 +115,7 @@ fn has_x_seg(text: &str) -> bool {
         #[serde(rename = "x-seg")]
         x_seg: Option<IgnoredAny>,
     }
-    serde_yaml::from_str::<Probe>(text).ok().is_some_and(|p| p.x_seg.is_some())
+    serde_norway::from_str::<Probe>(text).ok().is_some_and(|p| p.x_seg.is_some())
 }
 
 /// Runs one parse with `ctx` visible to the model's `Deserialize` impls.

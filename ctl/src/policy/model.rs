@@ -1,6 +1,6 @@
 //! The policy as typed values. The serde types are the model: every check that
 //! can be made while a value is read is made in its `Deserialize`, so that
-//! serde_yaml pins the error to that value's line and column.
+//! serde_norway pins the error to that value's line and column.
 
 use super::net::{Cidr, PortRange};
 use serde::de::{self, Deserializer, Visitor};
@@ -165,7 +165,7 @@ pub(super) fn valid_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a check inside the scalar's visitor: serde_yaml attaches the scalar's
+/// Runs a check inside the scalar's visitor: serde_norway attaches the scalar's
 /// own line and column only to errors raised there (an error raised after
 /// `String::deserialize` returned would point at the enclosing collection).
 struct StrWith<F>(F);
