@@ -1,103 +1,89 @@
-//! The controller's link to the Docker engine. Docker may be down when the
-//! controller starts (or start later): the admin API must work regardless,
-//! so the connection is made in the background with backoff. There is one
-//! [`Attestor`] for the controller's life; its container lookups go to
-//! whichever Docker connection is current, so a host process is still told
-//! `not_a_container` while Docker is down, and a container gets 503
-//! `docker_unavailable`.
+//! The node's side of the shared [`DockerLink`]: attestation, post-rotate
+//! signals and status. Docker may be down when the controller starts (or
+//! start later): the admin API works regardless. There is one [`Attestor`]
+//! for the controller's life; its container lookups go to the link's
+//! current client, so a host process is still told `not_a_container` while
+//! Docker is down, and a container gets 503 `docker_unavailable`.
 
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
 use super::live::{AppContainer, Containers};
 use crate::attest::labels::{identity_from_labels, notify_from, SEG_FOR};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
-use crate::docker::{self, Backoff, DockerLookup, GoneListener};
-use bollard::Docker;
+use crate::docker::{self, DockerLink, DockerLookup, Kind, Notice, Subscription};
 use futures_util::future::BoxFuture;
 use seg_common::api::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
-
-/// The current Docker client, or why there is none.
-type Slot = Arc<RwLock<Result<Docker, String>>>;
-
-fn current(slot: &Slot) -> Result<Docker, String> {
-    slot.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
+use std::sync::Arc;
 
 /// [`ContainerLookup`] over the current connection.
-struct SlotLookup(Slot);
+struct LinkLookup(Arc<DockerLink>);
 
-impl ContainerLookup for SlotLookup {
+impl ContainerLookup for LinkLookup {
     fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerInfo, LookupError>> {
         Box::pin(async move {
-            let docker = current(&self.0)
-                .map_err(|why| LookupError::Docker(format!("Docker is unreachable: {why}")))?;
+            let docker =
+                self.0.current().map_err(|why| LookupError::Docker(format!("Docker is unreachable: {why}")))?;
             DockerLookup { docker }.inspect(id).await
         })
     }
 }
 
+/// Told when a container stops or is removed (`action` is Docker's:
+/// `die`, `stop`, `destroy`, `rename`), after its cached identity is dropped.
+pub type GoneListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Container events that make a cached inspection stale (`rename`: the
+/// name we log).
+const STALE_EVENTS: [&str; 4] = ["die", "stop", "destroy", "rename"];
+
 pub struct EngineLink {
-    slot: Slot,
+    link: Arc<DockerLink>,
     attestor: Arc<Attestor>,
-    /// Told of every container that stops or is removed.
-    gone: OnceLock<GoneListener>,
 }
 
 impl EngineLink {
     /// `proc_root` is `/proc` in production; containers that can write to
     /// `agent_dir` (a read-write bind mount of it or a parent) are refused.
-    pub fn new(proc_root: PathBuf, agent_dir: Option<PathBuf>) -> Arc<EngineLink> {
-        let slot: Slot = Arc::new(RwLock::new(Err("not connected yet".into())));
-        let mut attestor = Attestor::new(Arc::new(SlotLookup(slot.clone())), proc_root);
+    pub fn new(link: Arc<DockerLink>, proc_root: PathBuf, agent_dir: Option<PathBuf>) -> Arc<EngineLink> {
+        let mut attestor = Attestor::new(Arc::new(LinkLookup(link.clone())), proc_root);
         if let Some(dir) = agent_dir {
             attestor = attestor.refusing_writable_mounts_of(dir);
         }
-        Arc::new(EngineLink { slot, attestor: Arc::new(attestor), gone: OnceLock::new() })
+        Arc::new(EngineLink { link, attestor: Arc::new(attestor) })
     }
 
-    /// Sets who is told when a container stops or is removed (once, before
-    /// [`EngineLink::spawn_connect`]).
-    pub fn on_container_gone(&self, listener: GoneListener) {
-        let _ = self.gone.set(listener);
+    /// Keeps the attestation cache honest from the link's events, telling
+    /// `gone` of every container that stops or is removed. Call before the
+    /// link connects.
+    pub fn follow_events(&self, gone: GoneListener) -> tokio::task::JoinHandle<()> {
+        forget_on_events(self.link.subscribe(), self.attestor.clone(), gone)
     }
+}
 
-    /// Connects in the background, retrying with backoff until it works;
-    /// then starts the container-event watcher that keeps the cache honest.
-    pub fn spawn_connect(self: &Arc<Self>, socket: PathBuf) -> tokio::task::JoinHandle<()> {
-        let link = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new();
-            let mut attempts = 0u32;
-            loop {
-                match docker::connect(&socket).await {
-                    Ok(docker) => return link.ready(docker),
-                    Err(err) => {
-                        attempts += 1;
-                        if attempts == 1 {
-                            tracing::error!(
-                                "{err} Containers get 503 docker_unavailable until it answers; retrying."
-                            );
-                        } else {
-                            tracing::debug!("Docker still unreachable (attempt {attempts}): {err}");
-                        }
-                        *link.slot.write().unwrap_or_else(|p| p.into_inner()) = Err(err.to_string());
-                    }
+/// Drops the cached identities of containers that die, stop, are renamed
+/// or removed, telling `gone` each time — and every cached identity after a
+/// gap in the events.
+pub fn forget_on_events(
+    mut events: Subscription,
+    attestor: Arc<Attestor>,
+    gone: GoneListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(notice) = events.next().await {
+            match notice {
+                Notice::Gap => attestor.forget_all(),
+                Notice::Event(ev) if ev.kind == Kind::Container && STALE_EVENTS.contains(&ev.action.as_str()) => {
+                    tracing::debug!(container = %ev.actor, action = %ev.action,
+                        "container event: cached identity dropped");
+                    attestor.forget(&ev.actor);
+                    gone(&ev.actor, &ev.action);
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                Notice::Event(_) => {}
             }
-        })
-    }
-
-    fn ready(&self, docker: Docker) {
-        // Detached: the watcher reconnects by itself for the controller's life.
-        let gone = self.gone.get().cloned().unwrap_or_else(|| Arc::new(|_: &str, _: &str| {}));
-        drop(docker::watch_container_events(docker.clone(), self.attestor.clone(), gone));
-        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Ok(docker);
-        tracing::info!("connected to Docker; containers can be identified");
-    }
+        }
+    })
 }
 
 impl Identify for EngineLink {
@@ -109,7 +95,7 @@ impl Identify for EngineLink {
 impl DockerStatus for EngineLink {
     fn describe(&self) -> BoxFuture<'_, String> {
         Box::pin(async move {
-            match current(&self.slot) {
+            match self.link.current() {
                 Ok(docker) => docker::describe(&docker).await,
                 Err(why) => format!("unreachable, retrying: {why}"),
             }
@@ -120,7 +106,7 @@ impl DockerStatus for EngineLink {
 impl Containers for EngineLink {
     fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
         Box::pin(async move {
-            let docker = current(&self.slot).map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let docker = self.link.current().map_err(|why| format!("Docker is unreachable: {why}"))?;
             let filters = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
             let opts = bollard::query_parameters::ListContainersOptions {
                 filters: Some(filters),
@@ -134,7 +120,7 @@ impl Containers for EngineLink {
 
     fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let docker = current(&self.slot).map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let docker = self.link.current().map_err(|why| format!("Docker is unreachable: {why}"))?;
             let opts = bollard::query_parameters::KillContainerOptions { signal: signal.to_owned() };
             docker.kill_container(id, Some(opts)).await.map_err(|e| format!("sending {signal}: {e}"))
         })
@@ -191,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {
-        let link = EngineLink::new("/proc".into(), None);
+        let link = EngineLink::new(DockerLink::new(), "/proc".into(), None);
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let me = PinnedPeer::pin(&a, std::path::Path::new("/proc")).unwrap();
         let err = link.identify(&me).await.unwrap_err();
@@ -208,7 +194,7 @@ mod tests {
         std::fs::write(pid_dir.join("stat"), stat).unwrap();
         let id = "a".repeat(64);
         std::fs::write(pid_dir.join("cgroup"), format!("0::/system.slice/docker-{id}.scope\n")).unwrap();
-        let link = EngineLink::new(dir.path().into(), None);
+        let link = EngineLink::new(DockerLink::new(), dir.path().into(), None);
         let err = link.identify(&PinnedPeer::fixture_in(dir.path(), 77).unwrap()).await.unwrap_err();
         let failure = err.into_failure();
         assert_eq!(
