@@ -36,7 +36,14 @@ impl EventSource for FakeEvents {
             End::Ends => None,
             End::Fails => Some(Err(DockerError::Events("connection reset".into()))),
         };
-        stream::iter(events.into_iter().map(Ok).chain(tail)).boxed()
+        // Yields between events, as a real stream would wait for the next:
+        // readers keep up unless they do not read.
+        stream::iter(events.into_iter().map(Ok).chain(tail))
+            .then(|item| async move {
+                tokio::task::yield_now().await;
+                item
+            })
+            .boxed()
     }
 }
 

@@ -106,6 +106,12 @@ impl DockerLink {
         tokio::spawn(async move { link.follow(docker).await })
     }
 
+    /// Sends one notice to every subscriber, as the pump would.
+    #[cfg(test)]
+    pub(crate) fn announce(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
     /// Follows any event source (the scripted fake).
     #[cfg(test)]
     pub(crate) fn spawn_pump(

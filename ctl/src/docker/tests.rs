@@ -148,9 +148,11 @@ async fn a_lagging_subscriber_stalls_no_one_and_is_told_of_the_gap() {
     let burst: Vec<Event> = (0..CAPACITY + 10).map(|i| container("start", &format!("c{i}"))).collect();
     let link = DockerLink::new();
     let (mut fast, mut slow) = (link.subscribe(), link.subscribe());
+    // The fast one reads everything, concurrently, while the slow one reads nothing.
+    let n = burst.len() + 1;
+    let reader = tokio::spawn(async move { (take(&mut fast, n).await, fast) });
     let pump = link.spawn_pump(Arc::new(FakeEvents::new(vec![(burst.clone(), End::Ends)])), quick());
-    // The fast one reads everything while the slow one reads nothing.
-    let got = take(&mut fast, burst.len() + 1).await;
+    let (got, mut fast) = reader.await.unwrap();
     assert_eq!(got[0], Notice::Gap);
     assert!(got[1..].iter().zip(&burst).all(|(n, e)| *n == ev(e.clone())), "in order, none lost");
     // Let the pump re-subscribe (the script ended), then read the slow one.

@@ -175,6 +175,87 @@ mod tests {
         assert!(app_container(other, &who).is_none());
     }
 
+    /// Answers every inspection with a running `seg.service=app` container.
+    struct Running;
+
+    impl ContainerLookup for Running {
+        fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerInfo, LookupError>> {
+            let labels = BTreeMap::from([("seg.service".to_owned(), "app".to_owned())]);
+            let info = ContainerInfo {
+                id: id.to_owned(),
+                name: "app-1".into(),
+                labels,
+                pid: 77,
+                running: true,
+                binds: Vec::new(),
+            };
+            Box::pin(async move { Ok(info) })
+        }
+    }
+
+    /// A fixture proc tree with process 77 in container `id`.
+    fn proc_tree(id: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_dir = dir.path().join("77");
+        std::fs::create_dir_all(&pid_dir).unwrap();
+        let stat = format!("77 (app) S {}\n", ["1"; 49].join(" "));
+        std::fs::write(pid_dir.join("stat"), stat).unwrap();
+        std::fs::write(pid_dir.join("cgroup"), format!("0::/system.slice/docker-{id}.scope\n")).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn stale_container_events_and_gaps_drop_cached_identities() {
+        use crate::docker::fake::{container, network};
+        let id = "b".repeat(64);
+        let proc = proc_tree(&id);
+        let attestor = Arc::new(Attestor::new(Arc::new(Running), proc.path().into()));
+        let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = told.clone();
+        let gone: GoneListener = Arc::new(move |c: &str, a: &str| seen.lock().unwrap().push(format!("{a} {c}")));
+        let link = DockerLink::new();
+        let watcher = forget_on_events(link.subscribe(), attestor.clone(), gone);
+        let peer = PinnedPeer::fixture_in(proc.path(), 77).unwrap();
+        let attest = || async { attestor.attest(&peer).await.expect("attests") };
+        let told_of = |what: String| {
+            let told = told.clone();
+            async move {
+                for _ in 0..500 {
+                    if told.lock().unwrap().contains(&what) {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                panic!("never told `{what}`: {:?}", told.lock().unwrap());
+            }
+        };
+
+        attest().await;
+        // A network's `destroy` and a container's `start` keep the cache;
+        // the `rename` of another container only marks the point in time.
+        link.announce(Notice::Event(network("destroy", &id, None)));
+        link.announce(Notice::Event(container("start", &id)));
+        link.announce(Notice::Event(container("rename", "other")));
+        told_of("rename other".into()).await;
+        assert!(attestor.is_cached(&id), "only stale container events drop the cache");
+
+        link.announce(Notice::Event(container("die", &id)));
+        told_of(format!("die {id}")).await;
+        assert!(!attestor.is_cached(&id));
+        assert_eq!(told.lock().unwrap().len(), 2, "told of container events only: {:?}", told.lock().unwrap());
+
+        attest().await;
+        link.announce(Notice::Gap);
+        for _ in 0..500 {
+            if !attestor.is_cached(&id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(!attestor.is_cached(&id), "a gap drops every cached identity");
+        watcher.abort();
+    }
+
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {
         let link = EngineLink::new(DockerLink::new(), "/proc".into(), None);
@@ -187,13 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_docker_containers_get_a_lookup_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_dir = dir.path().join("77");
-        std::fs::create_dir_all(&pid_dir).unwrap();
-        let stat = format!("77 (app) S {}\n", ["1"; 49].join(" "));
-        std::fs::write(pid_dir.join("stat"), stat).unwrap();
-        let id = "a".repeat(64);
-        std::fs::write(pid_dir.join("cgroup"), format!("0::/system.slice/docker-{id}.scope\n")).unwrap();
+        let dir = proc_tree(&"a".repeat(64));
         let link = EngineLink::new(DockerLink::new(), dir.path().into(), None);
         let err = link.identify(&PinnedPeer::fixture_in(dir.path(), 77).unwrap()).await.unwrap_err();
         let failure = err.into_failure();
@@ -202,6 +277,6 @@ mod tests {
             (503, "docker_unavailable"),
             "{}",
             failure.message
-        );
+          );
     }
 }
