@@ -1,12 +1,7 @@
 use super::bollard_backend::events_options;
 use super::fake::{container, network, End, FakeEvents};
 use super::link::{Backoff, CAPACITY};
-use super::map::event_from;
 use super::*;
-use bollard::models::{
-    ContainerConfig, ContainerInspectResponse, ContainerState, EventActor, EventMessage, EventMessageTypeEnum,
-};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,27 +15,6 @@ fn backoff_doubles_to_thirty_seconds_and_resets() {
 }
 
 #[test]
-fn inspect_response_maps_to_container_info() {
-    let r = ContainerInspectResponse {
-        id: Some("abc".into()),
-        name: Some("/web-1".into()),
-        config: Some(ContainerConfig {
-            labels: Some(HashMap::from([("seg.service".to_owned(), "web".to_owned())])),
-            ..Default::default()
-        }),
-        state: Some(ContainerState { pid: Some(4242), running: Some(true), ..Default::default() }),
-        ..Default::default()
-    };
-    let info = container_info("abc", r);
-    assert_eq!(info.name, "web-1");
-    assert_eq!(info.labels.get("seg.service").map(String::as_str), Some("web"));
-    assert_eq!((info.pid, info.running, info.id.as_str()), (4242, true, "abc"));
-    let empty = container_info("xyz", ContainerInspectResponse::default());
-    assert_eq!((empty.id.as_str(), empty.running, empty.pid), ("xyz", false, 0));
-    assert!(empty.labels.is_empty());
-}
-
-#[test]
 fn events_query_is_the_union_of_what_subscribers_follow() {
     let o = events_options(1700000000);
     assert_eq!(o.since.as_deref(), Some("1700000000"));
@@ -51,35 +25,6 @@ fn events_query_is_the_union_of_what_subscribers_follow() {
     for e in ["die", "destroy", "stop", "rename", "start", "connect", "disconnect", "create"] {
         assert!(f["event"].iter().any(|x| x == e), "{e}");
     }
-}
-
-#[test]
-fn docker_events_map_to_seg_events() {
-    let message = |typ, action: &str, attrs: &[(&str, &str)]| EventMessage {
-        typ: Some(typ),
-        action: Some(action.into()),
-        actor: Some(EventActor {
-            id: Some("n1".into()),
-            attributes: Some(attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-        }),
-        time_nano: Some(1_500_000_000),
-        ..Default::default()
-    };
-    let connect = event_from(message(EventMessageTypeEnum::NETWORK, "connect", &[("container", "c2")]));
-    assert_eq!(
-        connect,
-        Some(Event {
-            kind: Kind::Network,
-            action: "connect".into(),
-            actor: "n1".into(),
-            container: Some("c2".into()),
-            at: Some(Duration::from_millis(1500)),
-        })
-    );
-    let die = event_from(message(EventMessageTypeEnum::CONTAINER, "die", &[])).unwrap();
-    assert_eq!((die.kind, die.action.as_str(), die.container), (Kind::Container, "die", None));
-    assert_eq!(event_from(message(EventMessageTypeEnum::IMAGE, "delete", &[])), None);
-    assert_eq!(event_from(EventMessage::default()), None);
 }
 
 #[tokio::test]

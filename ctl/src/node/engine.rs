@@ -10,10 +10,12 @@ use super::agent::{Identify, IdentifyError};
 use super::live::{AppContainer, Containers};
 use crate::attest::labels::{identity_from_labels, notify_from, SEG_FOR};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
+use crate::docker::map::{from_summary, Known};
 use crate::docker::{self, DockerLink, DockerLookup, Kind, Notice, Subscription};
 use futures_util::future::BoxFuture;
 use seg_common::api::Identity;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,8 +25,10 @@ struct LinkLookup(Arc<DockerLink>);
 impl ContainerLookup for LinkLookup {
     fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerInfo, LookupError>> {
         Box::pin(async move {
-            let docker =
-                self.0.current().map_err(|why| LookupError::Docker(format!("Docker is unreachable: {why}")))?;
+            let docker = self
+                .0
+                .current()
+                .map_err(|why| LookupError::Docker(format!("Docker is unreachable: {why}")))?;
             DockerLookup { docker }.inspect(id).await
         })
     }
@@ -74,7 +78,9 @@ pub fn forget_on_events(
         while let Some(notice) = events.next().await {
             match notice {
                 Notice::Gap => attestor.forget_all(),
-                Notice::Event(ev) if ev.kind == Kind::Container && STALE_EVENTS.contains(&ev.action.as_str()) => {
+                Notice::Event(ev)
+                    if ev.kind == Kind::Container && STALE_EVENTS.contains(&ev.action.as_str()) =>
+                {
                     tracing::debug!(container = %ev.actor, action = %ev.action,
                         "container event: cached identity dropped");
                     attestor.forget(&ev.actor);
@@ -114,7 +120,7 @@ impl Containers for EngineLink {
             };
             let list =
                 docker.list_containers(Some(opts)).await.map_err(|e| format!("listing containers: {e}"))?;
-            Ok(list.into_iter().filter_map(|c| app_container(c, who)).collect())
+            Ok(list.into_iter().filter_map(from_summary).filter_map(|c| app_container(c, who)).collect())
         })
     }
 
@@ -129,18 +135,16 @@ impl Containers for EngineLink {
 
 /// `c` if it is a running app container of `who` (never a sidecar: those
 /// carry `seg.for` and share the identity of the service they act for).
-fn app_container(c: bollard::models::ContainerSummary, who: &Identity) -> Option<AppContainer> {
-    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
-    if labels.contains_key(SEG_FOR) || identity_from_labels(&labels).ok().as_ref() != Some(who) {
+fn app_container(c: Known, who: &Identity) -> Option<AppContainer> {
+    let labels = &c.facts.labels;
+    if labels.contains_key(SEG_FOR) || identity_from_labels(labels).ok().as_ref() != Some(who) {
         return None;
     }
-    let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
-    let mut addresses: Vec<std::net::IpAddr> =
-        networks.values().filter_map(|e| e.ip_address.as_deref()?.parse().ok()).collect();
+    let mut addresses: Vec<IpAddr> =
+        c.facts.endpoints.iter().filter_map(|e| e.ipv4.map(IpAddr::V4)).collect();
     addresses.sort();
-    let name = c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_owned());
-    let notify_from = notify_from(&labels);
-    Some(AppContainer { id: c.id?, name: name.unwrap_or_default(), addresses, notify_from })
+    let notify_from = notify_from(labels);
+    Some(AppContainer { id: c.facts.id, name: c.name, addresses, notify_from })
 }
 
 #[cfg(test)]
@@ -150,9 +154,10 @@ mod tests {
 
     #[test]
     fn only_app_containers_of_the_identity_are_targets() {
-        use bollard::models::ContainerSummary;
+        use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
         let summary = |id: &str, labels: &[(&str, &str)]| ContainerSummary {
             id: Some(id.into()),
+            state: Some(ContainerSummaryStateEnum::RUNNING),
             names: Some(vec![format!("/{id}")]),
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
@@ -170,9 +175,10 @@ mod tests {
         );
         let other =
             summary("o", &[("com.docker.compose.project", "other"), ("com.docker.compose.service", "app")]);
-        assert_eq!(app_container(app, &who).map(|c| c.name), Some("a".into()));
-        assert!(app_container(sidecar, &who).is_none());
-        assert!(app_container(other, &who).is_none());
+        let target = |c: ContainerSummary| app_container(from_summary(c)?, &who);
+        assert_eq!(target(app).map(|c| c.name), Some("a".into()));
+        assert!(target(sidecar).is_none());
+        assert!(target(other).is_none());
     }
 
     /// Answers every inspection with a running `seg.service=app` container.
@@ -180,7 +186,7 @@ mod tests {
 
     impl ContainerLookup for Running {
         fn inspect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<ContainerInfo, LookupError>> {
-            let labels = BTreeMap::from([("seg.service".to_owned(), "app".to_owned())]);
+            let labels = std::collections::BTreeMap::from([("seg.service".to_owned(), "app".to_owned())]);
             let info = ContainerInfo {
                 id: id.to_owned(),
                 name: "app-1".into(),
@@ -212,7 +218,8 @@ mod tests {
         let attestor = Arc::new(Attestor::new(Arc::new(Running), proc.path().into()));
         let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let seen = told.clone();
-        let gone: GoneListener = Arc::new(move |c: &str, a: &str| seen.lock().unwrap().push(format!("{a} {c}")));
+        let gone: GoneListener =
+            Arc::new(move |c: &str, a: &str| seen.lock().unwrap().push(format!("{a} {c}")));
         let link = DockerLink::new();
         let watcher = forget_on_events(link.subscribe(), attestor.clone(), gone);
         let peer = PinnedPeer::fixture_in(proc.path(), 77).unwrap();
@@ -242,7 +249,12 @@ mod tests {
         link.announce(Notice::Event(container("die", &id)));
         told_of(format!("die {id}")).await;
         assert!(!attestor.is_cached(&id));
-        assert_eq!(told.lock().unwrap().len(), 2, "told of container events only: {:?}", told.lock().unwrap());
+        assert_eq!(
+            told.lock().unwrap().len(),
+            2,
+            "told of container events only: {:?}",
+            told.lock().unwrap()
+        );
 
         attest().await;
         link.announce(Notice::Gap);
@@ -277,6 +289,6 @@ mod tests {
             (503, "docker_unavailable"),
             "{}",
             failure.message
-          );
+        );
     }
 }

@@ -57,11 +57,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(state_dir: &Path, resync_interval: Duration) -> Options {
-        Options {
-            state_dir: state_dir.to_owned(),
-            resync_interval,
-            bridge_nf: host::BRIDGE_NF.into(),
-        }
+        Options { state_dir: state_dir.to_owned(), resync_interval, bridge_nf: host::BRIDGE_NF.into() }
     }
 }
 
