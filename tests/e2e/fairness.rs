@@ -36,8 +36,7 @@ command: ["sh", "-c", "trap 'exit 0' TERM; while sleep 1; do :; done"]
 
 fn fetch_figures(project: &Project) -> Json {
     let path = format!("/v1/secrets/{SECRET_NAME}");
-    let out =
-        project.exec_ok("probe", &["/x/seg-attack", "fetch", "/run/seg/agent/agent.sock", &path, FETCHES]);
+    let out = project.exec_ok("probe", &["/x/seg-attack", "fetch", "/run/seg/agent/agent.sock", &path, FETCHES]);
     let text = String::from_utf8_lossy(&out).into_owned();
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("fetch printed no JSON ({e}): {text}"))
 }
@@ -77,11 +76,8 @@ fn a_connection_storm_from_ten_containers_starves_no_sidecar() {
 
     let stormy = fetch_figures(&project);
     let started = Instant::now();
-    let rotate = ctl.segctl_value(
-        &["secret", "rotate", SECRET_NAME],
-        &random_text(32),
-        &["--wait", "--timeout", "20s"],
-    );
+    let rotate =
+        ctl.segctl_value(&["secret", "rotate", SECRET_NAME], &random_text(32), &["--wait", "--timeout", "20s"]);
     let rotate_ms = started.elapsed().as_millis();
     for c in &storms {
         docker(&["kill", &c.id]);

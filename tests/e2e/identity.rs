@@ -134,10 +134,7 @@ fn a_connection_handed_on_dies_with_the_process_and_container_that_made_it() {
     ctl.segctl_value(&["secret", "rotate", "handed"], &v2, &[]);
     let after = get_on(&mut shared, "/v1/secrets/handed");
     if let Ok((status, body)) = &after {
-        assert!(
-            !contains(body, &v2),
-            "the accomplice read the rotated value after the container was removed"
-        );
+        assert!(!contains(body, &v2), "the accomplice read the rotated value after the container was removed");
         assert_ne!(*status, 200, "a removed container's connection was served");
     }
 }
@@ -175,9 +172,7 @@ fn a_container_that_mounts_the_agent_directory_writable_is_refused() {
     });
     eprintln!("refused: {refused}");
     assert!(
-        !ctl.access_log()
-            .iter()
-            .any(|e| e["socket"] == "agent" && e["secret"] == "db" && e["outcome"] == "allowed"),
+        !ctl.access_log().iter().any(|e| e["socket"] == "agent" && e["secret"] == "db" && e["outcome"] == "allowed"),
         "the writable-mount container was served"
     );
 }
@@ -194,14 +189,7 @@ fn a_standalone_container_cannot_signal_another_without_its_consent() {
     let attacker = Container::sidecar(
         &ctl,
         "s",
-        &[
-            "--label",
-            "seg.service=evil",
-            "-e",
-            "SEG_ON_ROTATE=signal:HUP",
-            "-e",
-            "SEG_ON_ROTATE_TARGET=victim",
-        ],
+        &["--label", "seg.service=evil", "-e", "SEG_ON_ROTATE=signal:HUP", "-e", "SEG_ON_ROTATE_TARGET=victim"],
     );
     ctl.wait_access("the attacker's sidecar on its stream", Duration::from_secs(20), |e| {
         e["action"] == "watch" && e["outcome"] == "allowed"
@@ -238,8 +226,7 @@ fn a_removed_container_leaves_the_consumer_list() {
     wait_until(Duration::from_secs(10), "the removed consumer to leave the list", || {
         (consumers(false) == 1).then_some(())
     });
-    let out =
-        ctl.segctl_value(&["secret", "rotate", "shared"], &random_text(16), &["--wait", "--timeout", "20s"]);
+    let out = ctl.segctl_value(&["secret", "rotate", "shared"], &random_text(16), &["--wait", "--timeout", "20s"]);
     assert!(out.success(), "{}", out.text());
     assert!(out.stdout_str().contains("all 1 consumer(s)"), "{}", out.text());
     drop(a);

@@ -64,11 +64,7 @@ impl std::fmt::Debug for PinnedPeer {
             #[cfg(test)]
             Pin::Fixture => "fixture",
         };
-        f.debug_struct("PinnedPeer")
-            .field("pid", &self.pid)
-            .field("uid", &self.uid)
-            .field("pin", &pin)
-            .finish()
+        f.debug_struct("PinnedPeer").field("pid", &self.pid).field("uid", &self.uid).field("pin", &pin).finish()
     }
 }
 

@@ -263,8 +263,7 @@ async fn containers_that_can_write_the_agent_directory_are_refused() {
         destination: "/a".into(),
         writable,
     };
-    let docker =
-        FakeDocker::default().with(A, SHOP_APP, true).with(B, SHOP_APP, true).with(C, SHOP_APP, true);
+    let docker = FakeDocker::default().with(A, SHOP_APP, true).with(B, SHOP_APP, true).with(C, SHOP_APP, true);
     {
         let mut all = docker.containers.lock().unwrap();
         all.get_mut(A).unwrap().binds = vec![bind("/run/seg/agent", false)];
@@ -272,8 +271,7 @@ async fn containers_that_can_write_the_agent_directory_are_refused() {
         all.get_mut(C).unwrap().binds = vec![bind("/run", true), bind("/srv/data", true)];
     }
     let docker = Arc::new(docker);
-    let att =
-        Attestor::new(docker, proc.0.path().to_owned()).refusing_writable_mounts_of("/run/seg/agent".into());
+    let att = Attestor::new(docker, proc.0.path().to_owned()).refusing_writable_mounts_of("/run/seg/agent".into());
     assert!(att.attest(&proc.pin(60)).await.is_ok(), "a read-only mount is how it is meant to be");
     for pid in [61, 62] {
         let err = att.attest(&proc.pin(pid)).await.unwrap_err();

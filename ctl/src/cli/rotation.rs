@@ -96,11 +96,7 @@ pub async fn rotate(
     let watching = st.consumers.iter().filter(|c| c.watching).count();
     let idle = st.consumers.len() - watching;
     let idle = if idle > 0 { format!("; {idle} not watching (stopped?) not counted") } else { String::new() };
-    println!(
-        "all {watching} consumer(s) have version {} on disk{}{idle}",
-        st.wanted,
-        after.unwrap_or_default()
-    );
+    println!("all {watching} consumer(s) have version {} on disk{}{idle}", st.wanted, after.unwrap_or_default());
     Ok(())
 }
 

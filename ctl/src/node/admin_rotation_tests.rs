@@ -1,8 +1,8 @@
 //! Rotation, hooks and consumer status on the admin API, with fakes.
 use super::*;
+use crate::node::server::Peer;
 use crate::node::agent::AgentConn;
 use crate::node::fakes::{body_of, req, Rig};
-use crate::node::server::Peer;
 use http_body_util::BodyExt;
 use seg_common::api::{ApiError, Hooks, RotateResult, SecretStatus, WatchEvent};
 use std::time::{Duration, Instant};

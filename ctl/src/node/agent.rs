@@ -133,8 +133,7 @@ impl Agent {
         self.log.record(&entry);
         if conn.closing() {
             // hyper closes the connection once this answer is written.
-            resp.headers_mut()
-                .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         }
         resp
     }

@@ -1,7 +1,7 @@
 //! The push side of the agent API, driven through the handlers with fakes.
 use super::*;
-use crate::node::fakes::{body_of, req, Rig};
 use crate::node::server::Peer;
+use crate::node::fakes::{body_of, req, Rig};
 use crate::node::watch::WatchLimits;
 use http_body_util::BodyExt;
 use seg_common::api::{ApiError, GrantTarget, NotifyResult, SecretStatus, WatchEvent};

@@ -29,8 +29,7 @@ use tokio::sync::Semaphore;
 /// while the loop drains it (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
 
-const BUSY_IDENTIFYING: &str =
-    r#"{"code":"busy","error":"too many connections are being identified; retry shortly"}"#;
+const BUSY_IDENTIFYING: &str = r#"{"code":"busy","error":"too many connections are being identified; retry shortly"}"#;
 const BUSY_CONTAINER: &str =
     r#"{"code":"busy","error":"too many connections from this container; close some and retry"}"#;
 const SLOW_IDENTIFY: &str =

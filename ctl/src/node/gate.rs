@@ -220,8 +220,7 @@ impl Gate {
         }
         let burst = self.limits.refusal_burst;
         let b = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: burst, at: now });
-        b.tokens =
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * self.limits.refusals_per_sec).min(burst);
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.limits.refusals_per_sec).min(burst);
         b.at = now;
         if b.tokens < 1.0 {
             return false;

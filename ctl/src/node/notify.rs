@@ -204,8 +204,7 @@ async fn signal(
 async fn http(live: &Live, who: &Attested, h: &HttpTarget, secrets: &[Changed]) -> Result<Done, Failure> {
     let containers = reachable(live, who, &h.service).await?;
     let Some(addr) = containers.iter().flat_map(|c| c.addresses.iter().copied()).next() else {
-        let msg =
-            format!("no container of service {} has a network address (network_mode: none?)", h.service);
+        let msg = format!("no container of service {} has a network address (network_mode: none?)", h.service);
         return Err(Failure::new(StatusCode::NOT_FOUND, "no_target", msg));
     };
     let body = serde_json::to_vec(&serde_json::json!({ "secrets": secrets })).unwrap_or_default();

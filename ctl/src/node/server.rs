@@ -72,8 +72,12 @@ impl Hangup {
 /// Accepts connections forever; `make` builds the per-connection service
 /// from the peer's credentials and the connection's [`Hangup`]. Cancel by
 /// aborting the task.
-pub async fn serve<M, S>(listener: UnixListener, socket: &'static str, max_conns: usize, make: M)
-where
+pub async fn serve<M, S>(
+    listener: UnixListener,
+    socket: &'static str,
+    max_conns: usize,
+    make: M,
+) where
     M: Fn(Peer, Hangup) -> S,
     S: Service<Request<Incoming>, Response = Resp, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,

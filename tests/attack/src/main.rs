@@ -96,9 +96,7 @@ fn fetch(agent: &str, path: &str, n: usize) {
     for _ in 0..n {
         let started = Instant::now();
         match get(agent, path) {
-            Ok(status) if status.starts_with("HTTP/1.1 200") => {
-                took.push(started.elapsed().as_micros() as u64)
-            }
+            Ok(status) if status.starts_with("HTTP/1.1 200") => took.push(started.elapsed().as_micros() as u64),
             Ok(status) => failures.push(status),
             Err(e) => failures.push(e.to_string()),
         }
