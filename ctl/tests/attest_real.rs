@@ -99,7 +99,7 @@ async fn attests_real_containers_and_forgets_removed_ones() {
     assert!(!attested, "a removed container's PID must not attest");
     let told = format!("destroy {}", probe.id());
     wait_until("the listener is told of the removal", Duration::from_secs(10), || {
-        gone_seen.lock().unwrap().iter().any(|e| *e == told)
+        gone_seen.lock().unwrap().contains(&told)
     })
     .await;
     assert!(!watcher.is_finished() && !pump.is_finished(), "the event watcher must keep running");

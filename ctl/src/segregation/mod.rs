@@ -85,7 +85,18 @@ impl Segregation {
     pub fn start(opts: Options, docker: &Arc<DockerLink>) -> Result<Arc<Segregation>, SegregationError> {
         host::check_br_netfilter(&opts.bridge_nf, host::modprobe_br_netfilter)?;
         let firewall = Box::new(IptablesFirewall::new());
-        let seg = Segregation::open(&opts.state_dir, firewall, opts.resync_interval, docker.clone())?;
+        Segregation::following(&opts.state_dir, firewall, opts.resync_interval, docker)
+    }
+
+    /// Loads the state with any firewall backend and follows `docker`'s
+    /// events (subscribed now: call it before the link connects).
+    pub fn following(
+        state_dir: &Path,
+        firewall: Box<dyn Firewall + Send>,
+        resync_interval: Duration,
+        docker: &Arc<DockerLink>,
+    ) -> Result<Arc<Segregation>, SegregationError> {
+        let seg = Segregation::open(state_dir, firewall, resync_interval, docker.clone())?;
         drop(seg.follow_events(docker.subscribe()));
         Ok(seg)
     }
