@@ -137,9 +137,10 @@ async fn inside(projects: usize, replicas: usize, starts: usize) {
     let net = format!("segt-rbench-{}", std::process::id());
     network::create(&api, &NetworkSpec::new(&net, false, true, None).unwrap()).await.expect("bench network");
     let _cleanup = Cleanup(net.clone());
-    let seg =
-        Segregation::new(state.path(), Box::new(IptablesFirewall::new()), Duration::from_secs(3600)).unwrap();
-    drop(seg.spawn("/var/run/docker.sock".into()));
+    let link = segctl::docker::DockerLink::new();
+    let firewall = Box::new(IptablesFirewall::new());
+    let seg = Segregation::following(state.path(), firewall, Duration::from_secs(3600), &link).unwrap();
+    drop(link.spawn_with(docker.clone()));
     while !seg.synced().await {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

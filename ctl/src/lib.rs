@@ -3,7 +3,7 @@
 //! - [`store`]: where secrets live (trait + the embedded sealed store).
 //! - [`identity`]: container labels → seg identity, the one rule every part uses.
 //! - [`attest`]: who is calling on the agent socket (peer PID → container → identity).
-//! - [`docker`]: the Docker Engine connection (bollard, version negotiated).
+//! - [`docker`]: the one Docker layer: connection, event fan-out, mapping into seg's types.
 //! - [`node`]: `segctl node run` — the sockets, the HTTP APIs, the access log.
 //! - [`cli`]: the admin-side commands that talk to the admin socket.
 

@@ -9,7 +9,8 @@ mod support;
 
 use seg_common::api::Identity;
 use segctl::attest::{AttestError, Attestor, PinnedPeer};
-use segctl::docker::{self, DockerLookup};
+use segctl::docker::{self, DockerLink, DockerLookup};
+use segctl::node::engine::{forget_on_events, GoneListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,13 +71,15 @@ async fn attests_real_containers_and_forgets_removed_ones() {
         other => panic!("the test process (a host process) must be refused, got {other:?}"),
     }
 
-    // The watcher clears the cache when it subscribes: let it, then re-cache.
+    // The watcher clears the cache when the link subscribes: let it, then re-cache.
     let gone_seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = gone_seen.clone();
-    let listener: docker::GoneListener = Arc::new(move |id: &str, action: &str| {
+    let listener: GoneListener = Arc::new(move |id: &str, action: &str| {
         seen.lock().unwrap().push(format!("{action} {id}"));
     });
-    let watcher = docker::watch_container_events(docker.clone(), attestor.clone(), listener);
+    let link = DockerLink::new();
+    let watcher = forget_on_events(link.subscribe(), attestor.clone(), listener);
+    let pump = link.spawn_with(docker.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     attestor.attest(&pin(probe_pid)).await.expect("attest the probe again");
     let app_id = attestor.attest(&pin(app_pid)).await.expect("attest the compose container");
@@ -99,7 +102,8 @@ async fn attests_real_containers_and_forgets_removed_ones() {
         gone_seen.lock().unwrap().contains(&told)
     })
     .await;
-    assert!(!watcher.is_finished(), "the event watcher must keep running");
+    assert!(!watcher.is_finished() && !pump.is_finished(), "the event watcher must keep running");
     watcher.abort();
+    pump.abort();
     drop((probe, app));
 }

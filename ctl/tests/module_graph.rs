@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules of `ctl/src` by layer, highest first.
 const LAYERS: &[(&str, u32)] = &[
-    ("main", 6),
-    ("cli", 5),
-    ("audit", 5),
-    ("node", 4),
-    ("segregation", 3),
+    ("main", 7),
+    ("cli", 6),
+    ("audit", 6),
+    ("node", 5),
+    ("segregation", 4),
+    ("docker", 3),
+    ("inventory", 3),
     ("firewall", 2),
-    ("docker", 2),
-    ("inventory", 2),
     ("network", 1),
     ("policy", 1),
     ("store", 1),

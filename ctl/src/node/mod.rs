@@ -10,8 +10,8 @@
 //! - [`http`]: routes, responses, bounded body readers.
 //! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_live`:
 //!   their rotation and push parts).
-//! - [`engine`]: the (re)connecting Docker link behind attestation and
-//!   post-rotate signals.
+//! - [`engine`]: attestation, post-rotate signals and status over the
+//!   process's one [`crate::docker::DockerLink`].
 //! - [`access_log`]: the JSON-lines access log.
 //! - Rotation: [`watch`] (push streams), [`consumers`] (acknowledged
 //!   versions, grace periods), [`rotate`], [`hooks`] (host commands),
@@ -99,12 +99,13 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let store: Arc<dyn SecretStore> = Arc::new(EmbeddedStore::open(&paths.state_dir)?);
     let log = Arc::new(AccessLog::open_with(&paths.access_log, opts.access_log_options)?);
     access_log::spawn_upkeep(&log);
-    let segregation = crate::segregation::Segregation::start(crate::segregation::Options::new(
-        &paths.state_dir,
-        &opts.docker_socket,
-        opts.resync_interval,
-    ))?;
-    let engine = engine::EngineLink::new("/proc".into(), Some(paths.agent_dir.clone()));
+    // One Docker connection and event stream for the whole process.
+    let docker = crate::docker::DockerLink::new();
+    let segregation = crate::segregation::Segregation::start(
+        crate::segregation::Options::new(&paths.state_dir, opts.resync_interval),
+        &docker,
+    )?;
+    let engine = engine::EngineLink::new(docker.clone(), "/proc".into(), Some(paths.agent_dir.clone()));
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
     // Binds agent.sock, then makes agent/ read-only for every container.
     let (agent_dir, agent_listener) = agent_dir::AgentDir::secure(&paths)?;
@@ -128,8 +129,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     });
     let limits = gate::GateLimits { per_container: opts.conns_per_container, ..Default::default() };
     let gate = gate::Gate::new(limits, "/proc".into());
-    engine.on_container_gone(container_gone(gate.clone(), live.clone()));
-    engine.spawn_connect(opts.docker_socket.clone());
+    drop(engine.follow_events(container_gone(gate.clone(), live.clone())));
+    drop(docker.spawn_connect(opts.docker_socket.clone()));
     let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
     // The guard serves the agent socket and rebinds it if it is removed or replaced.
@@ -167,7 +168,7 @@ async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin
 /// What a container that stops or is removed takes with it: every agent
 /// connection attested as it (and so its watch streams), and — once it is
 /// removed — its place in the consumer lists.
-fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::Live>) -> crate::docker::GoneListener {
+fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::Live>) -> engine::GoneListener {
     Arc::new(move |container: &str, action: &str| {
         if matches!(action, "die" | "stop" | "destroy") {
             let cut = gate.cut_container(container);

@@ -1,26 +1,23 @@
-//! Following Docker: connect (with backoff), a full resync, then container
-//! and network events one batch at a time, and a periodic resync.
+//! Following Docker: the shared link's notices — a full resync at each gap
+//! (the first one starts the periodic resync), then container and network
+//! events one batch at a time.
 //!
 //! An event costs one inspect (for a start or a network change) and a fast
 //! update: only the chains that changed are written, against the ruleset
 //! applied last — no `iptables-save` per event. The resync reads
 //! everything (two list calls and the live rules) and repairs what another
-//! tool changed. When the event stream breaks (dockerd restarting), it is
-//! re-opened with backoff, replaying from a second before, and a resync
-//! follows, since events were missed in between.
+//! tool changed. When the event stream breaks (dockerd restarting), the
+//! link re-opens it with backoff, replaying from a second before, and the
+//! gap it announces brings a resync, since events were missed in between.
 
 use super::engine::Applied;
 use super::live::{self, Live};
 use super::state::{Mode, State};
 use super::{attach, blocking, Segregation};
-use crate::docker::{self, Backoff};
+use crate::docker::{Event, Kind, Notice, Subscription};
 use crate::network::DockerNetworks;
-use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
-use futures_util::{FutureExt, StreamExt};
-use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,30 +58,28 @@ enum Change {
     Networks,
 }
 
-fn classify(ev: &EventMessage) -> Option<Change> {
-    let actor = ev.actor.as_ref()?;
-    let action = ev.action.as_deref()?;
-    match (ev.typ?, action) {
-        (EventMessageTypeEnum::CONTAINER, "start") => Some(Change::Inspect(actor.id.clone()?)),
-        (EventMessageTypeEnum::CONTAINER, "die") => Some(Change::Stopped(actor.id.clone()?)),
-        (EventMessageTypeEnum::CONTAINER, "destroy") => Some(Change::Gone(actor.id.clone()?)),
-        (EventMessageTypeEnum::NETWORK, "connect" | "disconnect") => {
-            Some(Change::Inspect(actor.attributes.as_ref()?.get("container")?.clone()))
-        }
-        (EventMessageTypeEnum::NETWORK, "create" | "destroy") => Some(Change::Networks),
+fn classify(ev: &Event) -> Option<Change> {
+    match (ev.kind, ev.action.as_str()) {
+        (Kind::Container, "start") => Some(Change::Inspect(ev.actor.clone())),
+        (Kind::Container, "die") => Some(Change::Stopped(ev.actor.clone())),
+        (Kind::Container, "destroy") => Some(Change::Gone(ev.actor.clone())),
+        (Kind::Network, "connect" | "disconnect") => Some(Change::Inspect(ev.container.clone()?)),
+        (Kind::Network, "create" | "destroy") => Some(Change::Networks),
         _ => None,
     }
 }
 
-fn events_options(since: u64) -> EventsOptions {
-    let filters = HashMap::from([
-        ("type".to_owned(), vec!["container".to_owned(), "network".to_owned()]),
-        (
-            "event".to_owned(),
-            ["start", "die", "destroy", "connect", "disconnect", "create"].map(str::to_owned).to_vec(),
-        ),
-    ]);
-    EventsOptions { since: Some(since.to_string()), until: None, filters: Some(filters) }
+/// Takes what is already waiting after `first`, up to [`BATCH`]; a gap met
+/// on the way ends the batch and is handed back.
+fn take_batch(first: Event, events: &mut Subscription) -> (Vec<(Event, Instant)>, Option<Notice>) {
+    let mut batch = vec![(first, Instant::now())];
+    while batch.len() < BATCH {
+        match events.try_next() {
+            Some(Notice::Event(ev)) => batch.push((ev, Instant::now())),
+            other => return (batch, other),
+        }
+    }
+    (batch, None)
 }
 
 fn now_unix() -> Duration {
@@ -92,22 +87,46 @@ fn now_unix() -> Duration {
 }
 
 impl Segregation {
-    /// Connects to Docker (retrying), resyncs, then follows events and
-    /// resyncs periodically, for the life of the process.
-    pub fn spawn(self: &Arc<Self>, socket: PathBuf) -> tokio::task::JoinHandle<()> {
+    /// Follows the link's notices for the life of the process.
+    pub(super) fn follow_events(self: &Arc<Self>, mut events: Subscription) -> tokio::task::JoinHandle<()> {
         let seg = self.clone();
         tokio::spawn(async move {
-            let docker = connect(&socket).await;
-            *seg.docker.write().unwrap_or_else(|p| p.into_inner()) = Some(docker.clone());
-            seg.resync("start").await;
-            drop(tokio::spawn(seg.clone().resync_loop()));
-            seg.follow(docker).await;
+            let mut resyncing = false;
+            let mut next = events.next().await;
+            while let Some(notice) = next.take() {
+                next = match notice {
+                    Notice::Gap => {
+                        seg.after_gap(&mut resyncing).await;
+                        events.next().await
+                    }
+                    Notice::Event(first) => {
+                        let (batch, after) = take_batch(first, &mut events);
+                        seg.on_events(batch).await;
+                        match after {
+                            Some(notice) => Some(notice),
+                            None => events.next().await,
+                        }
+                    }
+                };
+            }
         })
+    }
+
+    /// Events were missed (or this is the first subscription): re-read
+    /// everything. The first gap also starts the periodic resync.
+    async fn after_gap(self: &Arc<Self>, resyncing: &mut bool) {
+        if *resyncing {
+            self.resync("reconnect").await;
+        } else {
+            self.resync("start").await;
+            drop(tokio::spawn(self.clone().resync_loop()));
+            *resyncing = true;
+        }
     }
 
     /// Uses an already connected client (tests, benchmark); resyncs once.
     pub async fn attach_docker(self: &Arc<Self>, docker: Docker) {
-        *self.docker.write().unwrap_or_else(|p| p.into_inner()) = Some(docker);
+        self.docker.set(docker);
         self.resync("start").await;
     }
 
@@ -156,40 +175,10 @@ impl Segregation {
         true
     }
 
-    /// Follows events for ever, re-subscribing (and resyncing) after a break.
-    async fn follow(self: &Arc<Self>, docker: Docker) {
-        let mut backoff = Backoff::new();
-        loop {
-            let began = Instant::now();
-            let since = now_unix().as_secs().saturating_sub(1);
-            let mut stream = docker.events(Some(events_options(since)));
-            while let Some(next) = stream.next().await {
-                let Ok(ev) = next.inspect_err(|e| tracing::warn!("Docker event stream failed: {e}")) else {
-                    break;
-                };
-                backoff.reset();
-                let mut batch = vec![(ev, Instant::now())];
-                while batch.len() < BATCH {
-                    match stream.next().now_or_never() {
-                        Some(Some(Ok(ev))) => batch.push((ev, Instant::now())),
-                        _ => break,
-                    }
-                }
-                self.on_events(&docker, batch).await;
-            }
-            if began.elapsed() >= Backoff::MAX {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
-            tracing::warn!(retry_in = ?delay, "Docker event stream ended (dockerd restarting?); rules stay, reconnecting");
-            tokio::time::sleep(delay).await;
-            // Events were missed while not subscribed.
-            self.resync("reconnect").await;
-        }
-    }
-
     /// Applies a batch of events to the picture, then one fast update.
-    async fn on_events(&self, docker: &Docker, batch: Vec<(EventMessage, Instant)>) {
+    async fn on_events(&self, batch: Vec<(Event, Instant)>) {
+        let Some(docker) = self.docker() else { return };
+        let docker = &docker;
         let mut st = self.state.lock().await;
         if !st.wants_rules_or_managed() {
             return;
@@ -199,7 +188,7 @@ impl Segregation {
         for (ev, _) in &batch {
             match classify(ev) {
                 Some(Change::Inspect(id)) => {
-                    if ev.action.as_deref() == Some("start") {
+                    if ev.action == "start" {
                         started.insert(id.clone());
                     }
                     changed |= refresh(&mut st.live, docker, &id).await;
@@ -233,7 +222,7 @@ impl Segregation {
         self.record_batch(batch, compile, &applied);
     }
 
-    fn record_batch(&self, batch: Vec<(EventMessage, Instant)>, compile: Duration, applied: &Applied) {
+    fn record_batch(&self, batch: Vec<(Event, Instant)>, compile: Duration, applied: &Applied) {
         let done = (Instant::now(), now_unix());
         if applied.changed() {
             tracing::debug!(events = batch.len(), full = applied.full,
@@ -245,11 +234,10 @@ impl Segregation {
                 Change::Inspect(id) | Change::Stopped(id) | Change::Gone(id) => id,
                 Change::Networks => String::new(),
             };
-            let kind = format!("{:?}", ev.typ.unwrap_or(EventMessageTypeEnum::EMPTY)).to_lowercase();
             self.record_timing(EventTiming {
-                action: format!("{kind} {}", ev.action.unwrap_or_default()),
+                action: format!("{} {}", ev.kind.as_str(), ev.action),
                 container,
-                event_at: ev.time_nano.and_then(|n| u64::try_from(n).ok()).map(Duration::from_nanos),
+                event_at: ev.at,
                 done_at: done.1,
                 handling: done.0 - received,
                 compile,
@@ -303,55 +291,23 @@ pub(super) async fn fix_attachments(
     report
 }
 
-/// Connects, retrying with backoff until dockerd answers.
-async fn connect(socket: &std::path::Path) -> Docker {
-    let mut backoff = Backoff::new();
-    let mut attempts = 0u32;
-    loop {
-        match docker::connect(socket).await {
-            Ok(d) => return d,
-            Err(e) => {
-                attempts += 1;
-                if attempts == 1 {
-                    tracing::error!("{e} Network policies stay as the kernel has them until it answers.");
-                }
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::EventActor;
-
-    fn event(typ: EventMessageTypeEnum, action: &str, id: &str, attrs: &[(&str, &str)]) -> EventMessage {
-        EventMessage {
-            typ: Some(typ),
-            action: Some(action.into()),
-            actor: Some(EventActor {
-                id: Some(id.into()),
-                attributes: Some(attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::docker::fake::{container, network};
 
     #[test]
     fn events_map_to_changes() {
-        use EventMessageTypeEnum::{CONTAINER, NETWORK};
-        assert!(
-            matches!(classify(&event(CONTAINER, "start", "c1", &[])), Some(Change::Inspect(id)) if id == "c1")
-        );
-        assert!(matches!(classify(&event(CONTAINER, "die", "c1", &[])), Some(Change::Stopped(_))));
-        assert!(matches!(classify(&event(CONTAINER, "destroy", "c1", &[])), Some(Change::Gone(_))));
-        let connect = event(NETWORK, "connect", "n1", &[("container", "c2")]);
+        assert!(matches!(classify(&container("start", "c1")), Some(Change::Inspect(id)) if id == "c1"));
+        assert!(matches!(classify(&container("die", "c1")), Some(Change::Stopped(_))));
+        assert!(matches!(classify(&container("destroy", "c1")), Some(Change::Gone(_))));
+        let connect = network("connect", "n1", Some("c2"));
         assert!(matches!(classify(&connect), Some(Change::Inspect(id)) if id == "c2"));
-        assert!(matches!(classify(&event(NETWORK, "create", "n1", &[])), Some(Change::Networks)));
-        assert!(classify(&event(CONTAINER, "create", "c1", &[])).is_none());
-        let o = events_options(7);
-        assert_eq!(o.since.as_deref(), Some("7"));
-        assert_eq!(o.filters.unwrap()["type"], ["container", "network"]);
+        assert!(matches!(classify(&network("create", "n1", None)), Some(Change::Networks)));
+        assert!(matches!(classify(&network("destroy", "n1", None)), Some(Change::Networks)));
+        // Attestation's events reach every subscriber; they change no rule.
+        for action in ["create", "stop", "rename"] {
+            assert!(classify(&container(action, "c1")).is_none(), "{action}");
+        }
     }
 }

@@ -1,84 +1,13 @@
 use super::*;
-use bollard::models::{
-    ContainerConfig, ContainerState, ContainerSummaryNetworkSettings, Ipam, IpamConfig, NetworkSettings,
-    PortBinding, PortSummary,
-};
+use crate::firewall::{ContainerFacts, NetEndpoint};
+use bollard::models::{Ipam, IpamConfig, Network};
 use seg_common::api::Identity;
-
-fn endpoint(v4: &str) -> EndpointSettings {
-    EndpointSettings {
-        ip_address: Some(v4.into()),
-        global_ipv6_address: Some(String::new()),
-        ..Default::default()
-    }
-}
 
 fn labels() -> HashMap<String, String> {
     HashMap::from([
         ("com.docker.compose.project".to_owned(), "shop".to_owned()),
         ("com.docker.compose.service".to_owned(), "db".to_owned()),
     ])
-}
-
-#[test]
-fn summaries_and_inspections_agree() {
-    let summary = ContainerSummary {
-        id: Some("c1".into()),
-        names: Some(vec!["/shop_db_1".into()]),
-        state: Some(ContainerSummaryStateEnum::RUNNING),
-        labels: Some(labels()),
-        network_settings: Some(ContainerSummaryNetworkSettings {
-            networks: Some(HashMap::from([("shop_backend".to_owned(), endpoint("172.30.0.3"))])),
-        }),
-        ports: Some(vec![
-            PortSummary {
-                ip: Some("0.0.0.0".into()),
-                private_port: 5432,
-                public_port: Some(15432),
-                typ: None,
-            },
-            PortSummary { ip: Some("::".into()), private_port: 5432, public_port: Some(15432), typ: None },
-            PortSummary { ip: None, private_port: 9999, public_port: None, typ: None },
-        ]),
-        ..Default::default()
-    };
-    let from_list = from_summary(summary.clone()).unwrap();
-    let inspect = ContainerInspectResponse {
-        id: Some("c1".into()),
-        name: Some("/shop_db_1".into()),
-        state: Some(ContainerState { running: Some(true), pid: Some(4242), ..Default::default() }),
-        config: Some(ContainerConfig { labels: Some(labels()), ..Default::default() }),
-        network_settings: Some(NetworkSettings {
-            networks: Some(HashMap::from([("shop_backend".to_owned(), endpoint("172.30.0.3"))])),
-            ports: Some(HashMap::from([
-                (
-                    "5432/tcp".to_owned(),
-                    Some(vec![
-                        PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some("15432".into()) },
-                        PortBinding { host_ip: Some("::".into()), host_port: Some("15432".into()) },
-                    ]),
-                ),
-                ("9999/tcp".to_owned(), None),
-            ])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let from_inspect = from_inspect(inspect.clone()).unwrap();
-    assert_eq!((from_inspect.pid, from_list.pid), (Some(4242), None));
-    assert_eq!(from_inspect.name, "shop_db_1");
-    assert_eq!(from_list.facts.endpoints, from_inspect.facts.endpoints);
-    assert_eq!(from_list.facts.published, from_inspect.facts.published);
-    assert_eq!(from_list.facts.published.len(), 1, "one port, every host address");
-    // A stopped container keeps its networks, not its addresses.
-    let exited = ContainerSummary { state: Some(ContainerSummaryStateEnum::EXITED), ..summary };
-    let stopped = from_summary(exited).unwrap();
-    assert_eq!(stopped.facts.endpoints[0].network, "shop_backend");
-    assert_eq!((stopped.facts.endpoints[0].ipv4, stopped.facts.published.len()), (None, 0));
-    let mut dead = inspect;
-    dead.state = Some(ContainerState { running: Some(false), pid: Some(0), ..Default::default() });
-    let dead = super::from_inspect(dead).unwrap();
-    assert_eq!((dead.pid, dead.facts.endpoints[0].ipv4), (None, None));
 }
 
 #[test]

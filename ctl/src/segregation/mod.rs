@@ -34,12 +34,13 @@ pub mod view;
 pub use events::EventTiming;
 pub use ops::OpError;
 
+use crate::docker::DockerLink;
 use crate::firewall::{Firewall, IptablesFirewall};
 use bollard::Docker;
 use state::State;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the live rules are re-read and repaired, by default.
@@ -50,20 +51,14 @@ const TIMINGS_KEPT: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub state_dir: PathBuf,
-    pub docker_socket: PathBuf,
     pub resync_interval: Duration,
     /// `/proc/sys/net/bridge/bridge-nf-call-iptables`, checked at start.
     pub bridge_nf: PathBuf,
 }
 
 impl Options {
-    pub fn new(state_dir: &Path, docker_socket: &Path, resync_interval: Duration) -> Options {
-        Options {
-            state_dir: state_dir.to_owned(),
-            docker_socket: docker_socket.to_owned(),
-            resync_interval,
-            bridge_nf: host::BRIDGE_NF.into(),
-        }
+    pub fn new(state_dir: &Path, resync_interval: Duration) -> Options {
+        Options { state_dir: state_dir.to_owned(), resync_interval, bridge_nf: host::BRIDGE_NF.into() }
     }
 }
 
@@ -78,27 +73,50 @@ pub enum SegregationError {
 pub struct Segregation {
     state: tokio::sync::Mutex<State>,
     store: store::Store,
-    docker: RwLock<Option<Docker>>,
+    /// The process's Docker connection (shared with attestation).
+    docker: Arc<DockerLink>,
     resync_interval: Duration,
     timings: Mutex<VecDeque<EventTiming>>,
 }
 
 impl Segregation {
     /// Checks the host, loads the applied policies, and starts following
-    /// Docker in the background (connecting with backoff; until then the
-    /// kernel's rules are left as they are).
-    pub fn start(opts: Options) -> Result<Arc<Segregation>, SegregationError> {
+    /// `docker`'s events (subscribed now, so call it before the link
+    /// connects; until it does, the kernel's rules are left as they are).
+    pub fn start(opts: Options, docker: &Arc<DockerLink>) -> Result<Arc<Segregation>, SegregationError> {
         host::check_br_netfilter(&opts.bridge_nf, host::modprobe_br_netfilter)?;
-        let seg = Segregation::new(&opts.state_dir, Box::new(IptablesFirewall::new()), opts.resync_interval)?;
-        drop(seg.spawn(opts.docker_socket));
+        let firewall = Box::new(IptablesFirewall::new());
+        Segregation::following(&opts.state_dir, firewall, opts.resync_interval, docker)
+    }
+
+    /// Loads the state with any firewall backend and follows `docker`'s
+    /// events (subscribed now: call it before the link connects).
+    pub fn following(
+        state_dir: &Path,
+        firewall: Box<dyn Firewall + Send>,
+        resync_interval: Duration,
+        docker: &Arc<DockerLink>,
+    ) -> Result<Arc<Segregation>, SegregationError> {
+        let seg = Segregation::open(state_dir, firewall, resync_interval, docker.clone())?;
+        drop(seg.follow_events(docker.subscribe()));
         Ok(seg)
     }
 
-    /// Loads the state with any firewall backend; starts nothing.
+    /// Loads the state with any firewall backend and a link of its own
+    /// (see [`Segregation::attach_docker`]); starts nothing.
     pub fn new(
         state_dir: &Path,
         firewall: Box<dyn Firewall + Send>,
         resync_interval: Duration,
+    ) -> Result<Arc<Segregation>, SegregationError> {
+        Segregation::open(state_dir, firewall, resync_interval, DockerLink::new())
+    }
+
+    fn open(
+        state_dir: &Path,
+        firewall: Box<dyn Firewall + Send>,
+        resync_interval: Duration,
+        docker: Arc<DockerLink>,
     ) -> Result<Arc<Segregation>, SegregationError> {
         let store = store::Store::open(state_dir)?;
         let loaded = store.load_all()?;
@@ -110,14 +128,14 @@ impl Segregation {
         Ok(Arc::new(Segregation {
             state: tokio::sync::Mutex::new(state),
             store,
-            docker: RwLock::new(None),
+            docker,
             resync_interval,
             timings: Mutex::new(VecDeque::new()),
         }))
     }
 
     fn docker(&self) -> Option<Docker> {
-        self.docker.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.docker.current().ok()
     }
 
     /// The timings of the container events handled since the last call.
