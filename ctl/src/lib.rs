@@ -15,7 +15,6 @@ pub mod daemon_json;
 pub mod docker;
 pub mod firewall;
 pub mod identity;
-pub mod inventory;
 pub mod network;
 pub mod node;
 pub mod policy;

@@ -19,7 +19,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("node", 5),
     ("segregation", 4),
     ("docker", 3),
-    ("inventory", 3),
     ("firewall", 2),
     ("network", 1),
     ("policy", 1),

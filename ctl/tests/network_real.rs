@@ -12,7 +12,7 @@ mod support;
 
 use seg_common::api::Identity;
 use segctl::firewall::Container;
-use segctl::inventory;
+use segctl::network::bridges as host_bridges;
 use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec, Subnet};
 use segctl::policy::Proto;
 use segctl::segregation::{attach, live};
@@ -116,12 +116,14 @@ async fn create_networks(api: &DockerNetworks, n: &Names, spec_a: &NetworkSpec) 
     assert_eq!(find(&networks, "bridge").bridge_if.as_deref(), Some("docker0"));
 
     // The bridges exist on the host; B's carries its gateway address.
-    let bridges = inventory::bridges().await.expect("netlink dump of the host's links");
+    let bridges = host_bridges::bridges().await.expect("netlink dump of the host's links");
     assert!(bridges.iter().any(|br| br.name == "docker0"), "no docker0 among {bridges:?}");
     let bridge_b = bridges.iter().find(|br| Some(&br.name) == b.bridge_if.as_ref()).expect("B's bridge link");
-    let gateway = |x: &inventory::IfAddr| matches!(x.addr, IpAddr::V4(v4) if in_subnet(Some(v4), &subnet_b));
+    let gateway =
+        |x: &host_bridges::IfAddr| matches!(x.addr, IpAddr::V4(v4) if in_subnet(Some(v4), &subnet_b));
     assert!(bridge_b.addrs.iter().any(|x| gateway(x) && x.prefix_len == 24), "{bridge_b:?}");
-    assert!(inventory::missing_bridges(&[a.clone(), b.clone()], &bridges).is_empty());
+    assert!(host_bridges::missing_bridges([&a, &b].iter().filter_map(|n| n.bridge_if.as_deref()), &bridges)
+        .is_empty());
     (b.clone(), subnet_b)
 }
 

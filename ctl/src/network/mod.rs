@@ -9,6 +9,7 @@
 //! [`list`] go through the narrow [`NetworkApi`] trait ([`DockerNetworks`] for
 //! the real engine, a fake in unit tests).
 
+pub mod bridges;
 mod engine;
 mod plan;
 mod spec;

@@ -2,6 +2,9 @@
 //! one bridge never reaches iptables, so every same-network rule (ICC off,
 //! per-service ingress) would silently do nothing.
 
+use crate::firewall::Inventory;
+use crate::network::bridges;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,6 +61,40 @@ pub fn modprobe_br_netfilter() -> Result<(), String> {
     }
 }
 
+/// The bridge devices of the networks `project`'s containers use that the
+/// host does not have, as warnings: rules naming a missing bridge match no
+/// traffic, so such a network must not be taken as isolated. Reading the
+/// host's links can fail (a controller outside the host's network
+/// namespace); that is a warning too, never a refusal.
+pub async fn bridge_warnings(inv: &Inventory, project: Option<&str>) -> Vec<String> {
+    let networks: BTreeSet<&str> = inv
+        .containers
+        .iter()
+        .filter(|c| c.service.as_ref().is_some_and(|s| s.project.as_deref() == project))
+        .flat_map(|c| c.endpoints.iter().map(|e| e.network.as_str()))
+        .collect();
+    let wanted: Vec<(&str, &str)> =
+        networks.into_iter().filter_map(|name| Some((name, inv.network(name)?.bridge.as_deref()?))).collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let present = match bridges::bridges().await {
+        Ok(present) => present,
+        Err(e) => return vec![format!("bridge devices not checked: {e}")],
+    };
+    let missing = bridges::missing_bridges(wanted.iter().map(|(_, b)| *b), &present);
+    wanted
+        .iter()
+        .filter(|(_, bridge)| missing.iter().any(|m| m == bridge))
+        .map(|(name, bridge)| {
+            format!(
+                "network {name}: its bridge device {bridge} is not on this host, so rules for it match no \
+                 traffic (is dockerd in another network namespace?)"
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +120,34 @@ mod tests {
         );
         std::fs::write(&path, "1\n").unwrap();
         check_br_netfilter(&path, || panic!("present: no modprobe")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_network_whose_bridge_is_missing_on_the_host_is_warned_about() {
+        use crate::firewall::{inventory_from, ContainerFacts, NetEndpoint, NetworkFacts};
+        let net = |name: &str, bridge: &str| NetworkFacts {
+            id: format!("{name}-id"),
+            name: name.into(),
+            driver: "bridge".into(),
+            options: [("com.docker.network.bridge.name".to_owned(), bridge.to_owned())].into(),
+            ..Default::default()
+        };
+        let on = |network: &str| NetEndpoint { network: network.into(), ipv4: None, ipv6: None };
+        let labels = [("com.docker.compose.project", "shop"), ("com.docker.compose.service", "web")];
+        let web = ContainerFacts {
+            id: "w".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            endpoints: vec![on("bridge"), on("shop_gone")],
+            published: vec![],
+        };
+        // docker0 exists on this host (Docker runs); br-seg-gone does not.
+        let inv = inventory_from([web], [net("bridge", "docker0"), net("shop_gone", "br-seg-gone")]);
+        let warnings = bridge_warnings(&inv, Some("shop")).await;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("shop_gone") && warnings[0].contains("br-seg-gone"), "{warnings:?}");
+        assert!(
+            bridge_warnings(&inv, Some("other")).await.is_empty(),
+            "other projects' networks are not checked"
+        );
     }
 }

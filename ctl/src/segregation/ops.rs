@@ -97,6 +97,8 @@ impl Segregation {
         if !networks.created.is_empty() {
             st.live.set_networks(live::networks(&docker).await?);
         }
+        let project = parsed.project.as_ref().map(|p| p.0.clone());
+        networks.warnings.extend(super::host::bridge_warnings(st.live.inventory(), project.as_deref()).await);
         let record = Record { name: name.clone(), source, applied_at: now() };
         let previous = st.put(record.clone(), parsed);
         let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);

@@ -1,8 +1,9 @@
 //! The host's bridge links and their addresses, over rtnetlink (two dumps)
-//! rather than by parsing `ip` output.
+//! rather than by parsing `ip` output: Docker names a network's bridge
+//! device, but only the kernel knows whether it exists. A network whose
+//! bridge is gone is not isolated by rules that name it (they match no
+//! traffic), so `policy apply` warns about it.
 
-use super::InventoryError;
-use crate::network::NetworkInfo;
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -25,12 +26,22 @@ pub struct IfAddr {
     pub prefix_len: u8,
 }
 
-fn netlink_error(action: &'static str, e: impl std::fmt::Display) -> InventoryError {
-    InventoryError::Netlink { action, reason: e.to_string() }
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot read the host's network links over netlink ({action}): {reason}; \
+     segctl must run on the Docker host, in its network namespace"
+)]
+pub struct BridgeError {
+    action: &'static str,
+    reason: String,
+}
+
+fn netlink_error(action: &'static str, e: impl std::fmt::Display) -> BridgeError {
+    BridgeError { action, reason: e.to_string() }
 }
 
 /// Every bridge link of the host's network namespace, sorted by name.
-pub async fn bridges() -> Result<Vec<Bridge>, InventoryError> {
+pub async fn bridges() -> Result<Vec<Bridge>, BridgeError> {
     let (connection, handle, _) =
         rtnetlink::new_connection().map_err(|e| netlink_error("open a socket", e))?;
     let task = tokio::spawn(connection);
@@ -87,16 +98,18 @@ pub fn bridges_from(links: &[LinkMessage], addrs: &[AddressMessage]) -> Vec<Brid
     out
 }
 
-/// Bridge interfaces that networks name but the host does not have (a
-/// network whose bridge vanished must not be trusted to be isolated).
-pub fn missing_bridges(networks: &[NetworkInfo], bridges: &[Bridge]) -> Vec<String> {
+/// The bridge devices among `wanted` (as networks name them) that the host
+/// does not have (a network whose bridge vanished must not be trusted to be
+/// isolated).
+pub fn missing_bridges<'a>(wanted: impl IntoIterator<Item = &'a str>, bridges: &[Bridge]) -> Vec<String> {
     let present: BTreeSet<&str> = bridges.iter().map(|b| b.name.as_str()).collect();
-    let mut missing: Vec<String> = networks
-        .iter()
-        .filter_map(|n| n.bridge_if.clone())
-        .filter(|name| !present.contains(name.as_str()))
-        .collect();
+    let mut missing: Vec<String> =
+        wanted.into_iter().filter(|name| !present.contains(name)).map(str::to_owned).collect();
     missing.sort();
     missing.dedup();
     missing
 }
+
+#[cfg(test)]
+#[path = "bridges_tests.rs"]
+mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::network::NetworkInfo;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 
@@ -70,5 +71,6 @@ fn bridges_are_picked_from_links_with_their_addresses() {
         network("x", "n2", Some("br-gone")),
         network("host", "h", None),
     ];
-    assert_eq!(missing_bridges(&networks, &bridges), ["br-gone"]);
+    let wanted = networks.iter().filter_map(|n| n.bridge_if.as_deref());
+    assert_eq!(missing_bridges(wanted, &bridges), ["br-gone"]);
 }
