@@ -19,3 +19,14 @@ seg_find_cargo() {
     done
     return 1
 }
+
+# Undoes what a stopped controller leaves on purpose in its run dir: the
+# agent directory stays a read-only bind mount of itself (so nothing can
+# plant a fake agent socket while the controller is down). A throw-away
+# run dir must have it detached before it can be removed.
+seg_release_run_dir() {
+    local agent="$1/agent"
+    while mountpoint -q "$agent" 2>/dev/null; do
+        umount -l "$agent" 2>/dev/null || break
+    done
+}
