@@ -1,4 +1,4 @@
-//! Firewall engine micro-benchmark, inside a throwaway network namespace.
+//! Firewall compile-and-apply micro-benchmark, inside a throwaway network namespace.
 //!
 //! `cargo run --release -p segctl --features fakes --example fw_bench [-- PROJECTS REPLICAS SAMPLE]`
 //! (defaults 100 projects × 10 services = 1,000 services, 2 replicas, every

@@ -10,7 +10,7 @@ mod support;
 use seg_common::api::Identity;
 use segctl::attest::{AttestError, Attestor, PinnedPeer};
 use segctl::docker::{self, DockerLink, DockerLookup};
-use segctl::node::engine::{forget_on_events, GoneListener};
+use segctl::node::docker_side::{forget_on_events, GoneListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

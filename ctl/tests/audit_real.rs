@@ -233,7 +233,7 @@ fn bad_containers_are_flagged_by_exactly_the_right_checks() {
 
 /// The CLI's `--fix` path on a temp daemon.json (never /etc/docker: other
 /// tests share this host). The live half (ICC flipping to PASS on the running
-/// engine) is left to the firewall engine's `segctl icc` issue.
+/// engine) is left to the firewall's `segctl icc` issue.
 fn fix_on_a_temp_daemon_json(dir: &str) {
     let dj = Path::new(dir).join("daemon.json");
     std::fs::write(&dj, "{\"log-level\": \"info\"}\n").unwrap();

@@ -1,9 +1,9 @@
-//! The firewall engine against the real kernel, with real packets, inside
+//! The firewall (compile, then `iptables-restore`) against the real kernel, with real packets, inside
 //! throwaway network namespaces (never the host's own rules).
 //!
 //! Topology (addresses exist only inside these namespaces):
 //!   `seg-t-<pid>-host`: bridge `segbr0` 10.203.77.1/24, FORWARD → DOCKER-USER
-//!   (as Docker leaves it), and the engine's rules.
+//!   (as Docker leaves it), and the rules seg writes.
 //!   `seg-t-<pid>-{web,api,db,other}`: one veth each into the bridge,
 //!   10.203.77.{10,11,12,13}.
 //! Policy: api accepts web on 9000/tcp; db accepts api on 5432/tcp, no egress.

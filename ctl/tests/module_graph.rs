@@ -20,7 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("segregation", 4),
     ("docker", 3),
     ("firewall", 2),
-    ("network", 1),
+    ("network", 2),
     ("policy", 1),
     ("store", 1),
     ("attest", 1),

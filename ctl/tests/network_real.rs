@@ -13,8 +13,8 @@ mod support;
 use seg_common::api::Identity;
 use segctl::firewall::Container;
 use segctl::network::bridges as host_bridges;
-use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec, Subnet};
-use segctl::policy::Proto;
+use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec};
+use segctl::policy::{Cidr, Proto};
 use segctl::segregation::{attach, live};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,9 +29,9 @@ fn find<'a>(networks: &'a [NetworkInfo], name: &str) -> &'a NetworkInfo {
 
 /// Creates `name` with a random 10.77.x.0/24, retrying when another test's
 /// network already holds that range.
-async fn create_with_subnet(api: &DockerNetworks, name: &str) -> Subnet {
+async fn create_with_subnet(api: &DockerNetworks, name: &str) -> Cidr {
     for _ in 0..5 {
-        let subnet: Subnet = format!("10.77.{}.0/24", fastrand::u8(..)).parse().unwrap();
+        let subnet = network::parse_subnet(&format!("10.77.{}.0/24", fastrand::u8(..))).unwrap();
         let spec = NetworkSpec::new(name, false, true, Some(subnet)).unwrap();
         match network::create(api, &spec).await {
             Ok(_) => return subnet,
@@ -42,20 +42,20 @@ async fn create_with_subnet(api: &DockerNetworks, name: &str) -> Subnet {
     panic!("no free 10.77.x.0/24 for {name} after 5 tries");
 }
 
-fn in_subnet(ip: Option<Ipv4Addr>, subnet: &Subnet) -> bool {
+fn in_subnet(ip: Option<Ipv4Addr>, subnet: &Cidr) -> bool {
     let IpAddr::V4(net) = subnet.addr() else { return false };
     ip.is_some_and(|ip| ip.octets()[..3] == net.octets()[..3])
 }
 
 /// The controller's picture of the engine (the one the firewall compiles against).
-async fn picture(docker: &bollard::Docker) -> live::Live {
+async fn picture(docker: &bollard::Docker) -> live::HostPicture {
     let (containers, networks) = live::collect(docker).await.expect("collect the inventory");
-    let mut picture = live::Live::default();
+    let mut picture = live::HostPicture::default();
     picture.replace(containers, networks);
     picture
 }
 
-fn container<'a>(picture: &'a live::Live, name: &str) -> &'a Container {
+fn container<'a>(picture: &'a live::HostPicture, name: &str) -> &'a Container {
     let inv = picture.inventory();
     inv.containers
         .iter()
@@ -102,7 +102,7 @@ impl Names {
 
 /// A: internal, ICC off, Docker's subnet; B: routed, ICC on, our subnet.
 /// Checks both as listed; returns B's listing and subnet.
-async fn create_networks(api: &DockerNetworks, n: &Names, spec_a: &NetworkSpec) -> (NetworkInfo, Subnet) {
+async fn create_networks(api: &DockerNetworks, n: &Names, spec_a: &NetworkSpec) -> (NetworkInfo, Cidr) {
     network::create(api, spec_a).await.expect("create network A");
     let subnet_b = create_with_subnet(api, &n.net_b).await;
     let err = network::create(api, spec_a).await.unwrap_err();
@@ -177,7 +177,7 @@ async fn move_two_to_b(docker: &bollard::Docker, api: &DockerNetworks, n: &Names
 }
 
 /// Identities, PIDs, addresses in B's subnet, B's bridge, the published port.
-async fn check_inventory(docker: &bollard::Docker, n: &Names, b: &NetworkInfo, subnet_b: &Subnet) {
+async fn check_inventory(docker: &bollard::Docker, n: &Names, b: &NetworkInfo, subnet_b: &Cidr) {
     let inv = picture(docker).await;
     let bridge_b = inv.inventory().network(&n.net_b).and_then(|net| net.bridge.clone());
     assert_eq!(bridge_b, b.bridge_if);

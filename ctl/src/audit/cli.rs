@@ -7,7 +7,7 @@
 
 use super::catalog::{self, CHECKS};
 use super::collect::{self, Sources};
-use super::engine::DockerEngine;
+use super::docker_engine::DockerEngine;
 use super::fix::{self, Fixer, HostFixer};
 use super::model::{ControllerInfo, FailOn, Filters, HostInfo, Report, ReportMeta};
 use super::{evaluate, sarif, table};

@@ -1,5 +1,5 @@
-//! Collection: the thin layer that gathers [`Facts`] from the engine (through
-//! the narrow [`Engine`] trait), the host (`/proc`, the socket, iptables,
+//! Collection: the thin layer that gathers [`Facts`] from the Docker Engine (through
+//! the narrow [`EngineApi`] trait), the host (`/proc`, the socket, iptables,
 //! overlay2 layers) and seg's own state (policy files, the controller's grants).
 
 use super::catalog::ids;
@@ -25,8 +25,8 @@ const SEG_ICC_DOCKER0: &str = "SEG-ICC-docker0";
 /// Threads walking layer directories.
 const SCAN_WORKERS: usize = 4;
 
-/// What the audit asks of the engine.
-pub trait Engine: Sync {
+/// What the audit asks of the Docker Engine.
+pub trait EngineApi: Sync {
     fn info(&self) -> BoxFuture<'_, Result<SystemInfo, AuditError>>;
     /// Running containers: (id, name without the leading `/`).
     fn running(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, AuditError>>;
@@ -93,7 +93,7 @@ pub fn select_containers(
 
 /// Gathers everything the `selected` checks need.
 pub async fn collect(
-    engine: &dyn Engine,
+    engine: &dyn EngineApi,
     src: &Sources,
     wanted: &[String],
     selected: &[&str],

@@ -4,7 +4,7 @@
 //! - ICC off on docker0, persisted: `"icc": false` in daemon.json through
 //!   [`crate::daemon_json`] (dockerd reads it when it restarts).
 //! - ICC off on docker0, live: the controller's docker0 ICC rule (`PUT
-//!   /v1/icc`, what `segctl icc disable` does), placed by the firewall engine
+//!   /v1/icc`, what `segctl icc disable` does), placed by the firewall compiler
 //!   behind seg's policy jump. Without a running controller the step is
 //!   reported as pending, never faked with a rule of our own.
 //! - `--default-deny`: for each project with running services that no
@@ -208,14 +208,14 @@ pub fn read_state(facts: &Facts, fixer: &mut dyn Fixer, default_deny: bool) -> R
 
 /// What one applied step did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub struct FixResult {
     pub step: Step,
     pub changed: bool,
 }
 
 /// Runs the actionable steps in order; stops at the first error (what ran
 /// stays done, and a rerun plans only the rest).
-pub async fn apply(steps: &[Step], fixer: &mut dyn Fixer) -> Result<Vec<Outcome>, FixError> {
+pub async fn apply(steps: &[Step], fixer: &mut dyn Fixer) -> Result<Vec<FixResult>, FixError> {
     let mut out = Vec::new();
     for step in steps {
         let changed = match step {
@@ -230,7 +230,7 @@ pub async fn apply(steps: &[Step], fixer: &mut dyn Fixer) -> Result<Vec<Outcome>
             },
             Step::LiveIccPending | Step::AddToPolicy { .. } | Step::PolicyPending { .. } => false,
         };
-        out.push(Outcome { step: step.clone(), changed });
+        out.push(FixResult { step: step.clone(), changed });
     }
     Ok(out)
 }

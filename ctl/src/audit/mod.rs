@@ -4,8 +4,8 @@
 //! holders, sidecar hardening); scores it; fixes what seg owns.
 //!
 //! Compute, then apply:
-//! - [`collect`] gathers [`facts::Facts`] through the narrow [`collect::Engine`]
-//!   trait ([`engine::DockerEngine`] for real) and a few host reads;
+//! - [`collect`] gathers [`facts::Facts`] through the narrow [`collect::EngineApi`]
+//!   trait ([`docker_engine::DockerEngine`] for real) and a few host reads;
 //! - [`evaluate`] is pure: facts → findings;
 //! - [`fix`] plans (pure) and applies through the [`fix::Fixer`] trait;
 //! - [`table`], [`sarif`] and serde (JSON) render the [`model::Report`].
@@ -19,8 +19,8 @@ pub mod cli;
 pub mod collect;
 mod container_checks;
 mod daemon_checks;
+pub mod docker_engine;
 pub mod dockerd;
-pub mod engine;
 pub mod facts;
 pub mod fix;
 pub mod model;

@@ -4,7 +4,8 @@
 
 use super::Output;
 use crate::docker;
-use crate::network::{self, DockerNetworks, NetworkInfo, NetworkSpec, Subnet};
+use crate::network::{self, DockerNetworks, NetworkInfo, NetworkSpec};
+use crate::policy::Cidr;
 use crate::table::Table;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -33,7 +34,7 @@ pub enum NetCmd {
         no_icc: bool,
         /// E.g. 10.30.0.0/24 (default: Docker picks one).
         #[arg(long, value_name = "CIDR", value_parser = parse_subnet)]
-        subnet: Option<Subnet>,
+        subnet: Option<Cidr>,
     },
     /// List networks.
     Ls {
@@ -74,8 +75,8 @@ fn parse_name(raw: &str) -> Result<String, String> {
     network::validate_name(raw).map(|()| raw.to_owned()).map_err(|e| e.to_string())
 }
 
-fn parse_subnet(raw: &str) -> Result<Subnet, String> {
-    raw.parse().map_err(|e: network::NetworkError| e.to_string())
+fn parse_subnet(raw: &str) -> Result<Cidr, String> {
+    network::parse_subnet(raw).map_err(|e| e.to_string())
 }
 
 fn json(list: &[NetworkInfo]) -> serde_json::Value {

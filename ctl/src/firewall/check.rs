@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 /// Where a flow comes from or goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum FlowEnd {
     /// Anything that is not a container (through a published port).
     World,
     Service(Identity),
@@ -33,8 +33,8 @@ impl fmt::Display for Decision {
 
 /// Decides `from` → `to` on `proto`/`port`: the sender's egress first, then
 /// the receiver's ingress. A service no policy names is unrestricted.
-pub fn check(policies: &[Policy], from: &Endpoint, to: &Endpoint, proto: Proto, port: u16) -> Decision {
-    if let Endpoint::Service(id) = from {
+pub fn check(policies: &[Policy], from: &FlowEnd, to: &FlowEnd, proto: Proto, port: u16) -> Decision {
+    if let FlowEnd::Service(id) = from {
         if let Some((policy, key, Egress::Allow(peers))) =
             find(policies, id).map(|(p, k, s)| (p, k, &s.egress))
         {
@@ -48,7 +48,7 @@ pub fn check(policies: &[Policy], from: &Endpoint, to: &Endpoint, proto: Proto, 
             }
         }
     }
-    let Endpoint::Service(id) = to else {
+    let FlowEnd::Service(id) = to else {
         return Decision { allowed: true, rule: "destination is not a service".into() };
     };
     let Some((policy, key, spec)) = find(policies, id) else {
@@ -85,14 +85,14 @@ fn find<'a>(
         .find_map(|p| p.services.get_key_value(id.service.as_str()).map(|(k, s)| (p, k.0.as_str(), s)))
 }
 
-fn peer_matches(policy: &Policy, peer: &Peer, who: &Endpoint) -> bool {
+fn peer_matches(policy: &Policy, peer: &Peer, who: &FlowEnd) -> bool {
     match (peer, who) {
-        (Peer::World, Endpoint::World) => true,
-        (Peer::Service(r), Endpoint::Service(id)) => {
+        (Peer::World, FlowEnd::World) => true,
+        (Peer::Service(r), FlowEnd::Service(id)) => {
             let (project, service) = policy.resolve(r);
             Identity { project, service } == *id
         }
-        (Peer::Cidr(c), Endpoint::Address(ip)) => c.contains(&Cidr::host(*ip)),
+        (Peer::Cidr(c), FlowEnd::Address(ip)) => c.contains(&Cidr::host(*ip)),
         _ => false,
     }
 }

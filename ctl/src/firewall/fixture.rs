@@ -1,7 +1,7 @@
 //! Test fixtures: inventories written as YAML (`ctl/tests/golden/*/inventory.yaml`)
 //! and golden-file comparison with `SEG_BLESS=1` to regenerate.
 
-use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort};
+use super::inventory::{Container, Inventory, NetEndpoint, Network, PublishedPort};
 use crate::policy::Proto;
 use seg_common::api::Identity;
 use serde::Deserialize;
@@ -72,7 +72,7 @@ fn container(c: ContainerFile) -> Container {
         .ips
         .into_iter()
         .map(|(network, ips)| {
-            let mut ep = Endpoint { network, ipv4: None, ipv6: None };
+            let mut ep = NetEndpoint { network, ipv4: None, ipv6: None };
             for ip in ips.split(',').map(|s| s.trim().parse::<IpAddr>().expect("address")) {
                 match ip {
                     IpAddr::V4(a) => ep.ipv4 = Some(a),

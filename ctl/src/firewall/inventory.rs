@@ -25,20 +25,20 @@ pub struct Container {
     /// labels, or an invalid one; such a container is never protected, only
     /// ever restricted as a peer of one that is.
     pub service: Option<Identity>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<NetEndpoint>,
     pub published: Vec<PublishedPort>,
 }
 
 /// One network attachment of a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct NetEndpoint {
     /// The Docker network name (`shop_backend`, `bridge`).
     pub network: String,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
 }
 
-impl Endpoint {
+impl NetEndpoint {
     pub fn ip(&self, family: Family) -> Option<IpAddr> {
         match family {
             Family::V4 => self.ipv4.map(IpAddr::V4),
@@ -97,7 +97,7 @@ impl Inventory {
 pub struct ContainerFacts {
     pub id: String,
     pub labels: BTreeMap<String, String>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<NetEndpoint>,
     pub published: Vec<PublishedPort>,
 }
 

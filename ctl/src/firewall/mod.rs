@@ -32,13 +32,13 @@ pub mod synth;
 mod trie;
 
 pub use cache::{compile_cached, CompileCache};
-pub use check::{check, Decision, Endpoint};
+pub use check::{check, Decision, FlowEnd};
 pub use compile::{compile, compile_with, validate_set};
 #[cfg(any(test, feature = "fakes"))]
 pub use fake::FakeFirewall;
 pub use inventory::{
-    bridge_name, inventory_from, Container, ContainerFacts, Endpoint as NetEndpoint, Inventory, Network,
-    NetworkFacts, PublishedPort,
+    bridge_name, inventory_from, Container, ContainerFacts, Inventory, NetEndpoint, Network, NetworkFacts,
+    PublishedPort,
 };
 pub use iptables::IptablesFirewall;
 pub use ruleset::{Hooks, Rules, Ruleset, Table};

@@ -5,7 +5,7 @@
 
 use super::naming::TOP;
 use super::ruleset::Table;
-use crate::policy::{Cidr, Proto};
+use crate::policy::{Cidr, CidrError, Proto};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -128,8 +128,8 @@ fn parse(text: &str) -> Result<Rule, String> {
     while let Some(word) = words.next() {
         let mut arg = || words.next().ok_or_else(|| format!("`{word}` needs an argument"));
         match word {
-            "-s" => rule.src = Some(arg()?.parse()?),
-            "-d" => rule.dst = Some(arg()?.parse()?),
+            "-s" => rule.src = Some(arg()?.parse().map_err(|e: CidrError| e.to_string())?),
+            "-d" => rule.dst = Some(arg()?.parse().map_err(|e: CidrError| e.to_string())?),
             "-i" => rule.in_if = Some(arg()?.to_string()),
             "-o" => rule.out_if = Some(arg()?.to_string()),
             "-p" => rule.proto = Some(arg()?.parse()?),

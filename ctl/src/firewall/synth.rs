@@ -3,7 +3,7 @@
 //! project, each service reachable from the previous one, the first from
 //! the world through a published port, the last with no egress.
 
-use super::inventory::{Container, Endpoint, Inventory, Network, PublishedPort};
+use super::inventory::{Container, Inventory, NetEndpoint, Network, PublishedPort};
 use crate::policy::{parse_policy, Cidr, Policy, Proto};
 use seg_common::api::Identity;
 use std::net::Ipv4Addr;
@@ -75,7 +75,7 @@ pub fn scenario(projects: usize, replicas: usize) -> (Vec<Policy>, Inventory) {
                 inv.containers.push(Container {
                     id: format!("c{k}-{s}-{r}"),
                     service: Some(Identity::new(Some(&format!("p{k}")), &format!("s{s}"))),
-                    endpoints: vec![Endpoint {
+                    endpoints: vec![NetEndpoint {
                         network: name.clone(),
                         ipv4: Some(address(k, s, r)),
                         ipv6: None,

@@ -151,8 +151,8 @@ fn compiled_rules_agree_with_check_for_every_service_pair() {
             for port in [8080, 9000, 5432, 22] {
                 let want = check(
                     &policies,
-                    &Endpoint::Service(from.clone()),
-                    &Endpoint::Service(to.clone()),
+                    &FlowEnd::Service(from.clone()),
+                    &FlowEnd::Service(to.clone()),
                     Proto::Tcp,
                     port,
                 );
@@ -171,8 +171,8 @@ fn compiled_rules_agree_with_check_for_every_service_pair() {
     }
     let d = check(
         &policies,
-        &Endpoint::Service(ids[1].clone()),
-        &Endpoint::Service(ids[2].clone()),
+        &FlowEnd::Service(ids[1].clone()),
+        &FlowEnd::Service(ids[2].clone()),
         Proto::Tcp,
         5432,
     );
@@ -181,7 +181,7 @@ fn compiled_rules_agree_with_check_for_every_service_pair() {
         "allow (shop/policy.yaml: services.db.ingress[0])"
             .replace("shop/", &format!("{}/shop/", golden_dir().display()))
     );
-    let d = check(&policies, &Endpoint::Service(ids[2].clone()), &Endpoint::World, Proto::Tcp, 443);
+    let d = check(&policies, &FlowEnd::Service(ids[2].clone()), &FlowEnd::World, Proto::Tcp, 443);
     assert!(!d.allowed && d.rule.ends_with("services.db.egress (not listed)"), "{d}");
 }
 

@@ -7,21 +7,21 @@
 //! Compute, then apply: [`plan_networks`] and [`plan_attachments`] are pure;
 //! [`ensure_networks`], [`apply_attachments`], [`create`], [`remove`] and
 //! [`list`] go through the narrow [`NetworkApi`] trait ([`DockerNetworks`] for
-//! the real engine, a fake in unit tests).
+//! the Docker Engine, a fake in unit tests).
 
+mod apply;
 pub mod bridges;
-mod engine;
 mod plan;
 mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{
+pub use apply::{
     apply_attachments, attached_containers, bridge_interface, create, ensure_networks, list, network_info,
     remove, DockerNetworks, NetworkApi,
 };
 pub use plan::{plan_attachments, plan_networks, Attachments, EnsureReport, Mismatch, NetworkPlan, Op};
-pub use spec::{validate_name, NetworkSpec, Subnet};
+pub use spec::{parse_subnet, validate_name, NetworkSpec};
 
 /// Label on every network seg creates, so it knows its own.
 pub const MANAGED_LABEL: &str = "seg.managed";
@@ -29,10 +29,10 @@ pub const MANAGED_LABEL: &str = "seg.managed";
 pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// Bridge driver option naming the host interface (docker0 for `bridge`).
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
-/// Networks every engine has; seg never creates, removes or changes them.
+/// Networks every Docker Engine has; seg never creates, removes or changes them.
 pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
 
-/// A network as the engine reports it, joined with the containers on it.
+/// A network as the Docker Engine reports it, joined with the containers on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkInfo {
     pub name: String,

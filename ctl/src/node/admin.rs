@@ -6,7 +6,7 @@
 
 use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
-use super::live::Live;
+use super::live::RotationState;
 use super::server::Peer;
 use super::{finish, read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore};
@@ -42,7 +42,7 @@ pub struct Admin {
     pub log: Arc<AccessLog>,
     pub docker: Arc<dyn DockerStatus>,
     pub info: NodeInfo,
-    pub live: Arc<Live>,
+    pub live: Arc<RotationState>,
     /// Network policies and ICC (`/v1/policies…`, `/v1/icc`); `None` in tests.
     pub segregation: Option<Arc<crate::segregation::Segregation>>,
 }

@@ -13,7 +13,7 @@
 use super::access_log::{AccessLog, Entry, Socket};
 use super::hangup::Hangup;
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
-use super::live::Live;
+use super::live::RotationState;
 use super::{finish, read_store, store_failure};
 use crate::attest::{AttestError, Attested, LookupError, PinnedPeer};
 use crate::store::{SecretStore, StoreError};
@@ -76,7 +76,7 @@ pub struct Agent {
     pub store: Arc<dyn SecretStore>,
     pub log: Arc<AccessLog>,
     pub identify: Arc<dyn Identify>,
-    pub live: Arc<Live>,
+    pub live: Arc<RotationState>,
 }
 
 /// A refused identification, as every request of the connection is answered.

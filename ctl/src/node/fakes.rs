@@ -5,7 +5,7 @@
 use super::access_log::AccessLog;
 use super::admin::{Admin, DockerStatus, NodeInfo};
 use super::agent::{Agent, Identify, IdentifyError};
-use super::live::{AppContainer, Containers, Live};
+use super::live::{AppContainer, Containers, RotationState};
 use super::watch::{Hub, WatchLimits};
 use crate::attest::{AttestError, Attested};
 use crate::store::{check_hooks, check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
@@ -214,7 +214,7 @@ impl Rig {
         let log = Arc::new(AccessLog::open(&dir.path().join("access.log")).unwrap());
         let store = Arc::new(FakeStore::default());
         let containers = Arc::new(FakeContainers::default());
-        let live = Live::new(Hub::new(limits), containers.clone(), log.clone());
+        let live = RotationState::new(Hub::new(limits), containers.clone(), log.clone());
         let info = NodeInfo {
             state_dir: dir.path().into(),
             admin_socket: dir.path().join("admin.sock"),

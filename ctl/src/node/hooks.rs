@@ -28,24 +28,25 @@ pub enum Input<'a> {
     Text(Vec<u8>),
 }
 
+/// How one hook run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct HookResult {
     pub run: HookRun,
     pub ok: bool,
     /// The tail of its output when it failed, unless withheld.
     pub output: String,
 }
 
-impl Outcome {
-    fn failed(status: String, started: Instant) -> Outcome {
+impl HookResult {
+    fn failed(status: String, started: Instant) -> HookResult {
         let run = HookRun { status, duration_ms: started.elapsed().as_millis() as u64 };
-        Outcome { run, ok: false, output: String::new() }
+        HookResult { run, ok: false, output: String::new() }
     }
 }
 
 /// Runs `spec` with `input` on stdin and `env` as its only variables
 /// (besides `PATH`).
-pub async fn run(spec: &HookSpec, input: Input<'_>, env: &[(&str, String)]) -> Outcome {
+pub async fn run(spec: &HookSpec, input: Input<'_>, env: &[(&str, String)]) -> HookResult {
     let started = Instant::now();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -62,7 +63,7 @@ pub async fn run(spec: &HookSpec, input: Input<'_>, env: &[(&str, String)]) -> O
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(format!("could not start /bin/sh: {e}"), started),
+        Err(e) => return HookResult::failed(format!("could not start /bin/sh: {e}"), started),
     };
     let stdin = child.stdin.take();
     let feed = async move {
@@ -88,7 +89,7 @@ pub async fn run(spec: &HookSpec, input: Input<'_>, env: &[(&str, String)]) -> O
             let _ = child.wait().await;
             out.abort();
             err.abort();
-            return Outcome::failed(format!("timed out after {}", show_ms(spec.timeout_ms)), started);
+            return HookResult::failed(format!("timed out after {}", show_ms(spec.timeout_ms)), started);
         }
     };
     let grab = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
@@ -101,7 +102,7 @@ pub async fn run(spec: &HookSpec, input: Input<'_>, env: &[(&str, String)]) -> O
     let run = HookRun { status: describe(&status), duration_ms: started.elapsed().as_millis() as u64 };
     let ok = status.as_ref().is_ok_and(|s| s.success());
     let output = if ok { String::new() } else { tail(if err.is_empty() { &out } else { &err }) };
-    Outcome { run, ok, output }
+    HookResult { run, ok, output }
 }
 
 fn kill_group(child: &tokio::process::Child) {

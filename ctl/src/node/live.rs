@@ -5,7 +5,7 @@
 //! interleaved with another change of the same secret, and the per-container
 //! budget of post-rotate notifications.
 
-use super::access_log::{AccessLog, Entry, HookLog, Outcome, Socket};
+use super::access_log::{AccessLog, Entry, HookLog, RequestOutcome, Socket};
 use super::consumers::Consumers;
 use super::watch::{plan, Hub};
 use crate::attest::Attested;
@@ -47,7 +47,9 @@ struct Bucket {
     at: Instant,
 }
 
-pub struct Live {
+/// The rotation state shared by the admin and agent APIs (see the module
+/// docs): push streams, acknowledgements, app containers, per-secret locks.
+pub struct RotationState {
     pub hub: Arc<Hub>,
     pub consumers: Consumers,
     pub containers: Arc<dyn Containers>,
@@ -61,9 +63,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Live {
-    pub fn new(hub: Arc<Hub>, containers: Arc<dyn Containers>, log: Arc<AccessLog>) -> Arc<Live> {
-        Arc::new(Live {
+impl RotationState {
+    pub fn new(hub: Arc<Hub>, containers: Arc<dyn Containers>, log: Arc<AccessLog>) -> Arc<RotationState> {
+        Arc::new(RotationState {
             hub,
             consumers: Consumers::default(),
             containers,
@@ -122,14 +124,14 @@ impl Live {
             e.identity = Some(who.identity.to_string());
             e.container_id = Some(seg_common::api::short_id(&who.container_id));
         }
-        e.outcome = if h.ok { Outcome::Allowed } else { Outcome::Error };
+        e.outcome = if h.ok { RequestOutcome::Allowed } else { RequestOutcome::Error };
         e.reason = format!("{} hook {}: {}", h.hook.kind, h.hook.action, h.hook.status);
         e.hook = Some(h.hook);
         self.log.record(&e);
     }
 }
 
-/// One hook run, for [`Live::log_hook`].
+/// One hook run, for [`RotationState::log_hook`].
 pub struct HookRecord<'a> {
     pub socket: Socket,
     pub secret: &'a SecretName,
@@ -156,7 +158,7 @@ mod tests {
     fn notifications_have_a_burst_and_a_rate() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AccessLog::open(&dir.path().join("a.log")).unwrap());
-        let live = Live::new(
+        let live = RotationState::new(
             Hub::new(Default::default()),
             Arc::new(super::super::fakes::FakeContainers::default()),
             log,

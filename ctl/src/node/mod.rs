@@ -10,7 +10,7 @@
 //! - [`http`]: routes, responses, bounded body readers.
 //! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_live`:
 //!   their rotation and push parts).
-//! - [`engine`]: attestation, post-rotate signals and status over the
+//! - [`docker_side`]: attestation, post-rotate signals and status over the
 //!   process's one [`crate::docker::DockerLink`].
 //! - [`access_log`]: the JSON-lines access log.
 //! - Rotation: [`watch`] (push streams), [`consumers`] (acknowledged
@@ -27,7 +27,7 @@ mod agent_live;
 pub mod agent_server;
 pub mod command;
 pub mod consumers;
-pub mod engine;
+pub mod docker_side;
 pub mod gate;
 pub mod hangup;
 pub mod hooks;
@@ -43,7 +43,7 @@ pub mod watch;
 mod fakes;
 
 use crate::store::{EmbeddedStore, SecretStore, StoreError};
-use access_log::{AccessLog, Entry, Outcome};
+use access_log::{AccessLog, Entry, RequestOutcome};
 use http::{Failure, Resp};
 use hyper::service::service_fn;
 use hyper::StatusCode;
@@ -105,17 +105,18 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         crate::segregation::Options::new(&paths.state_dir, opts.resync_interval),
         &docker,
     )?;
-    let engine = engine::EngineLink::new(docker.clone(), "/proc".into(), Some(paths.agent_dir.clone()));
+    let docker_side =
+        docker_side::DockerSide::new(docker.clone(), "/proc".into(), Some(paths.agent_dir.clone()));
     let admin_listener = setup::bind_socket(&paths.admin_socket, 0o600)?;
     // Binds agent.sock, then makes agent/ read-only for every container.
     let (agent_dir, agent_listener) = agent_dir::AgentDir::secure(&paths)?;
     let hub = watch::Hub::new(opts.watch_limits);
     let pinger = hub.spawn_pinger();
-    let live = live::Live::new(hub, engine.clone(), log.clone());
+    let live = live::RotationState::new(hub, docker_side.clone(), log.clone());
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         log: log.clone(),
-        docker: engine.clone(),
+        docker: docker_side.clone(),
         live: live.clone(),
         segregation: Some(segregation),
         info: admin::NodeInfo {
@@ -129,9 +130,9 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     });
     let limits = gate::GateLimits { per_container: opts.conns_per_container, ..Default::default() };
     let gate = gate::Gate::new(limits, "/proc".into());
-    drop(engine.follow_events(container_gone(gate.clone(), live.clone())));
+    drop(docker_side.follow_events(container_gone(gate.clone(), live.clone())));
     drop(docker.spawn_connect(opts.docker_socket.clone()));
-    let agent = Arc::new(agent::Agent { store, log, identify: engine, live });
+    let agent = Arc::new(agent::Agent { store, log, identify: docker_side, live });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
     // The guard serves the agent socket and rebinds it if it is removed or replaced.
     let agent_task = agent_dir.spawn_guard(agent_listener, move |listener| {
@@ -168,7 +169,7 @@ async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin
 /// What a container that stops or is removed takes with it: every agent
 /// connection attested as it (and so its watch streams), and — once it is
 /// removed — its place in the consumer lists.
-fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::Live>) -> engine::GoneListener {
+fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::RotationState>) -> docker_side::GoneListener {
     Arc::new(move |container: &str, action: &str| {
         if matches!(action, "die" | "stop" | "destroy") {
             let cut = gate.cut_container(container);
@@ -235,13 +236,13 @@ pub(crate) fn store_failure(err: StoreError) -> Failure {
 pub(crate) fn finish(entry: &mut Entry, result: Result<Resp, Failure>) -> Resp {
     match result {
         Ok(resp) => {
-            entry.outcome = Outcome::Allowed;
+            entry.outcome = RequestOutcome::Allowed;
             resp
         }
         Err(failure) => {
             entry.outcome = match failure.status {
-                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Outcome::Denied,
-                _ => Outcome::Error,
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => RequestOutcome::Denied,
+                _ => RequestOutcome::Error,
             };
             entry.reason = format!("{}: {}", failure.code, failure.message);
             failure.into_response()

@@ -22,7 +22,7 @@
 use super::access_log::{HookLog, Socket};
 use super::hooks::{self, Input};
 use super::http::Failure;
-use super::live::{shorten, AppContainer, HookRecord, Live};
+use super::live::{shorten, AppContainer, HookRecord, RotationState};
 use super::{read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::SecretStore;
@@ -51,7 +51,7 @@ struct Done {
 
 pub async fn notify(
     store: &Arc<dyn SecretStore>,
-    live: &Live,
+    live: &RotationState,
     who: &Attested,
     req: NotifyRequest,
 ) -> Result<NotifyResult, Failure> {
@@ -141,7 +141,11 @@ fn target_service(who: &Attested, target: Option<&str>) -> Result<String, Failur
 
 /// The running app containers of `service` (in the caller's project) that
 /// `who` may reach: all of its own service's, else those that consented.
-async fn reachable(live: &Live, who: &Attested, service: &str) -> Result<Vec<AppContainer>, Failure> {
+async fn reachable(
+    live: &RotationState,
+    who: &Attested,
+    service: &str,
+) -> Result<Vec<AppContainer>, Failure> {
     let target = Identity { project: who.identity.project.clone(), service: service.to_owned() };
     let found = find(live, &target).await?;
     if service == who.identity.service {
@@ -161,7 +165,7 @@ async fn reachable(live: &Live, who: &Attested, service: &str) -> Result<Vec<App
     Ok(consenting)
 }
 
-async fn find(live: &Live, target: &Identity) -> Result<Vec<AppContainer>, Failure> {
+async fn find(live: &RotationState, target: &Identity) -> Result<Vec<AppContainer>, Failure> {
     let found = live.containers.find(target).await.map_err(|e| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -177,7 +181,7 @@ async fn find(live: &Live, target: &Identity) -> Result<Vec<AppContainer>, Failu
 }
 
 async fn signal(
-    live: &Live,
+    live: &RotationState,
     who: &Attested,
     service: &str,
     sig: &str,
@@ -201,7 +205,12 @@ async fn signal(
     Ok(done)
 }
 
-async fn http(live: &Live, who: &Attested, h: &HttpTarget, secrets: &[Changed]) -> Result<Done, Failure> {
+async fn http(
+    live: &RotationState,
+    who: &Attested,
+    h: &HttpTarget,
+    secrets: &[Changed],
+) -> Result<Done, Failure> {
     let containers = reachable(live, who, &h.service).await?;
     let Some(addr) = containers.iter().flat_map(|c| c.addresses.iter().copied()).next() else {
         let msg =

@@ -1,7 +1,7 @@
 //! The HTTP post-rotate action against a real local server.
 use super::*;
 use crate::node::fakes::{attested, FakeStore};
-use crate::node::live::Live;
+use crate::node::live::RotationState;
 use crate::node::watch::Hub;
 use seg_common::api::GrantTarget;
 use seg_common::name::SecretName;
@@ -28,11 +28,12 @@ async fn one_shot_server(status: &'static str) -> (u16, tokio::task::JoinHandle<
     (port, task)
 }
 
-fn rig() -> (tempfile::TempDir, Arc<dyn SecretStore>, Arc<Live>, Arc<crate::node::fakes::FakeContainers>) {
+fn rig(
+) -> (tempfile::TempDir, Arc<dyn SecretStore>, Arc<RotationState>, Arc<crate::node::fakes::FakeContainers>) {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(crate::node::access_log::AccessLog::open(&dir.path().join("a.log")).unwrap());
     let containers = Arc::new(crate::node::fakes::FakeContainers::default());
-    let live = Live::new(Hub::new(Default::default()), containers.clone(), log);
+    let live = RotationState::new(Hub::new(Default::default()), containers.clone(), log);
     let store = Arc::new(FakeStore::default());
     let name = SecretName::parse("db").unwrap();
     store.put(&name, &SecretBytes::from_slice(b"s3cret-value"), None).unwrap();

@@ -10,7 +10,7 @@ use super::access_log::{Entry, HookLog, Socket};
 use super::consumers::now_ms;
 use super::hooks::{self, Input};
 use super::http::Failure;
-use super::live::{shorten, HookRecord, Live};
+use super::live::{shorten, HookRecord, RotationState};
 use super::{read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore, StoreError};
 use hyper::StatusCode;
@@ -44,7 +44,7 @@ pub fn grace_policy(grace_ms: Option<u64>) -> Result<Duration, Failure> {
 
 pub async fn rotate(
     store: &Arc<dyn SecretStore>,
-    live: &Live,
+    live: &RotationState,
     r: Rotation,
     entry: &mut Entry,
 ) -> Result<RotateResult, Failure> {
@@ -92,7 +92,7 @@ async fn current_meta(
 
 /// Runs the hook with the new value on stdin; any failure aborts.
 async fn pre_rotate(
-    live: &Live,
+    live: &RotationState,
     r: &Rotation,
     spec: &HookSpec,
     next: u64,

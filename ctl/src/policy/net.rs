@@ -1,5 +1,6 @@
-//! Addresses and ports as the policy and the firewall see them: a CIDR type
-//! with the bit access the dispatch trie needs, and port ranges per protocol.
+//! Addresses and ports: [`Cidr`], seg's one type for an IP network (policies,
+//! the firewall's dispatch trie and Docker network subnets all use it), and
+//! port ranges per protocol.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -119,29 +120,41 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Why a text is not a [`Cidr`]; each variant names the text once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("bad CIDR `{text}`: `{addr}` is not an IP address")]
+    NotAnAddress { text: String, addr: String },
+    #[error("bad CIDR `{text}`: prefix length must be 0..={width}")]
+    BadLength { text: String, width: u8 },
+    #[error("bad CIDR `{text}`: host bits are set (did you mean `{network}`?)")]
+    HostBits { text: String, network: Cidr },
+}
+
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = CidrError;
 
     /// Refuses host bits past the prefix (`10.0.0.1/8`): such a typo usually
     /// means the author meant something narrower or wider than what would apply.
-    fn from_str(s: &str) -> Result<Cidr, String> {
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
         let (addr_text, len_text) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr =
-            addr_text.parse().map_err(|_| format!("bad CIDR `{s}`: `{addr_text}` is not an IP address"))?;
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| CidrError::NotAnAddress { text: s.to_owned(), addr: addr_text.to_owned() })?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len_text {
             None => width,
             Some(l) => match l.parse::<u8>() {
                 Ok(n) if n <= width && !l.starts_with('+') => n,
-                _ => return Err(format!("bad CIDR `{s}`: prefix length must be 0..={width}")),
+                _ => return Err(CidrError::BadLength { text: s.to_owned(), width }),
             },
         };
         let cidr = Cidr::new(addr, len).expect("length checked");
         if cidr.addr() != addr {
-            return Err(format!("bad CIDR `{s}`: host bits are set (did you mean `{cidr}`?)"));
+            return Err(CidrError::HostBits { text: s.to_owned(), network: cidr });
         }
         Ok(cidr)
     }
@@ -243,7 +256,7 @@ mod tests {
         assert!(h.bit(29) && !h.bit(30) && h.bit(31));
         let a: Cidr = "10.0.0.4".parse().unwrap();
         assert_eq!(a.common_len(&h), 31);
-        assert!("10.0.0.1/8".parse::<Cidr>().unwrap_err().contains("did you mean `10.0.0.0/8`"));
+        assert!("10.0.0.1/8".parse::<Cidr>().unwrap_err().to_string().contains("did you mean `10.0.0.0/8`"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("10.0.0/8".parse::<Cidr>().is_err());
         let v6: Cidr = "fd00:1::/64".parse().unwrap();

@@ -10,8 +10,8 @@
 //! link re-opens it with backoff, replaying from a second before, and the
 //! gap it announces brings a resync, since events were missed in between.
 
-use super::engine::Applied;
-use super::live::{self, Live};
+use super::kernel::Applied;
+use super::live::{self, HostPicture};
 use super::state::{Mode, State};
 use super::{attach, blocking, Segregation};
 use crate::docker::{Event, Kind, Notice, Subscription};
@@ -251,7 +251,7 @@ impl Segregation {
 
 /// Re-inspects one container into the picture (gone: forgotten); returns
 /// whether the picture changed.
-async fn refresh(live: &mut Live, docker: &Docker, id: &str) -> bool {
+async fn refresh(live: &mut HostPicture, docker: &Docker, id: &str) -> bool {
     match live::inspect(docker, id).await {
         Ok(Some(known)) => live.upsert(known),
         Ok(None) => live.remove(id),

@@ -13,7 +13,7 @@ impl Segregation {
     pub async fn icc_status(&self) -> Result<IccStatus, OpError> {
         let mut st = self.state.lock().await;
         let enabled = st.docker0_icc;
-        let live = blocking(|| st.engine.live())?;
+        let live = blocking(|| st.writer.live())?;
         let rule_live = live.chains.contains_key("SEG-ICC-docker0");
         Ok(IccStatus {
             enabled,

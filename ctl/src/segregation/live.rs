@@ -1,9 +1,9 @@
 //! The controller's running picture of the host: every running container
 //! (identity, addresses, published ports, PID) and every network, kept up to
 //! date one container at a time from Docker events and replaced whole by
-//! each resync. The firewall compiles against [`Live::inventory`].
+//! each resync. The firewall compiles against [`HostPicture::inventory`].
 //!
-//! The mapping from the engine's shapes is [`crate::docker::map`];
+//! The mapping from the Docker Engine's shapes is [`crate::docker::map`];
 //! [`collect`] and [`inspect`] are the two ways in (two list calls for
 //! everything, one inspect per event).
 
@@ -15,8 +15,9 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use std::collections::{BTreeMap, HashMap};
 
+/// The running containers and networks of the host, as the firewall needs them.
 #[derive(Clone, Debug, Default)]
-pub struct Live {
+pub struct HostPicture {
     inv: Inventory,
     names: HashMap<String, String>,
     pids: HashMap<String, u32>,
@@ -24,11 +25,11 @@ pub struct Live {
     docker_icc: BTreeMap<String, bool>,
     /// The last full read succeeded at least once.
     synced: bool,
-    /// See [`Live::seed_networks`].
+    /// See [`HostPicture::seed_networks`].
     seeded: Vec<NetworkFacts>,
 }
 
-impl Live {
+impl HostPicture {
     pub fn inventory(&self) -> &Inventory {
         &self.inv
     }
@@ -79,7 +80,7 @@ impl Live {
 
     /// Networks Docker does not list that the picture keeps anyway (the
     /// benchmark's synthetic ones), through every later network refresh.
-    /// They join at the next [`Live::set_networks`].
+    /// They join at the next [`HostPicture::set_networks`].
     pub fn seed_networks(&mut self, networks: Vec<NetworkFacts>) {
         self.seeded = networks;
     }

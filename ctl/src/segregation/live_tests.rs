@@ -37,7 +37,7 @@ fn the_picture_changes_one_container_at_a_time() {
         name: format!("n-{id}"),
         pid: None,
     };
-    let mut live = Live::default();
+    let mut live = HostPicture::default();
     assert!(!live.synced());
     live.replace(vec![known("a", "172.30.0.2")], vec![network]);
     assert!(live.synced());

@@ -4,7 +4,7 @@
 //! - [`store`]: policies persisted under `<state>/policies/`, ICC in `<state>/icc.json`.
 //! - [`live`]: the running picture (containers, networks), from Docker.
 //! - [`state`]: policies + ICC + picture → rules ([`crate::firewall::compile_with`]).
-//! - [`engine`]: rules → kernel, reading it (full) or trusting memory (fast).
+//! - [`kernel`]: rules → kernel, reading it (full) or trusting memory (fast).
 //! - `events`: Docker events (container start/die, network connect/disconnect)
 //!   update the picture one container at a time and rewrite only the
 //!   changed chains; a periodic resync re-reads everything and repairs.
@@ -19,10 +19,10 @@
 /// the wire contract in `seg_common::api`).
 pub use seg_common::api::policy as api;
 pub mod attach;
-pub mod engine;
 mod events;
 pub mod host;
 mod icc;
+pub mod kernel;
 pub mod live;
 mod ops;
 pub mod probe;
@@ -124,7 +124,7 @@ impl Segregation {
         if !loaded.is_empty() || !icc {
             tracing::info!(policies = loaded.len(), docker0_icc = icc, "network segregation state loaded");
         }
-        let state = State::new(loaded, icc, engine::Engine::new(firewall));
+        let state = State::new(loaded, icc, kernel::RuleWriter::new(firewall));
         Ok(Arc::new(Segregation {
             state: tokio::sync::Mutex::new(state),
             store,

@@ -11,7 +11,7 @@ use super::events::fix_attachments;
 use super::state::{Mode, State};
 use super::store::{name_of, Record, StoreError};
 use super::{attach, blocking, live, view, Segregation};
-use crate::firewall::{check, compile_with, validate_set, Endpoint, FirewallError};
+use crate::firewall::{check, compile_with, validate_set, FirewallError, FlowEnd};
 use crate::network::DockerNetworks;
 use crate::policy::{self, PolicyError, PortRange};
 use bollard::Docker;
@@ -186,7 +186,7 @@ impl Segregation {
         validate_set(&candidates).map_err(OpError::Conflict)?;
         self.refresh_all(&mut st, &docker).await?;
         let desired = compile_with(&candidates, st.live.inventory(), &st.host());
-        let (v4, v6) = blocking(|| st.engine.diff(&desired))?;
+        let (v4, v6) = blocking(|| st.writer.diff(&desired))?;
         let mut notes: Vec<String> = attach::to_create(&parsed, st.live.inventory())
             .iter()
             .map(|s| format!("apply would first create network {} (its rules then follow)", s.name))
@@ -204,7 +204,7 @@ impl Segregation {
             return Err(OpError::BadRequest(format!("--port {port}: give one port, not a range")));
         }
         let (src, dst) = (endpoint(&st, from)?, endpoint(&st, to)?);
-        if matches!(dst, Endpoint::World) {
+        if matches!(dst, FlowEnd::World) {
             return Err(OpError::BadRequest("--to world: the world is a source only (use a CIDR)".into()));
         }
         let d = check(st.policies(), &src, &dst, range.proto, range.first);
@@ -220,21 +220,21 @@ impl Segregation {
 
 /// `world`, an address, `project/service`, or a service name that one
 /// applied policy names (a standalone service otherwise).
-fn endpoint(st: &State, text: &str) -> Result<Endpoint, OpError> {
+fn endpoint(st: &State, text: &str) -> Result<FlowEnd, OpError> {
     if text == "world" {
-        return Ok(Endpoint::World);
+        return Ok(FlowEnd::World);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(Endpoint::Address(ip));
+        return Ok(FlowEnd::Address(ip));
     }
     if let Some((project, service)) = text.split_once('/') {
-        return Ok(Endpoint::Service(Identity::new(Some(project), service)));
+        return Ok(FlowEnd::Service(Identity::new(Some(project), service)));
     }
     let owners: Vec<Option<&str>> =
         st.policies().iter().filter(|p| p.services.contains_key(text)).map(|p| p.project()).collect();
     match owners.as_slice() {
-        [] | [None] => Ok(Endpoint::Service(Identity::new(None, text))),
-        [Some(project)] => Ok(Endpoint::Service(Identity::new(Some(project), text))),
+        [] | [None] => Ok(FlowEnd::Service(Identity::new(None, text))),
+        [Some(project)] => Ok(FlowEnd::Service(Identity::new(Some(project), text))),
         many => {
             let names: Vec<String> = many.iter().map(|p| Identity::new(*p, text).to_string()).collect();
             Err(OpError::BadRequest(format!("`{text}` is ambiguous: say which one ({})", names.join(", "))))

@@ -1,13 +1,13 @@
 //! The controller's segregation state and the one place rules are derived
 //! from it: applied policies + the docker0 ICC setting + the live picture
-//! → [`compile_with`] → [`Engine`].
+//! → [`compile_with`] → [`RuleWriter`].
 //!
 //! The firewall is only touched while seg has something to enforce (a
 //! policy, or ICC off), plus once more to clean up after the last one goes:
 //! a controller with nothing to enforce leaves the kernel's rules alone.
 
-use super::engine::{Applied, Engine};
-use super::live::Live;
+use super::kernel::{Applied, RuleWriter};
+use super::live::HostPicture;
 use super::store::Record;
 use crate::firewall::{compile_cached, CompileCache, FirewallError, HostSettings, Ruleset};
 use crate::policy::Policy;
@@ -29,8 +29,8 @@ pub struct State {
     /// The parsed policies, in name order (compiled on every update).
     policies: Vec<Policy>,
     pub docker0_icc: bool,
-    pub live: Live,
-    pub engine: Engine,
+    pub live: HostPicture,
+    pub writer: RuleWriter,
     /// The kernel holds rules this controller is responsible for.
     managed: bool,
     /// Service chains kept between compiles (a container event rebuilds
@@ -39,13 +39,13 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(loaded: Vec<(Record, Policy)>, docker0_icc: bool, engine: Engine) -> State {
+    pub fn new(loaded: Vec<(Record, Policy)>, docker0_icc: bool, writer: RuleWriter) -> State {
         let mut state = State {
             records: BTreeMap::new(),
             policies: Vec::new(),
             docker0_icc,
-            live: Live::default(),
-            engine,
+            live: HostPicture::default(),
+            writer,
             managed: false,
             cache: CompileCache::new(),
         };
@@ -145,8 +145,8 @@ impl State {
             return Ok(None);
         }
         let applied = match mode {
-            Mode::Fast => self.engine.fast(&desired)?,
-            Mode::Full => self.engine.full(&desired)?,
+            Mode::Fast => self.writer.fast(&desired)?,
+            Mode::Full => self.writer.full(&desired)?,
         };
         self.managed = self.wants_rules();
         Ok(Some(applied))

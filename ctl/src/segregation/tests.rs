@@ -3,7 +3,7 @@
 //! the last policy, fail closed before the first inventory.
 
 use super::api::PolicySource;
-use super::engine::Engine;
+use super::kernel::RuleWriter;
 use super::live::Known;
 use super::state::{Mode, State};
 use super::store::{Record, Store};
@@ -87,7 +87,7 @@ fn networks() -> Vec<NetworkFacts> {
 #[test]
 fn container_events_rewrite_only_their_chains_and_resync_repairs() {
     let fw = Shared::default();
-    let mut st = State::new(vec![record(SHOP)], true, Engine::new(Box::new(fw.clone())));
+    let mut st = State::new(vec![record(SHOP)], true, RuleWriter::new(Box::new(fw.clone())));
     assert!(st.reconcile(Mode::Full).unwrap().is_none(), "no inventory yet: the kernel is left alone");
     assert_eq!(fw.restores(), 0);
     st.live.replace(
@@ -116,12 +116,12 @@ fn container_events_rewrite_only_their_chains_and_resync_repairs() {
 #[test]
 fn rules_are_adopted_at_start_and_removed_with_the_last_policy() {
     let fw = Shared::default();
-    let mut st = State::new(vec![record(SHOP)], true, Engine::new(Box::new(fw.clone())));
+    let mut st = State::new(vec![record(SHOP)], true, RuleWriter::new(Box::new(fw.clone())));
     st.live.replace(vec![container("a1", "api", "172.20.0.3")], networks());
     st.reconcile(Mode::Full).unwrap();
     let written = fw.restores();
     // A restarted controller finds its rules in place and writes nothing.
-    let mut again = State::new(vec![record(SHOP)], true, Engine::new(Box::new(fw.clone())));
+    let mut again = State::new(vec![record(SHOP)], true, RuleWriter::new(Box::new(fw.clone())));
     again.live.replace(vec![container("a1", "api", "172.20.0.3")], networks());
     assert!(!again.reconcile(Mode::Full).unwrap().unwrap().0.changed());
     assert_eq!(fw.restores(), written);
@@ -133,7 +133,7 @@ fn rules_are_adopted_at_start_and_removed_with_the_last_policy() {
     assert!(again.reconcile(Mode::Full).unwrap().is_none(), "nothing to enforce: kernel left alone");
     // A controller with nothing to enforce never touches another's rules.
     fw.0.lock().unwrap().chains_mut(Family::V4).insert("SEG-FORWARD".into(), vec![]);
-    let mut idle = State::new(vec![], true, Engine::new(Box::new(fw.clone())));
+    let mut idle = State::new(vec![], true, RuleWriter::new(Box::new(fw.clone())));
     idle.live.replace(vec![], networks());
     assert!(idle.reconcile(Mode::Full).unwrap().is_none());
     assert!(fw.seg_chains().contains_key("SEG-FORWARD"));
@@ -142,7 +142,7 @@ fn rules_are_adopted_at_start_and_removed_with_the_last_policy() {
 #[test]
 fn icc_off_on_docker0_is_part_of_the_ruleset() {
     let fw = Shared::default();
-    let mut st = State::new(vec![], false, Engine::new(Box::new(fw.clone())));
+    let mut st = State::new(vec![], false, RuleWriter::new(Box::new(fw.clone())));
     st.live.replace(vec![], networks());
     st.reconcile(Mode::Full).unwrap().unwrap();
     assert_eq!(fw.seg_chains()["SEG-ICC-docker0"], ["-i docker0 -o docker0 -j DROP"]);

@@ -8,8 +8,8 @@
 //! each other, and an ICC-off network drops what no policy allows.
 
 use super::api::{Reach, VerifyRow};
-use super::live::Live;
-use crate::firewall::{check, Container, Endpoint, HostSettings, Inventory};
+use super::live::HostPicture;
+use crate::firewall::{check, Container, FlowEnd, HostSettings, Inventory};
 use crate::policy::{Ingress, Policy, Proto};
 use seg_common::api::Identity;
 use std::collections::BTreeSet;
@@ -30,7 +30,7 @@ pub struct Planned {
 pub fn plan(
     all: &[Policy],
     selected: &[&Policy],
-    live: &Live,
+    live: &HostPicture,
     host: &HostSettings,
 ) -> (Vec<Planned>, Vec<String>) {
     let inv = live.inventory();
@@ -78,7 +78,7 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
-    fn plan(&self, live: &Live) -> Option<Planned> {
+    fn plan(&self, live: &HostPicture) -> Option<Planned> {
         let src_nets: BTreeSet<&str> = self.src.endpoints.iter().map(|e| e.network.as_str()).collect();
         let shared: Vec<&str> =
             self.dst.endpoints.iter().map(|e| e.network.as_str()).filter(|n| src_nets.contains(n)).collect();
@@ -101,7 +101,7 @@ impl Flow<'_> {
         Some(Planned { row, from_id: self.src.id.clone(), addr: SocketAddr::new(ip, self.port) })
     }
 
-    fn expect(&self, shared: &[&str], live: &Live) -> (Reach, String) {
+    fn expect(&self, shared: &[&str], live: &HostPicture) -> (Reach, String) {
         if shared.is_empty() {
             return (Reach::Blocked, "no network in common (Docker isolates networks)".into());
         }
@@ -111,8 +111,8 @@ impl Flow<'_> {
         }
         let decision = check(
             self.all,
-            &Endpoint::Service(self.from.clone()),
-            &Endpoint::Service(self.to.clone()),
+            &FlowEnd::Service(self.from.clone()),
+            &FlowEnd::Service(self.to.clone()),
             Proto::Tcp,
             self.port,
         );
@@ -139,7 +139,7 @@ fn ingress_protected(all: &[Policy], id: &Identity) -> bool {
 
 /// Networks on which seg drops what no policy allows (policy `icc: false`,
 /// the host's docker0 setting).
-fn icc_off_networks(all: &[Policy], live: &Live, host: &HostSettings) -> BTreeSet<String> {
+fn icc_off_networks(all: &[Policy], live: &HostPicture, host: &HostSettings) -> BTreeSet<String> {
     let mut out = host.icc_off.clone();
     for p in all {
         for (key, _) in p.networks.iter().filter(|(_, d)| !d.icc) {
@@ -152,7 +152,7 @@ fn icc_off_networks(all: &[Policy], live: &Live, host: &HostSettings) -> BTreeSe
 }
 
 /// The TCP ports worth probing on a service.
-fn probe_ports(policy: &Policy, id: &Identity, live: &Live) -> Vec<u16> {
+fn probe_ports(policy: &Policy, id: &Identity, live: &HostPicture) -> Vec<u16> {
     let mut ports = BTreeSet::new();
     if let Some(Ingress::Allow(rules)) = policy.services.get(id.service.as_str()).map(|s| &s.ingress) {
         let ranges = rules.iter().filter_map(|r| r.ports.as_ref()).flat_map(|p| p.0.iter());

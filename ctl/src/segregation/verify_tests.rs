@@ -38,7 +38,7 @@ fn network(name: &str, key: &str) -> NetworkFacts {
 #[test]
 fn the_shop_matrix_expects_what_the_policy_and_docker_allow() {
     let policy = parse_policy(SHOP, "shop.yaml").unwrap();
-    let mut live = Live::default();
+    let mut live = HostPicture::default();
     live.replace(
         vec![
             known("web", &[("shop_default", "172.20.0.2")]),

@@ -12,7 +12,7 @@
 //! the epoch), so tests drive time without sleeping. A clock that steps back
 //! only pauses the refill.
 
-use super::{Entry, Outcome, Socket};
+use super::{Entry, RequestOutcome, Socket};
 use std::collections::HashMap;
 
 /// Budgets of the limiter. Rates are lines per second.
@@ -134,7 +134,7 @@ struct KeyState {
     pending: Option<Pending>,
     /// Of the last refusal seen, for the summary line.
     identity: Option<String>,
-    outcome: Outcome,
+    outcome: RequestOutcome,
 }
 
 /// What the lines suppressed for one key add up to.
@@ -142,7 +142,7 @@ struct KeyState {
 pub struct Summary {
     pub key: Key,
     pub identity: Option<String>,
-    pub outcome: Outcome,
+    pub outcome: RequestOutcome,
     pub count: u64,
     pub first_ms: u64,
     pub last_ms: u64,
@@ -170,7 +170,7 @@ impl Limiter {
 
     /// Decides whether `entry` is written; a suppressed one is counted.
     pub fn check(&mut self, entry: &Entry, now_ms: u64) -> Verdict {
-        if entry.outcome == Outcome::Allowed {
+        if entry.outcome == RequestOutcome::Allowed {
             return Verdict::Write;
         }
         let mut key = Key::of(entry);

@@ -8,7 +8,7 @@ fn refusal(container: Option<&str>, uid: u32, code: &str) -> Entry {
     let mut e = Entry::new(Socket::Agent, "read");
     e.container_id = container.map(str::to_owned);
     e.uid = Some(uid);
-    e.outcome = Outcome::Denied;
+    e.outcome = RequestOutcome::Denied;
     e.reason = format!("{code}: refused");
     e
 }
@@ -85,7 +85,7 @@ fn a_summary_comes_when_the_flood_ends() {
         s.key,
         Key { socket: Socket::Agent, caller: Caller::Container("c1".into()), code: "no_identity".into() }
     );
-    assert_eq!(s.outcome, Outcome::Denied);
+    assert_eq!(s.outcome, RequestOutcome::Denied);
     assert!(l.due(T0 + 10_000).is_empty(), "reported once");
 }
 

@@ -33,9 +33,10 @@ pub enum Socket {
     Admin,
 }
 
+/// How a request ended, the `outcome` field of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RequestOutcome {
     Allowed,
     Denied,
     Error,
@@ -53,7 +54,7 @@ pub struct Entry {
     pub uid: Option<u32>,
     pub secret: Option<String>,
     pub version: Option<u64>,
-    pub outcome: Outcome,
+    pub outcome: RequestOutcome,
     pub reason: String,
     /// Set on hook runs only.
     pub hook: Option<HookLog>,
@@ -102,7 +103,7 @@ impl Entry {
             uid: None,
             secret: None,
             version: None,
-            outcome: Outcome::Allowed,
+            outcome: RequestOutcome::Allowed,
             reason: String::new(),
             hook: None,
             suppressed: None,
@@ -121,7 +122,7 @@ struct Line<'a> {
     uid: Option<u32>,
     secret: Option<&'a str>,
     version: Option<u64>,
-    outcome: Outcome,
+    outcome: RequestOutcome,
     reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     hook: Option<&'a HookLog>,

@@ -22,7 +22,7 @@ fn line_has_the_documented_fields() {
     e.pid = Some(42);
     e.secret = Some("db".into());
     e.version = Some(3);
-    e.outcome = Outcome::Denied;
+    e.outcome = RequestOutcome::Denied;
     e.reason = "not granted".into();
     let line = render(&e, 0);
     assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -86,7 +86,7 @@ fn refusal(container: &str) -> Entry {
     e.container_id = Some(container.into());
     e.uid = Some(0);
     e.secret = Some("db".into());
-    e.outcome = Outcome::Denied;
+    e.outcome = RequestOutcome::Denied;
     e.reason = "no_identity: the container has no identity labels".into();
     e
 }

@@ -1,6 +1,6 @@
-//! [`Engine`] on the real Docker engine (bollard, API version negotiated).
+//! [`EngineApi`] on the real Docker Engine (bollard, API version negotiated).
 
-use super::collect::Engine;
+use super::collect::EngineApi;
 use super::AuditError;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, SystemInfo};
@@ -16,7 +16,7 @@ fn docker_err(action: &'static str) -> impl Fn(BollardError) -> AuditError {
     move |e| AuditError::Docker { action, reason: e.to_string() }
 }
 
-impl Engine for DockerEngine {
+impl EngineApi for DockerEngine {
     fn info(&self) -> BoxFuture<'_, Result<SystemInfo, AuditError>> {
         Box::pin(async move { self.docker.info().await.map_err(docker_err("docker info")) })
     }

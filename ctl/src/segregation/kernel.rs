@@ -1,10 +1,10 @@
 //! Putting a compiled ruleset into the kernel, two ways:
 //!
-//! - [`Engine::full`] reads what is live (`iptables-save`), renders the
+//! - [`RuleWriter::full`] reads what is live (`iptables-save`), renders the
 //!   difference and runs it: what a resync, a policy change and the start do,
 //!   so that anything another tool removed (a flushed `SEG-` chain, the
 //!   `DOCKER-USER` jump) is put back.
-//! - [`Engine::fast`] renders the difference against the ruleset it applied
+//! - [`RuleWriter::fast`] renders the difference against the ruleset it applied
 //!   last, without reading the kernel: what a container event does. Reading
 //!   ~10,000 rules costs ~100 ms; a container's few chains cost ~10 ms to
 //!   write. If the kernel disagrees with memory (the transaction fails),
@@ -16,7 +16,8 @@ use crate::firewall::{self, Firewall, FirewallError, Hooks, Ruleset, Table};
 use crate::policy::Family;
 use std::time::{Duration, Instant};
 
-pub struct Engine {
+/// Writes compiled rulesets into the kernel through a [`Firewall`].
+pub struct RuleWriter {
     fw: Box<dyn Firewall + Send>,
     /// What the kernel holds, as far as this process knows; `None`: unknown.
     applied: Option<Ruleset>,
@@ -51,9 +52,9 @@ impl Applied {
     }
 }
 
-impl Engine {
-    pub fn new(fw: Box<dyn Firewall + Send>) -> Engine {
-        Engine { fw, applied: None }
+impl RuleWriter {
+    pub fn new(fw: Box<dyn Firewall + Send>) -> RuleWriter {
+        RuleWriter { fw, applied: None }
     }
 
     /// Reads the live rules, then writes what differs from `desired`.
@@ -164,13 +165,13 @@ mod tests {
     #[test]
     fn fast_updates_write_only_the_difference_and_recover_from_tampering() {
         let fake = Shared::default();
-        let mut engine = Engine::new(Box::new(fake.clone()));
+        let mut writer = RuleWriter::new(Box::new(fake.clone()));
         let one = ruleset(&[(TOP, &["-j SEG-A"]), ("SEG-A", &["-s 10.0.0.1/32 -j DROP"])]);
-        let first = engine.fast(&one).unwrap();
+        let first = writer.fast(&one).unwrap();
         assert!(first.full && first.v4.contains("-I DOCKER-USER 1 -j SEG-FORWARD"), "{}", first.v4);
-        assert!(!engine.fast(&one).unwrap().changed(), "nothing to do: nothing written");
+        assert!(!writer.fast(&one).unwrap().changed(), "nothing to do: nothing written");
         let two = ruleset(&[(TOP, &["-j SEG-A"]), ("SEG-A", &["-s 10.0.0.2/32 -j DROP"])]);
-        let second = engine.fast(&two).unwrap();
+        let second = writer.fast(&two).unwrap();
         assert!(!second.full);
         assert_eq!(second.v4, "*filter\n:SEG-A - [0:0]\n-A SEG-A -s 10.0.0.2/32 -j DROP\nCOMMIT\n");
         assert_eq!(
@@ -183,13 +184,13 @@ mod tests {
         fake.0.lock().unwrap().chains_mut(Family::V4).get_mut(TOP).unwrap().clear();
         fake.0.lock().unwrap().chains_mut(Family::V4).remove("SEG-A");
         let three = ruleset(&[(TOP, &["-j SEG-A", "-j RETURN"]), ("SEG-A", &["-s 10.0.0.2/32 -j DROP"])]);
-        let third = engine.fast(&three).unwrap();
+        let third = writer.fast(&three).unwrap();
         assert!(third.full && third.v4.contains(":SEG-A - [0:0]"), "{}", third.v4);
         assert_eq!(fake.0.lock().unwrap().chains(Family::V4)["SEG-A"], ["-s 10.0.0.2/32 -j DROP"]);
         // A diff reads the kernel and writes nothing.
         fake.0.lock().unwrap().chains_mut(Family::V4).get_mut(TOP).unwrap().clear();
         let before = fake.0.lock().unwrap().restores.len();
-        let (v4, v6) = engine.diff(&three).unwrap();
+        let (v4, v6) = writer.diff(&three).unwrap();
         let want =
             "*filter\n:SEG-FORWARD - [0:0]\n-A SEG-FORWARD -j SEG-A\n-A SEG-FORWARD -j RETURN\nCOMMIT\n";
         assert_eq!((v4.as_str(), v6.as_str()), (want, ""));

@@ -42,20 +42,22 @@ pub type GoneListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
 /// name we log).
 const STALE_EVENTS: [&str; 4] = ["die", "stop", "destroy", "rename"];
 
-pub struct EngineLink {
+/// The node's use of the Docker link: the attestor, container lookups for
+/// post-rotate actions, and the link's status for the admin API.
+pub struct DockerSide {
     link: Arc<DockerLink>,
     attestor: Arc<Attestor>,
 }
 
-impl EngineLink {
+impl DockerSide {
     /// `proc_root` is `/proc` in production; containers that can write to
     /// `agent_dir` (a read-write bind mount of it or a parent) are refused.
-    pub fn new(link: Arc<DockerLink>, proc_root: PathBuf, agent_dir: Option<PathBuf>) -> Arc<EngineLink> {
+    pub fn new(link: Arc<DockerLink>, proc_root: PathBuf, agent_dir: Option<PathBuf>) -> Arc<DockerSide> {
         let mut attestor = Attestor::new(Arc::new(LinkLookup(link.clone())), proc_root);
         if let Some(dir) = agent_dir {
             attestor = attestor.refusing_writable_mounts_of(dir);
         }
-        Arc::new(EngineLink { link, attestor: Arc::new(attestor) })
+        Arc::new(DockerSide { link, attestor: Arc::new(attestor) })
     }
 
     /// Keeps the attestation cache honest from the link's events, telling
@@ -92,13 +94,13 @@ pub fn forget_on_events(
     })
 }
 
-impl Identify for EngineLink {
+impl Identify for DockerSide {
     fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
         Box::pin(async move { Ok(self.attestor.attest(peer).await?) })
     }
 }
 
-impl DockerStatus for EngineLink {
+impl DockerStatus for DockerSide {
     fn describe(&self) -> BoxFuture<'_, String> {
         Box::pin(async move {
             match self.link.current() {
@@ -109,7 +111,7 @@ impl DockerStatus for EngineLink {
     }
 }
 
-impl Containers for EngineLink {
+impl Containers for DockerSide {
     fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
         Box::pin(async move {
             let docker = self.link.current().map_err(|why| format!("Docker is unreachable: {why}"))?;
@@ -270,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {
-        let link = EngineLink::new(DockerLink::new(), "/proc".into(), None);
+        let link = DockerSide::new(DockerLink::new(), "/proc".into(), None);
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let me = PinnedPeer::pin(&a, std::path::Path::new("/proc")).unwrap();
         let err = link.identify(&me).await.unwrap_err();
@@ -281,7 +283,7 @@ mod tests {
     #[tokio::test]
     async fn without_docker_containers_get_a_lookup_error() {
         let dir = proc_tree(&"a".repeat(64));
-        let link = EngineLink::new(DockerLink::new(), dir.path().into(), None);
+        let link = DockerSide::new(DockerLink::new(), dir.path().into(), None);
         let err = link.identify(&PinnedPeer::fixture_in(dir.path(), 77).unwrap()).await.unwrap_err();
         let failure = err.into_failure();
         assert_eq!(

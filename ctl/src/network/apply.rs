@@ -116,7 +116,7 @@ pub(super) fn create_request(spec: &NetworkSpec) -> NetworkCreateRequest {
         name: spec.name.clone(),
         driver: Some("bridge".to_owned()),
         internal: Some(spec.internal),
-        enable_ipv6: spec.subnet.map(|s| s.is_ipv6()).filter(|v6| *v6),
+        enable_ipv6: spec.subnet.map(|s| s.addr().is_ipv6()).filter(|v6| *v6),
         ipam,
         // Only when off: docker-compose refuses to adopt a network whose
         // driver options differ from its file's (none, usually).
