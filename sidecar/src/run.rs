@@ -317,11 +317,3 @@ pub fn warn_once_if_unlocked() {
 #[cfg(test)]
 #[path = "run_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "push_tests.rs"]
-mod push_tests;
-
-#[cfg(test)]
-#[path = "resilience_tests.rs"]
-mod resilience_tests;

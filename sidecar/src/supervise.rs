@@ -245,3 +245,7 @@ fn discovery_interval(list: &[GrantedSecret], rng: &mut fastrand::Rng) -> Durati
         None => DISCOVERY_EMPTY,
     }
 }
+
+#[cfg(test)]
+#[path = "supervise_tests.rs"]
+mod tests;

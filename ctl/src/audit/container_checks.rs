@@ -325,5 +325,5 @@ fn sock_mount(v: &View, d: &DaemonFacts) -> Verdict {
 }
 
 #[cfg(test)]
-#[path = "container_tests.rs"]
+#[path = "container_checks_tests.rs"]
 pub(crate) mod tests;

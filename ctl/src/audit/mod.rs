@@ -77,4 +77,4 @@ pub fn evaluate(facts: &Facts, selected: &[&str], run_dir: &str) -> (Vec<Finding
 }
 
 #[cfg(test)]
-mod report_tests;
+mod tests;

@@ -257,5 +257,5 @@ fn sidecar(c: &ContainerFacts, run_dir: &str) -> Option<Finding> {
 }
 
 #[cfg(test)]
-#[path = "seg_tests.rs"]
+#[path = "seg_checks_tests.rs"]
 mod tests;

@@ -123,8 +123,4 @@ pub fn apply(fw: &mut dyn Firewall, desired: &Ruleset) -> Result<ApplyReport, Fi
 }
 
 #[cfg(test)]
-mod host_tests;
-#[cfg(test)]
-mod identity_tests;
-#[cfg(test)]
 mod tests;

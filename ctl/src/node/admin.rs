@@ -269,7 +269,3 @@ pub(super) fn info(m: SecretMeta) -> SecretInfo {
 #[cfg(test)]
 #[path = "admin_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "admin_rotation_tests.rs"]
-mod rotation_tests;

@@ -118,3 +118,7 @@ fn describe(hooks: &Hooks) -> String {
     };
     format!("pre-rotate {}; post-rotate {}", show(&hooks.pre_rotate), show(&hooks.post_rotate))
 }
+
+#[cfg(test)]
+#[path = "admin_rotation_tests.rs"]
+mod tests;

@@ -288,7 +288,3 @@ pub(super) fn unrouted<B>(route: Route<'_>, req: &Request<B>) -> Failure {
 #[cfg(test)]
 #[path = "agent_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "agent_live_tests.rs"]
-mod live_tests;

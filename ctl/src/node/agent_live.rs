@@ -139,3 +139,7 @@ fn parse_names(list: &str) -> Result<BTreeSet<SecretName>, Failure> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "agent_live_tests.rs"]
+mod tests;

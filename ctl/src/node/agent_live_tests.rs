@@ -3,6 +3,7 @@ use super::*;
 use crate::node::fakes::{body_of, req, Rig};
 use crate::node::server::Peer;
 use crate::node::watch::WatchLimits;
+use crate::store::SecretStore;
 use http_body_util::BodyExt;
 use seg_common::api::{ApiError, GrantTarget, NotifyResult, SecretStatus, WatchEvent};
 use seg_common::name::SecretName;

@@ -3,8 +3,8 @@
 //! through the firewall inventory, and come out as the same identity, or
 //! none on both sides.
 
-use super::{inventory_from, ContainerFacts};
 use crate::attest::{AttestError, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
+use crate::firewall::{inventory_from, ContainerFacts};
 use crate::identity::{COMPOSE_PROJECT, COMPOSE_SERVICE, SEG_FOR, SEG_PROJECT, SEG_SERVICE};
 use futures_util::future::BoxFuture;
 use seg_common::api::Identity;
@@ -121,5 +121,81 @@ async fn attestation_and_the_firewall_see_the_same_identities() {
         let want = want.map(|(project, service)| Identity::new(project, service));
         assert_eq!(secrets_side[k], want, "attestation of {pairs:?}");
         assert_eq!(network_side[k], want, "firewall inventory of {pairs:?}");
+    }
+}
+
+/// The label rule itself, one set of labels at a time.
+mod rule {
+    use super::super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn id(project: Option<&str>, service: &str) -> Identity {
+        Identity { project: project.map(str::to_owned), service: service.to_owned() }
+    }
+
+    #[test]
+    fn compose_service() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app"), ("other", "x y")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+    }
+
+    #[test]
+    fn compose_wins_over_seg_service_and_project() {
+        let l = labels(&[
+            (COMPOSE_PROJECT, "shop"),
+            (COMPOSE_SERVICE, "app"),
+            (SEG_SERVICE, "other"),
+            (SEG_PROJECT, "elsewhere"),
+        ]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+    }
+
+    #[test]
+    fn sidecar_acts_for_its_service() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app-seg"), (SEG_FOR, "app")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
+        let standalone = labels(&[(SEG_FOR, "app")]);
+        assert_eq!(identity_from_labels(&standalone), Ok(id(None, "app")));
+        let with_seg_project = labels(&[(SEG_FOR, "app"), (SEG_PROJECT, "p")]);
+        assert_eq!(identity_from_labels(&with_seg_project), Ok(id(Some("p"), "app")));
+    }
+
+    #[test]
+    fn standalone_seg_service() {
+        assert_eq!(identity_from_labels(&labels(&[(SEG_SERVICE, "probe")])), Ok(id(None, "probe")));
+        let l = labels(&[(SEG_SERVICE, "probe"), (SEG_PROJECT, "lab")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("lab"), "probe")));
+    }
+
+    #[test]
+    fn no_identity() {
+        for l in [labels(&[]), labels(&[(COMPOSE_PROJECT, "shop")]), labels(&[(SEG_PROJECT, "p")])] {
+            assert_eq!(identity_from_labels(&l), Err(LabelError::Missing), "{l:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for l in [
+            labels(&[(SEG_SERVICE, "")]),
+            labels(&[(SEG_SERVICE, "a/b")]),
+            labels(&[(SEG_FOR, "../x")]),
+            labels(&[(COMPOSE_PROJECT, "-p"), (COMPOSE_SERVICE, "app")]),
+            labels(&[(COMPOSE_PROJECT, "p"), (COMPOSE_SERVICE, "a b")]),
+            labels(&[(SEG_SERVICE, "s"), (SEG_PROJECT, "p*")]),
+        ] {
+            assert!(matches!(identity_from_labels(&l), Err(LabelError::Invalid(_))), "{l:?}");
+        }
+        let err = identity_from_labels(&labels(&[(SEG_FOR, "a b")])).unwrap_err();
+        assert!(err.to_string().contains("seg.for"), "{err}");
+    }
+
+    #[test]
+    fn unused_labels_are_not_validated() {
+        let l = labels(&[(COMPOSE_PROJECT, "shop"), (COMPOSE_SERVICE, "app"), (SEG_SERVICE, "bad value")]);
+        assert_eq!(identity_from_labels(&l), Ok(id(Some("shop"), "app")));
     }
 }
