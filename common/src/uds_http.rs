@@ -29,10 +29,10 @@ const MAX_HEAD: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {path}: {source}")]
-    Connect { path: String, source: io::Error },
-    #[error("talking to {path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("cannot connect to {path}: {cause}")]
+    Connect { path: String, cause: io::Error },
+    #[error("talking to {path}: {cause}")]
+    Io { path: String, cause: io::Error },
     #[error("{path} did not answer within {0:?}", .timeout)]
     Timeout { path: String, timeout: Duration },
     #[error("malformed response from {path}: {what}")]
@@ -106,8 +106,8 @@ pub(crate) async fn connect_and_send(
 ) -> Result<UnixStream, ClientError> {
     let mut stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
-    let io_err = |source| ClientError::Io { path: path.to_owned(), source };
+        .map_err(|cause| ClientError::Connect { path: path.to_owned(), cause })?;
+    let io_err = |cause| ClientError::Io { path: path.to_owned(), cause };
     let head = format!(
         "{} {} HTTP/1.1\r\nHost: seg\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
         req.method,
@@ -154,7 +154,7 @@ async fn read_response(
     stream
         .read_exact(&mut body.as_mut_bytes()[already..])
         .await
-        .map_err(|source| ClientError::Io { path: path.to_owned(), source })?;
+        .map_err(|cause| ClientError::Io { path: path.to_owned(), cause })?;
     Ok(Response { status, headers, body })
 }
 
@@ -177,7 +177,7 @@ async fn read_head(
         let n = stream
             .read(&mut scratch[*filled..])
             .await
-            .map_err(|source| ClientError::Io { path: path.to_owned(), source })?;
+            .map_err(|cause| ClientError::Io { path: path.to_owned(), cause })?;
         if n == 0 {
             return Err(malformed("connection closed before the end of the response head"));
         }

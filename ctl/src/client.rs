@@ -63,11 +63,11 @@ impl AdminClient {
     fn explain(&self, err: ClientError) -> anyhow::Error {
         let sock = self.socket.display();
         match err {
-            ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => anyhow!(
-                "cannot reach the seg controller at {sock}: {source}. The admin socket is root-only: run segctl as root."
+            ClientError::Connect { cause, .. } if cause.kind() == std::io::ErrorKind::PermissionDenied => anyhow!(
+                "cannot reach the seg controller at {sock}: {cause}. The admin socket is root-only: run segctl as root."
             ),
-            ClientError::Connect { source, .. } => anyhow!(
-                "cannot reach the seg controller at {sock}: {source}. Start it with `segctl node run` \
+            ClientError::Connect { cause, .. } => anyhow!(
+                "cannot reach the seg controller at {sock}: {cause}. Start it with `segctl node run` \
                  (or point --run-dir / SEG_RUN_DIR at its run directory)."
             ),
             other => anyhow!("{other}"),

@@ -21,8 +21,8 @@ pub const DEFAULT_PATH: &str = "/etc/docker/daemon.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonJsonError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     #[error(
         "{path} is not usable JSON (line {line}, column {column}: {message}); \
          nothing was changed: fix the file, then retry"
@@ -36,8 +36,8 @@ pub enum DaemonJsonError {
     IccNotBool { path: PathBuf, found: String },
     #[error("{path} is not a regular file; nothing was changed")]
     NotAFile { path: PathBuf },
-    #[error("cannot write {path} ({action}): {source}; the original file is unchanged")]
-    Write { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("cannot write {path} ({action}): {cause}; the original file is unchanged")]
+    Write { path: PathBuf, action: &'static str, cause: io::Error },
 }
 
 /// What [`set_icc`] did.
@@ -210,7 +210,7 @@ fn read_text(path: &Path) -> Result<Option<String>, DaemonJsonError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DaemonJsonError::Read { path: path.to_owned(), source }),
+        Err(cause) => Err(DaemonJsonError::Read { path: path.to_owned(), cause }),
     }
 }
 
@@ -225,15 +225,16 @@ pub fn set_icc(path: &Path, icc: bool) -> Result<Change, DaemonJsonError> {
     // Write through a symlink (some hosts link daemon.json from a config
     // repository) instead of replacing the link with a file.
     let target = match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)
-            .map_err(|source| DaemonJsonError::Read { path: path.to_owned(), source })?,
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::canonicalize(path).map_err(|cause| DaemonJsonError::Read { path: path.to_owned(), cause })?
+        }
         _ => path.to_owned(),
     };
     let original = match fs::metadata(&target) {
         Ok(m) if !m.is_file() => return Err(DaemonJsonError::NotAFile { path: target }),
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => return Err(DaemonJsonError::Read { path: target, source }),
+        Err(cause) => return Err(DaemonJsonError::Read { path: target, cause }),
     };
     let text = read_text(&target)?;
     let (change, content) = plan_icc(&target, text.as_deref(), icc)?;
@@ -247,7 +248,7 @@ pub fn set_icc(path: &Path, icc: bool) -> Result<Change, DaemonJsonError> {
 /// owner as the original (0644 root for a new file), fsync, rename, fsync dir.
 fn write_atomically(path: &Path, bytes: &[u8], original: Option<&Metadata>) -> Result<(), DaemonJsonError> {
     let fail =
-        |action: &'static str| move |source| DaemonJsonError::Write { path: path.to_owned(), action, source };
+        |action: &'static str| move |cause| DaemonJsonError::Write { path: path.to_owned(), action, cause };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

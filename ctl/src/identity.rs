@@ -47,7 +47,15 @@ pub enum LabelError {
     #[error("no identity label: set com.docker.compose.service (compose does), seg.for or seg.service")]
     Missing,
     #[error("bad identity label: {0}")]
-    Invalid(#[from] BadLabel),
+    Invalid(BadLabel),
+}
+
+// By hand, not `#[from]`: the message quotes the label error, so it is not
+// also exposed as `source` (a chain printer would say it twice).
+impl From<BadLabel> for LabelError {
+    fn from(e: BadLabel) -> LabelError {
+        LabelError::Invalid(e)
+    }
 }
 
 /// The label `key`, validated, if present.

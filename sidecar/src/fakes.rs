@@ -56,8 +56,8 @@ pub fn answer(status: u16) -> AgentError {
 }
 
 fn connect_error(kind: std::io::ErrorKind) -> AgentError {
-    let source = std::io::Error::from(kind);
-    AgentError::Unreachable(ClientError::Connect { path: "fake/agent.sock".into(), source })
+    let cause = std::io::Error::from(kind);
+    AgentError::Unreachable(ClientError::Connect { path: "fake/agent.sock".into(), cause })
 }
 
 #[derive(Clone, Default)]

@@ -19,17 +19,17 @@ pub const DEFAULT_SOCKET: &str = "seg-sidecar.health";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("cannot listen on the abstract health socket @{name}: {source}; another sidecar in this network namespace may hold it — set a distinct --health-socket (SEG_HEALTH_SOCKET)")]
-    Bind { name: String, source: io::Error },
-    #[error("not running: cannot connect to the health socket @{name}: {source}")]
-    Connect { name: String, source: io::Error },
-    #[error("no answer on the health socket @{name}: {source}")]
-    Read { name: String, source: io::Error },
+    #[error("cannot listen on the abstract health socket @{name}: {cause}; another sidecar in this network namespace may hold it — set a distinct --health-socket (SEG_HEALTH_SOCKET)")]
+    Bind { name: String, cause: io::Error },
+    #[error("not running: cannot connect to the health socket @{name}: {cause}")]
+    Connect { name: String, cause: io::Error },
+    #[error("no answer on the health socket @{name}: {cause}")]
+    Read { name: String, cause: io::Error },
 }
 
 /// Binds the abstract socket `name`. Must run inside a tokio runtime.
 pub fn bind(name: &str) -> Result<UnixListener, HealthError> {
-    let err = |source| HealthError::Bind { name: name.to_owned(), source };
+    let err = |cause| HealthError::Bind { name: name.to_owned(), cause };
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(err)?;
     let std = StdListener::bind_addr(&addr).map_err(err)?;
     std.set_nonblocking(true).map_err(err)?;
@@ -58,10 +58,10 @@ pub async fn serve(listener: UnixListener, status: impl Fn() -> String) {
 /// Asks a running sidecar for its status line. Returns (healthy, line).
 pub fn query(name: &str, timeout: Duration) -> Result<(bool, String), HealthError> {
     let addr = SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|source| HealthError::Connect { name: name.to_owned(), source })?;
+        .map_err(|cause| HealthError::Connect { name: name.to_owned(), cause })?;
     let stream = StdStream::connect_addr(&addr)
-        .map_err(|source| HealthError::Connect { name: name.to_owned(), source })?;
-    let read_err = |source| HealthError::Read { name: name.to_owned(), source };
+        .map_err(|cause| HealthError::Connect { name: name.to_owned(), cause })?;
+    let read_err = |cause| HealthError::Read { name: name.to_owned(), cause };
     stream.set_read_timeout(Some(timeout)).map_err(read_err)?;
     let mut raw = Vec::with_capacity(256);
     stream.take(4096).read_to_end(&mut raw).map_err(read_err)?;

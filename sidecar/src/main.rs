@@ -60,7 +60,7 @@ fn watch_command(args: config::WatchArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("seg-sidecar watch: {}", describe(&e));
+            eprintln!("seg-sidecar watch: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -76,26 +76,10 @@ fn run_command(args: &RunArgs, hardened: std::io::Result<()>, health_socket: &st
     match start(args, hardened, health_socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{}", describe(&e));
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line. Many errors here already quote
-/// their cause in their message; those causes are not repeated.
-fn describe(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
 }
 
 fn start(args: &RunArgs, hardened: std::io::Result<()>, health_socket: &str) -> anyhow::Result<()> {

@@ -46,11 +46,8 @@ impl Backoff {
 /// storm). Trying again costs a few microseconds and is always safe.
 pub fn not_connected(e: &AgentError) -> bool {
     match e {
-        AgentError::Unreachable(ClientError::Connect { source, .. }) => {
-            matches!(
-                source.kind(),
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::WouldBlock
-            )
+        AgentError::Unreachable(ClientError::Connect { cause, .. }) => {
+            matches!(cause.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::WouldBlock)
         }
         _ => false,
     }
@@ -84,7 +81,7 @@ mod tests {
     }
 
     fn connect(kind: ErrorKind) -> AgentError {
-        AgentError::Unreachable(ClientError::Connect { path: "a.sock".into(), source: io::Error::from(kind) })
+        AgentError::Unreachable(ClientError::Connect { path: "a.sock".into(), cause: io::Error::from(kind) })
     }
 
     fn answer(status: u16) -> AgentError {

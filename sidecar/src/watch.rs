@@ -169,8 +169,8 @@ mod tests {
     use seg_common::uds_http::ClientError;
 
     fn enoent() -> AgentError {
-        let source = std::io::Error::from(std::io::ErrorKind::NotFound);
-        AgentError::Unreachable(ClientError::Connect { path: "agent.sock".into(), source })
+        let cause = std::io::Error::from(std::io::ErrorKind::NotFound);
+        AgentError::Unreachable(ClientError::Connect { path: "agent.sock".into(), cause })
     }
 
     fn busy() -> AgentError {

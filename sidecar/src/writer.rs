@@ -32,14 +32,14 @@ pub const TEMP_PREFIX: &str = ".seg-tmp-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("cannot open the secrets directory {dir}: {source}; create it (a tmpfs volume shared with the app) or fix --dir")]
-    OpenDir { dir: String, source: io::Error },
+    #[error("cannot open the secrets directory {dir}: {cause}; create it (a tmpfs volume shared with the app) or fix --dir")]
+    OpenDir { dir: String, cause: io::Error },
     #[error("the secrets directory {dir} is on {fs} (statfs type {magic:#x}), not tmpfs: secrets would reach persistent storage. Mount a tmpfs there (compose: a volume with driver_opts type=tmpfs) or pass --allow-non-tmpfs")]
     NotTmpfs { dir: String, fs: &'static str, magic: u64 },
-    #[error("cannot give files in {dir} to {owner}: {source}. Run the sidecar as that user (compose: user: \"{owner}\") or grant it CAP_CHOWN (cap_add: [CHOWN])")]
-    Chown { dir: String, owner: String, source: io::Error },
-    #[error("cannot {op} {path}: {source}")]
-    Io { op: &'static str, path: String, source: io::Error },
+    #[error("cannot give files in {dir} to {owner}: {cause}. Run the sidecar as that user (compose: user: \"{owner}\") or grant it CAP_CHOWN (cap_add: [CHOWN])")]
+    Chown { dir: String, owner: String, cause: io::Error },
+    #[error("cannot {op} {path}: {cause}")]
+    Io { op: &'static str, path: String, cause: io::Error },
 }
 
 /// What `store` did.
@@ -129,7 +129,7 @@ pub struct TmpfsDir {
 }
 
 fn io_err(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(Errno) -> WriteError {
-    move |e| WriteError::Io { op, path: path.to_string(), source: e.into() }
+    move |e| WriteError::Io { op, path: path.to_string(), cause: e.into() }
 }
 
 impl TmpfsDir {
@@ -140,7 +140,7 @@ impl TmpfsDir {
         let shown = path.display().to_string();
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let dir = rfs::openat(rfs::CWD, path, flags, Mode::empty())
-            .map_err(|e| WriteError::OpenDir { dir: shown.clone(), source: e.into() })?;
+            .map_err(|e| WriteError::OpenDir { dir: shown.clone(), cause: e.into() })?;
         let magic = fs_magic(&dir).map_err(io_err("statfs", &shown))?;
         if magic != TMPFS_MAGIC {
             let err = WriteError::NotTmpfs { dir: shown.clone(), fs: fs_name(magic), magic };
@@ -193,7 +193,7 @@ impl TmpfsDir {
         result.map_err(|e| WriteError::Chown {
             dir: self.path.display().to_string(),
             owner: owner.to_string(),
-            source: e.into(),
+            cause: e.into(),
         })
     }
 
@@ -248,7 +248,7 @@ impl TmpfsDir {
                 |e| WriteError::Chown {
                     dir: self.path.display().to_string(),
                     owner: owner.to_string(),
-                    source: e.into(),
+                    cause: e.into(),
                 },
             )?;
         }

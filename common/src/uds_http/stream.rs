@@ -37,7 +37,7 @@ pub async fn open(socket: &Path, req: &Request<'_>, timeout: Duration) -> Result
 
 async fn open_inner(socket: &Path, req: &Request<'_>, path: String) -> Result<Stream, ClientError> {
     let mut conn = connect_and_send(socket, req, &path).await?;
-    let io_err = |source| ClientError::Io { path: path.clone(), source };
+    let io_err = |cause| ClientError::Io { path: path.clone(), cause };
     let malformed = |what| ClientError::Malformed { path: path.clone(), what };
     let mut raw = Vec::with_capacity(READ_CHUNK);
     let (status, headers) = loop {
@@ -102,7 +102,7 @@ impl Stream {
         }
         let n = read_some(&mut self.conn, &mut self.raw)
             .await
-            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
+            .map_err(|cause| ClientError::Io { path: self.path.clone(), cause })?;
         if n == 0 {
             let path = self.path.clone();
             self.framing.at_eof().map_err(|what| ClientError::Malformed { path, what })?;

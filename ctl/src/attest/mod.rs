@@ -88,18 +88,18 @@ pub enum AttestError {
     ProcessGone { pid: i32 },
     #[error("container {container_id} has no seg identity: label it com.docker.compose.service, seg.for or seg.service")]
     NoIdentity { container_id: String },
-    #[error("cannot identify container {container_id}: {source}")]
-    Lookup { container_id: String, source: LookupError },
+    #[error("cannot identify container {container_id}: {cause}")]
+    Lookup { container_id: String, cause: LookupError },
     #[error("the caller's PID is not visible to the controller; run the controller in the host PID namespace (pid: host)")]
     InvisiblePid { pid: i32 },
-    #[error("cannot identify the caller: {source}")]
-    Proc { pid: i32, source: ProcError },
+    #[error("cannot identify the caller: {cause}")]
+    Proc { pid: i32, cause: ProcError },
     #[error("container {container_id} is not running; refused")]
     NotRunning { container_id: String },
     #[error(
-        "container {container_id} has an invalid identity label: {source}; fix the label and recreate it"
+        "container {container_id} has an invalid identity label: {cause}; fix the label and recreate it"
     )]
-    BadLabel { container_id: String, source: BadLabel },
+    BadLabel { container_id: String, cause: BadLabel },
     #[error(
         "container {container_id} mounts {host_path} read-write ({}), through which it could remove or \
          replace the agent socket; mount the agent directory read-only (:ro) and recreate the container",
@@ -143,7 +143,7 @@ impl Attestor {
         }
         let proc_err = |source| match source {
             ProcError::Gone { pid } => AttestError::ProcessGone { pid },
-            source => AttestError::Proc { pid, source },
+            cause => AttestError::Proc { pid, cause },
         };
         let container = procfs::read_container_id(&self.proc_root, pid).map_err(proc_err)?;
         // The cgroup read above was of the pinned process only if it is
@@ -170,16 +170,14 @@ impl Attestor {
         }
         let identity = identity_from_labels(&info.labels).map_err(|e| match e {
             LabelError::Missing => AttestError::NoIdentity { container_id: container_id.clone() },
-            LabelError::Invalid(source) => {
-                AttestError::BadLabel { container_id: container_id.clone(), source }
-            }
+            LabelError::Invalid(cause) => AttestError::BadLabel { container_id: container_id.clone(), cause },
         })?;
         Ok(Attested { identity, container_id, container_name: info.name.clone() })
     }
 
     /// The cached or freshly looked-up inspection of `id`, checked to be that container.
     async fn inspect(&self, id: &str) -> Result<Arc<ContainerInfo>, AttestError> {
-        let lookup_err = |source| AttestError::Lookup { container_id: id.to_owned(), source };
+        let lookup_err = |cause| AttestError::Lookup { container_id: id.to_owned(), cause };
         let info = self.cache.get_or_inspect(id, self.lookup.as_ref()).await.map_err(lookup_err)?;
         if info.id != id {
             self.cache.forget(id);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 pub enum ProcError {
     #[error("process {pid} is gone")]
     Gone { pid: i32 },
-    #[error("cannot read {path}: {source}; the controller must run as root in the host PID namespace")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}; the controller must run as root in the host PID namespace")]
+    Read { path: PathBuf, cause: io::Error },
     #[error("cannot parse {path}: {what}")]
     Malformed { path: PathBuf, what: &'static str },
     #[error("process {pid} is in the cgroups of two containers ({first} and {second}); refused")]
@@ -94,7 +94,7 @@ fn read_proc_file(root: &Path, pid: i32, file: &str) -> Result<(PathBuf, String)
         {
             Err(ProcError::Gone { pid })
         }
-        Err(source) => Err(ProcError::Read { path, source }),
+        Err(cause) => Err(ProcError::Read { path, cause }),
     }
 }
 

@@ -217,10 +217,7 @@ async fn failures_and_stopped_containers_are_not_cached() {
     let (att, docker) = attestor(&proc, FakeDocker::default().with(B, SHOP_APP, false));
     for _ in 0..2 {
         let err = att.attest(&proc.pin(40)).await.unwrap_err();
-        assert!(
-            matches!(err, AttestError::Lookup { source: LookupError::NoSuchContainer(_), .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, AttestError::Lookup { cause: LookupError::NoSuchContainer(_), .. }), "{err:?}");
         assert!(matches!(att.attest(&proc.pin(41)).await, Err(AttestError::NotRunning { .. })));
     }
     assert_eq!(docker.calls(), 4);
@@ -235,7 +232,7 @@ async fn lookup_answering_for_another_container_is_refused() {
     docker.containers.lock().unwrap().get_mut(A).unwrap().id = B.to_owned();
     let (att, _) = attestor(&proc, docker);
     let err = att.attest(&proc.pin(42)).await.unwrap_err();
-    assert!(matches!(err, AttestError::Lookup { source: LookupError::WrongContainer { .. }, .. }), "{err:?}");
+    assert!(matches!(err, AttestError::Lookup { cause: LookupError::WrongContainer { .. }, .. }), "{err:?}");
     assert!(!att.is_cached(A));
 }
 

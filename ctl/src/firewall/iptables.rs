@@ -44,7 +44,7 @@ impl IptablesFirewall {
         let (mut cmd, command) = self.command(program, args);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawn_err = |source| FirewallError::Spawn { command: command.clone(), source };
+        let spawn_err = |cause| FirewallError::Spawn { command: command.clone(), cause };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         if let Some(text) = stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");

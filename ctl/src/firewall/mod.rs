@@ -58,12 +58,8 @@ pub struct HostSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot run `{command}`: {cause}")]
+    Spawn { command: String, cause: std::io::Error },
     #[error("`{command}` failed ({status}); nothing was changed: {stderr}")]
     Failed { command: String, status: String, stderr: String },
     /// The fake backend refused a transaction the way the kernel would.

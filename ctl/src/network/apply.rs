@@ -259,11 +259,11 @@ pub async fn apply_attachments(api: &impl NetworkApi, ops: &[Op]) -> Result<usiz
             Op::Connect { container, network } => api.connect(container, network).await,
             Op::Disconnect { container, network } => api.disconnect(container, network).await,
         };
-        outcome.map_err(|source| NetworkError::Step {
+        outcome.map_err(|cause| NetworkError::Step {
             done,
             total: ops.len(),
             op: op.clone(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })?;
     }
     Ok(ops.len())

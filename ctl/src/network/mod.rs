@@ -77,9 +77,9 @@ pub enum NetworkError {
     #[error("Docker could not {action}: {reason}")]
     Docker { action: String, reason: String },
     #[error(
-        "attachment plan stopped at step {} of {total} ({op}): {source}; the steps before it \
+        "attachment plan stopped at step {} of {total} ({op}): {cause}; the steps before it \
          were applied (connects run before disconnects, so no container lost its last network)",
         done + 1
     )]
-    Step { done: usize, total: usize, op: Op, source: Box<NetworkError> },
+    Step { done: usize, total: usize, op: Op, cause: Box<NetworkError> },
 }

@@ -57,7 +57,7 @@ impl IdentifyError {
         let forbidden = StatusCode::FORBIDDEN;
         let code = match &self {
             IdentifyError::DockerUnavailable(_)
-            | IdentifyError::Attest(AttestError::Lookup { source: LookupError::Docker(_), .. }) => {
+            | IdentifyError::Attest(AttestError::Lookup { cause: LookupError::Docker(_), .. }) => {
                 return Failure::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", self.to_string())
             }
             IdentifyError::Attest(AttestError::NotAContainer { .. }) => "not_a_container",

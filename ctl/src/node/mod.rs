@@ -74,7 +74,7 @@ pub struct NodeOptions {
 pub enum NodeError {
     #[error(transparent)]
     Setup(#[from] setup::SetupError),
-    #[error("cannot open the secret store: {0}")]
+    #[error("cannot open the secret store")]
     Store(#[from] StoreError),
     #[error(transparent)]
     AccessLog(#[from] access_log::OpenError),

@@ -5,12 +5,8 @@ use super::model::{OWN, PATH_SLOT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read: {cause}")]
+    Read { file: String, cause: std::io::Error },
     /// `path` is the YAML path of the value (`services.api.ingress[0].from[1]`).
     #[error("{file}:{line}:{column}: {message}")]
     Invalid { file: String, line: usize, column: usize, path: String, message: String },

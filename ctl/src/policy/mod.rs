@@ -37,7 +37,7 @@ pub fn lint(path: &Path) -> Result<Policy, PolicyError> {
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
     let text =
-        std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: file.clone(), source })?;
+        std::fs::read_to_string(path).map_err(|cause| PolicyError::Read { file: file.clone(), cause })?;
     parse_source(&text, &file, dir_project(path).as_deref())
 }
 

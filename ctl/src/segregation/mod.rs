@@ -66,7 +66,7 @@ impl Options {
 pub enum SegregationError {
     #[error(transparent)]
     Host(#[from] host::HostError),
-    #[error("cannot load the applied network policies: {0}")]
+    #[error("cannot load the applied network policies")]
     Store(#[from] store::StoreError),
 }
 

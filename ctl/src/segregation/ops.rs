@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
-    #[error("{0}")]
+    #[error(transparent)]
     BadPolicy(#[from] PolicyError),
     #[error("{0}")]
     BadRequest(String),
@@ -31,13 +31,21 @@ pub enum OpError {
     #[error("{0}")]
     Unavailable(String),
     #[error("the firewall refused the update, so nothing changed: {0}")]
-    Firewall(#[from] FirewallError),
-    #[error("{0}")]
+    Firewall(FirewallError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Docker(#[from] live::DockerFailure),
     #[error(transparent)]
     DaemonJson(#[from] crate::daemon_json::DaemonJsonError),
+}
+
+// By hand, not `#[from]`: the message already quotes the firewall's error, so
+// it must not be its `source` too (a chain printer would say it twice).
+impl From<FirewallError> for OpError {
+    fn from(e: FirewallError) -> OpError {
+        OpError::Firewall(e)
+    }
 }
 
 fn now() -> u64 {

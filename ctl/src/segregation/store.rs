@@ -17,21 +17,12 @@ pub const STANDALONE: &str = "_standalone";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot {action} {path}: {cause}")]
+    Io { action: &'static str, path: PathBuf, cause: io::Error },
     #[error("{path} is damaged ({reason}); move it away and re-apply that policy")]
     Damaged { path: PathBuf, reason: String },
-    #[error("stored policy {path} no longer reads cleanly: {source}; move it away and re-apply it")]
-    Invalid {
-        path: PathBuf,
-        #[source]
-        source: PolicyError,
-    },
+    #[error("stored policy {path} no longer reads cleanly: {cause}; move it away and re-apply it")]
+    Invalid { path: PathBuf, cause: PolicyError },
 }
 
 /// One applied policy as stored.
@@ -69,10 +60,10 @@ impl Store {
     /// Creates `<state>/policies` (0700) if needed.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let dir = state_dir.join("policies");
-        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        fs::create_dir_all(&dir).map_err(|cause| StoreError::Io {
             action: "create",
             path: dir.clone(),
-            source,
+            cause,
         })?;
         Ok(Store { dir, icc_file: state_dir.join("icc.json") })
     }
@@ -85,7 +76,7 @@ impl Store {
     /// does not read is an error: starting with a policy silently missing
     /// would open what it closes.
     pub fn load_all(&self) -> Result<Vec<(Record, Policy)>, StoreError> {
-        let io = |source| StoreError::Io { action: "read", path: self.dir.clone(), source };
+        let io = |cause| StoreError::Io { action: "read", path: self.dir.clone(), cause };
         let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -106,7 +97,7 @@ impl Store {
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Io { action: "remove", path, source }),
+            Err(cause) => Err(StoreError::Io { action: "remove", path, cause }),
         }
     }
 
@@ -117,7 +108,7 @@ impl Store {
                 .map(|f| f.docker0_icc)
                 .map_err(|e| StoreError::Damaged { path: self.icc_file.clone(), reason: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-            Err(source) => Err(StoreError::Io { action: "read", path: self.icc_file.clone(), source }),
+            Err(cause) => Err(StoreError::Io { action: "read", path: self.icc_file.clone(), cause }),
         }
     }
 
@@ -129,10 +120,10 @@ impl Store {
 
 fn load_one(path: &Path) -> Result<(Record, Policy), StoreError> {
     let bytes =
-        fs::read(path).map_err(|source| StoreError::Io { action: "read", path: path.to_owned(), source })?;
+        fs::read(path).map_err(|cause| StoreError::Io { action: "read", path: path.to_owned(), cause })?;
     let record: Record = serde_json::from_slice(&bytes)
         .map_err(|e| StoreError::Damaged { path: path.to_owned(), reason: e.to_string() })?;
-    let policy = record.parse().map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
+    let policy = record.parse().map_err(|cause| StoreError::Invalid { path: path.to_owned(), cause })?;
     if name_of(&policy) != record.name {
         let reason = format!("it names policy `{}` but holds `{}`", record.name, name_of(&policy));
         return Err(StoreError::Damaged { path: path.to_owned(), reason });
@@ -145,7 +136,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}-{:08x}.tmp", std::process::id(), fastrand::u32(..)));
-    let fail = |action: &'static str| move |source| StoreError::Io { action, path: path.to_owned(), source };
+    let fail = |action: &'static str| move |cause| StoreError::Io { action, path: path.to_owned(), cause };
     let result = (|| {
         let mut file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(fail("create"))?;
@@ -161,10 +152,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|cause| StoreError::Io {
         action: "fsync",
         path: dir.to_owned(),
-        source,
+        cause,
     })
 }
 

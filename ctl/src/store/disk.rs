@@ -18,7 +18,7 @@ use std::path::Path;
 const TEMP_SUFFIX: &str = ".tmp";
 
 pub(super) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+    move |cause| StoreError::Io { action, path: path.to_path_buf(), cause }
 }
 
 /// Creates `dir` (mode 0700) if missing. Refuses a directory that group or

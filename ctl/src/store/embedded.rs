@@ -147,7 +147,7 @@ impl EmbeddedStore {
 
     fn seal_error(&self, name: &SecretName, e: SealError) -> StoreError {
         let path = self.file_path(name);
-        StoreError::Io { action: "sealing a new version of", path, source: std::io::Error::other(e) }
+        StoreError::Io { action: "sealing a new version of", path, cause: std::io::Error::other(e) }
     }
 }
 

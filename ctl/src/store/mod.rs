@@ -45,8 +45,8 @@ pub enum StoreError {
     TooLarge { len: usize, limit: usize },
     #[error("lease TTL {ttl_ms} ms is out of range: use 1s to 24h")]
     BadTtl { ttl_ms: u64 },
-    #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{action} {path}: {cause}")]
+    Io { action: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("{path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{0}")]

@@ -183,10 +183,10 @@ pub fn summary_entry(s: &Summary) -> Entry {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the access log {path}: {source}")]
+#[error("cannot open the access log {path}: {cause}")]
 pub struct OpenError {
     pub path: PathBuf,
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 /// Size-based rotation and the refusal rate limit.
@@ -215,7 +215,7 @@ impl AccessLog {
 
     pub fn open_with(path: &Path, opts: Options) -> Result<AccessLog, OpenError> {
         let sink =
-            Sink::open(path, opts.rotation).map_err(|source| OpenError { path: path.to_owned(), source })?;
+            Sink::open(path, opts.rotation).map_err(|cause| OpenError { path: path.to_owned(), cause })?;
         let limiter = Limiter::new(opts.limits, now_ms());
         Ok(AccessLog { path: path.to_owned(), state: Mutex::new(State { sink, limiter }) })
     }
