@@ -56,10 +56,20 @@ impl Default for Backoff {
     }
 }
 
+/// Why [`DockerLink::current`] has no client: no attempt has finished yet,
+/// or the last one failed (shared: every caller may quote it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotConnected {
+    #[error("not connected yet")]
+    Yet,
+    #[error("{0}")]
+    Failed(Arc<DockerError>),
+}
+
 /// The process's Docker connection (or why there is none yet) and its
 /// event fan-out.
 pub struct DockerLink {
-    slot: RwLock<Result<Docker, String>>,
+    slot: RwLock<Result<Docker, NotConnected>>,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -67,11 +77,11 @@ impl DockerLink {
     /// Not connected; see [`DockerLink::spawn_connect`].
     pub fn new() -> Arc<DockerLink> {
         let (notices, _) = broadcast::channel(CAPACITY);
-        Arc::new(DockerLink { slot: RwLock::new(Err("not connected yet".into())), notices })
+        Arc::new(DockerLink { slot: RwLock::new(Err(NotConnected::Yet)), notices })
     }
 
     /// The client, or why there is none (for the caller's message).
-    pub fn current(&self) -> Result<Docker, String> {
+    pub fn current(&self) -> Result<Docker, NotConnected> {
         self.slot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -86,7 +96,7 @@ impl DockerLink {
         self.set_slot(Ok(docker));
     }
 
-    fn set_slot(&self, value: Result<Docker, String>) {
+    fn set_slot(&self, value: Result<Docker, NotConnected>) {
         *self.slot.write().unwrap_or_else(|p| p.into_inner()) = value;
     }
 
@@ -139,7 +149,7 @@ impl DockerLink {
                     } else {
                         tracing::debug!("Docker still unreachable (attempt {attempts}): {err}");
                     }
-                    self.set_slot(Err(err.to_string()));
+                    self.set_slot(Err(NotConnected::Failed(Arc::new(err))));
                 }
             }
             tokio::time::sleep(backoff.next_delay()).await;

@@ -23,7 +23,7 @@ pub mod map;
 mod tests;
 
 pub use bollard_backend::{connect, describe, DockerLookup};
-pub use link::{Backoff, DockerLink, Subscription};
+pub use link::{Backoff, DockerLink, NotConnected, Subscription};
 pub use map::container_info;
 
 use futures_util::stream::BoxStream;

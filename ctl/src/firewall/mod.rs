@@ -33,7 +33,7 @@ mod trie;
 
 pub use cache::{compile_cached, CompileCache};
 pub use check::{check, Decision, FlowEnd};
-pub use compile::{compile, compile_with, validate_set};
+pub use compile::{compile, compile_with, validate_set, ServiceClash};
 #[cfg(any(test, feature = "fakes"))]
 pub use fake::FakeFirewall;
 pub use inventory::{

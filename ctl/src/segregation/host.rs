@@ -28,11 +28,22 @@ pub enum HostError {
     Unreadable { path: String, reason: String },
 }
 
+/// Why `modprobe br_netfilter` did not load the module (quoted in
+/// [`HostError::NoModule`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ModprobeError {
+    #[error("{0}")]
+    Spawn(std::io::Error),
+    /// Its standard error.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Checks that bridged traffic is filtered; loads `br_netfilter` first if
 /// its sysctl is missing (`modprobe` is the caller's, for tests).
 pub fn check_br_netfilter(
     path: &Path,
-    modprobe: impl FnOnce() -> Result<(), String>,
+    modprobe: impl FnOnce() -> Result<(), ModprobeError>,
 ) -> Result<(), HostError> {
     let shown = path.display().to_string();
     let tried = if path.exists() {
@@ -52,12 +63,12 @@ pub fn check_br_netfilter(
 }
 
 /// `modprobe br_netfilter`.
-pub fn modprobe_br_netfilter() -> Result<(), String> {
-    let out = Command::new("modprobe").arg("br_netfilter").output().map_err(|e| e.to_string())?;
+pub fn modprobe_br_netfilter() -> Result<(), ModprobeError> {
+    let out = Command::new("modprobe").arg("br_netfilter").output().map_err(ModprobeError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(ModprobeError::Failed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
 }
 
@@ -106,7 +117,7 @@ mod tests {
         let mut loaded = false;
         let err = check_br_netfilter(&path, || {
             loaded = true;
-            Err("Module br_netfilter not found".into())
+            Err(ModprobeError::Failed("Module br_netfilter not found".into()))
         })
         .unwrap_err()
         .to_string();

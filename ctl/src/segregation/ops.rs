@@ -91,7 +91,7 @@ impl Segregation {
         let name = name_of(&parsed);
         let docker = self.require_docker()?;
         let mut st = self.state.lock().await;
-        validate_set(&st.with_candidate(&name, &parsed)).map_err(OpError::Conflict)?;
+        validate_set(&st.with_candidate(&name, &parsed)).map_err(|e| OpError::Conflict(e.to_string()))?;
         let same = st.records().get(&name).is_some_and(|r| r.source == source);
         self.refresh_all(&mut st, &docker).await?;
         let mut networks = super::api::NetworkReport::default();
@@ -191,7 +191,7 @@ impl Segregation {
         let docker = self.require_docker()?;
         let mut st = self.state.lock().await;
         let candidates = st.with_candidate(&name, &parsed);
-        validate_set(&candidates).map_err(OpError::Conflict)?;
+        validate_set(&candidates).map_err(|e| OpError::Conflict(e.to_string()))?;
         self.refresh_all(&mut st, &docker).await?;
         let desired = compile_with(&candidates, st.live.inventory(), &st.host());
         let (v4, v6) = blocking(|| st.writer.diff(&desired))?;

@@ -59,7 +59,7 @@ impl EmbeddedStore {
         for (name, path) in files {
             let (bytes, _) = disk::read_regular(&path, MAX_FILE_LEN)?;
             let record = Record::decode(&bytes, &name, key.id())
-                .map_err(|reason| StoreError::Corrupt { path: path.clone(), reason })?;
+                .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
             cache.insert(name, Arc::new(record));
         }
         tracing::debug!(dir = %state_dir.display(), secrets = cache.len(), key = key.id(), "opened embedded store");

@@ -18,12 +18,43 @@
 use super::{SecretMeta, KEPT_VERSIONS};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use seg_common::api::{GrantTarget, Hooks};
+use seg_common::api::{BadLabel, GrantTarget, Hooks};
 use seg_common::name::SecretName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 const FORMAT: u32 = 1;
+
+/// Why a secret file does not decode; the reason of `StoreError::Corrupt`.
+/// Each variant quotes its cause (none is a `source`).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("it is not a valid secret file: {0}")]
+    NotJson(serde_json::Error),
+    #[error("it has format {found}, this segctl reads format {FORMAT}")]
+    Format { found: u32 },
+    #[error("it holds secret {holds} but is named after {file_name}")]
+    Misnamed { holds: SecretName, file_name: SecretName },
+    #[error(
+        "it was sealed under master key id {found} but master.key has id {expected}: the master key does not \
+         match; restore the master.key these secrets were sealed with"
+    )]
+    KeyMismatch { found: String, expected: String },
+    #[error("{0}")]
+    Meta(super::StoreError),
+    #[error("it lists {0} versions; 1 to {KEPT_VERSIONS} are expected")]
+    VersionCount(usize),
+    #[error("its current version {0} is not the first one listed")]
+    CurrentNotFirst(u64),
+    #[error("version {0} is listed out of order")]
+    OutOfOrder(u64),
+    #[error("version {version} is not valid base64: {cause}")]
+    Base64 { version: u64, cause: base64::DecodeError },
+    #[error("version {0} is too short to be a sealed value")]
+    TooShort(u64),
+    #[error("grant {grant:?}: {cause}")]
+    Grant { grant: String, cause: BadLabel },
+}
 /// Two 512 KiB versions in base64 plus metadata fit easily.
 pub(super) const MAX_FILE_LEN: u64 = 4 << 20;
 
@@ -119,29 +150,24 @@ impl Record {
 
     /// Parses and checks a file read from `secrets/<file_name>.json`.
     /// The error is the reason, for `StoreError::Corrupt`.
-    pub fn decode(bytes: &[u8], file_name: &SecretName, key_id: &str) -> Result<Record, String> {
-        let file: FileV1 =
-            serde_json::from_slice(bytes).map_err(|e| format!("it is not a valid secret file: {e}"))?;
+    pub fn decode(bytes: &[u8], file_name: &SecretName, key_id: &str) -> Result<Record, RecordError> {
+        let file: FileV1 = serde_json::from_slice(bytes).map_err(RecordError::NotJson)?;
         if file.format != FORMAT {
-            return Err(format!("it has format {}, this segctl reads format {FORMAT}", file.format));
+            return Err(RecordError::Format { found: file.format });
         }
         if &file.name != file_name {
-            return Err(format!("it holds secret {} but is named after {file_name}", file.name));
+            return Err(RecordError::Misnamed { holds: file.name, file_name: file_name.clone() });
         }
         if file.key_id != key_id {
-            return Err(format!(
-                "it was sealed under master key id {} but master.key has id {key_id}: the master key does not \
-                 match; restore the master.key these secrets were sealed with",
-                file.key_id
-            ));
+            return Err(RecordError::KeyMismatch { found: file.key_id, expected: key_id.to_owned() });
         }
-        super::check_ttl(file.ttl_ms).map_err(|e| e.to_string())?;
-        super::check_hooks(&file.hooks).map_err(|e| e.to_string())?;
+        super::check_ttl(file.ttl_ms).map_err(RecordError::Meta)?;
+        super::check_hooks(&file.hooks).map_err(RecordError::Meta)?;
         let versions = decode_versions(&file)?;
         let grants = file
             .grants
             .iter()
-            .map(|g| GrantTarget::parse(g).map_err(|e| format!("grant {g:?}: {e}")))
+            .map(|g| GrantTarget::parse(g).map_err(|cause| RecordError::Grant { grant: g.clone(), cause }))
             .collect::<Result<BTreeSet<_>, _>>()?;
         let meta = SecretMeta {
             name: file.name,
@@ -158,22 +184,22 @@ impl Record {
 
 /// Versions must be strictly decreasing, start with the current one, and
 /// number at most [`KEPT_VERSIONS`].
-fn decode_versions(file: &FileV1) -> Result<Vec<SealedVersion>, String> {
+fn decode_versions(file: &FileV1) -> Result<Vec<SealedVersion>, RecordError> {
     if file.versions.is_empty() || file.versions.len() > KEPT_VERSIONS {
-        return Err(format!("it lists {} versions; 1 to {KEPT_VERSIONS} are expected", file.versions.len()));
+        return Err(RecordError::VersionCount(file.versions.len()));
     }
     if file.versions[0].version != file.version || file.version == 0 {
-        return Err(format!("its current version {} is not the first one listed", file.version));
+        return Err(RecordError::CurrentNotFirst(file.version));
     }
     let mut out: Vec<SealedVersion> = Vec::with_capacity(file.versions.len());
     for v in &file.versions {
         if out.last().is_some_and(|prev| prev.version <= v.version) {
-            return Err(format!("version {} is listed out of order", v.version));
+            return Err(RecordError::OutOfOrder(v.version));
         }
         let blob =
-            B64.decode(&v.sealed).map_err(|e| format!("version {} is not valid base64: {e}", v.version))?;
+            B64.decode(&v.sealed).map_err(|cause| RecordError::Base64 { version: v.version, cause })?;
         if blob.len() < super::seal::SEAL_OVERHEAD {
-            return Err(format!("version {} is too short to be a sealed value", v.version));
+            return Err(RecordError::TooShort(v.version));
         }
         out.push(SealedVersion { version: v.version, blob, created_at: v.created_at });
     }
@@ -209,12 +235,19 @@ mod tests {
         let r = sample();
         let json = r.encode("k1");
         let other = SecretName::parse("other").unwrap();
-        assert!(Record::decode(&json, &other, "k1").unwrap_err().contains("named after"));
-        assert!(Record::decode(&json, &r.meta.name, "k2").unwrap_err().contains("does not match"));
+        assert!(Record::decode(&json, &other, "k1").unwrap_err().to_string().contains("named after"));
+        assert!(Record::decode(&json, &r.meta.name, "k2")
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
         assert!(Record::decode(&json[..json.len() / 2], &r.meta.name, "k1")
             .unwrap_err()
+            .to_string()
             .contains("not a valid"));
         let text = String::from_utf8(json).unwrap().replace("\"*/app\"", "\"a/b/c\"");
-        assert!(Record::decode(text.as_bytes(), &r.meta.name, "k1").unwrap_err().contains("grant"));
+        assert!(Record::decode(text.as_bytes(), &r.meta.name, "k1")
+            .unwrap_err()
+            .to_string()
+            .contains("grant"));
     }
 }
