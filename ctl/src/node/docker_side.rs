@@ -7,7 +7,7 @@
 
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
-use super::live::{AppContainer, Containers};
+use super::live::{AppContainer, Containers, ContainersError};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
 use crate::docker::map::{from_summary, Known};
 use crate::docker::{self, DockerLink, DockerLookup, Kind, Notice, Subscription};
@@ -112,25 +112,27 @@ impl DockerStatus for DockerSide {
 }
 
 impl Containers for DockerSide {
-    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
+    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, ContainersError>> {
         Box::pin(async move {
-            let docker = self.link.current().map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let docker = self.link.current().map_err(ContainersError::Unreachable)?;
             let filters = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
             let opts = bollard::query_parameters::ListContainersOptions {
                 filters: Some(filters),
                 ..Default::default()
             };
-            let list =
-                docker.list_containers(Some(opts)).await.map_err(|e| format!("listing containers: {e}"))?;
+            let list = docker.list_containers(Some(opts)).await.map_err(ContainersError::List)?;
             Ok(list.into_iter().filter_map(from_summary).filter_map(|c| app_container(c, who)).collect())
         })
     }
 
-    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), ContainersError>> {
         Box::pin(async move {
-            let docker = self.link.current().map_err(|why| format!("Docker is unreachable: {why}"))?;
+            let docker = self.link.current().map_err(ContainersError::Unreachable)?;
             let opts = bollard::query_parameters::KillContainerOptions { signal: signal.to_owned() };
-            docker.kill_container(id, Some(opts)).await.map_err(|e| format!("sending {signal}: {e}"))
+            docker
+                .kill_container(id, Some(opts))
+                .await
+                .map_err(|cause| ContainersError::Signal { signal: signal.to_owned(), cause })
         })
     }
 }

@@ -5,7 +5,7 @@
 use super::access_log::AccessLog;
 use super::admin::{Admin, DockerStatus, NodeInfo};
 use super::agent::{Agent, Identify, IdentifyError};
-use super::live::{AppContainer, Containers, RotationState};
+use super::live::{AppContainer, Containers, ContainersError, RotationState};
 use super::watch::{Hub, WatchLimits};
 use crate::attest::{AttestError, Attested};
 use crate::store::{check_hooks, check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
@@ -185,11 +185,11 @@ impl FakeContainers {
 }
 
 impl Containers for FakeContainers {
-    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>> {
+    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, ContainersError>> {
         let found = self.apps.lock().unwrap().get(who).cloned().unwrap_or_default();
         Box::pin(async move { Ok(found) })
     }
-    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), ContainersError>> {
         self.signals.lock().unwrap().push((id.to_owned(), signal.to_owned()));
         Box::pin(async { Ok(()) })
     }

@@ -29,12 +29,24 @@ pub struct AppContainer {
     pub notify_from: Vec<String>,
 }
 
+/// Why the Docker seam of post-rotate actions failed; quoted in the
+/// notification's answer, so no variant is a `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    #[error("Docker is unreachable: {0}")]
+    Unreachable(crate::docker::NotConnected),
+    #[error("listing containers: {0}")]
+    List(bollard::errors::Error),
+    #[error("sending {signal}: {cause}")]
+    Signal { signal: String, cause: bollard::errors::Error },
+}
+
 /// The Docker seam of post-rotate actions (a fake in tests).
 pub trait Containers: Send + Sync {
     /// Running containers with identity `who` that are not seg sidecars.
-    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, String>>;
+    fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, ContainersError>>;
     /// Sends `signal` (e.g. `SIGHUP`) to a container's main process.
-    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), ContainersError>>;
 }
 
 /// Post-rotate notifications a container may send in a burst…
