@@ -52,16 +52,27 @@ struct Rule {
     target: Option<Target>,
 }
 
+/// A rule of the table that the walker does not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{chain}: `{rule}`: {reason}")]
+pub struct UnknownRule {
+    pub chain: String,
+    pub rule: String,
+    pub reason: String,
+}
+
 /// A table, parsed once for many packets.
 pub struct Walker {
     chains: HashMap<String, Vec<Rule>>,
 }
 
 impl Walker {
-    pub fn new(table: &Table) -> Result<Walker, String> {
+    pub fn new(table: &Table) -> Result<Walker, UnknownRule> {
         let mut chains = HashMap::new();
         for (name, rules) in &table.chains {
-            let parsed = rules.iter().map(|r| parse(r).map_err(|e| format!("{name}: `{r}`: {e}")));
+            let parsed = rules.iter().map(|r| {
+                parse(r).map_err(|reason| UnknownRule { chain: name.clone(), rule: r.clone(), reason })
+            });
             chains.insert(name.clone(), parsed.collect::<Result<Vec<_>, _>>()?);
         }
         Ok(Walker { chains })
