@@ -5,7 +5,7 @@
 
 use super::naming::TOP;
 use super::ruleset::Table;
-use crate::policy::{Cidr, CidrError, Proto};
+use crate::policy::{Cidr, CidrError, Proto, ProtoError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -143,7 +143,7 @@ fn parse(text: &str) -> Result<Rule, String> {
             "-d" => rule.dst = Some(arg()?.parse().map_err(|e: CidrError| e.to_string())?),
             "-i" => rule.in_if = Some(arg()?.to_string()),
             "-o" => rule.out_if = Some(arg()?.to_string()),
-            "-p" => rule.proto = Some(arg()?.parse()?),
+            "-p" => rule.proto = Some(arg()?.parse().map_err(|e: ProtoError| e.to_string())?),
             "-m" => {
                 let module = arg()?;
                 if !["tcp", "udp", "multiport", "conntrack"].contains(&module) {

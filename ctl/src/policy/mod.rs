@@ -18,7 +18,7 @@ pub use model::{
     Egress, Ingress, IngressRule, Name, NetRef, NetworkDecl, Peer, Peers, Policy, Ports, ServiceKey,
     ServiceRef, ServiceSpec, Version,
 };
-pub use net::{Cidr, CidrError, Family, PortRange, Proto};
+pub use net::{Cidr, CidrError, Family, PortRange, PortRangeError, Proto, ProtoError};
 
 use dupcheck::NoDuplicates;
 use model::{ParseContext, CONTEXT};

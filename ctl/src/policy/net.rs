@@ -175,13 +175,18 @@ impl Proto {
     }
 }
 
+/// A protocol other than tcp or udp.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol `{0}` (expected tcp or udp)")]
+pub struct ProtoError(pub String);
+
 impl FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Proto, String> {
+    type Err = ProtoError;
+    fn from_str(s: &str) -> Result<Proto, ProtoError> {
         match s {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            other => Err(format!("unknown protocol `{other}` (expected tcp or udp)")),
+            other => Err(ProtoError(other.to_owned())),
         }
     }
 }
@@ -219,23 +224,37 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// Why a text is not a [`PortRange`]; each variant names the text once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    #[error("bad port `{text}`: {cause}")]
+    Proto { text: String, cause: ProtoError },
+    #[error("bad port `{text}`: `{port}` is not a port number 1-65535")]
+    NotAPort { text: String, port: String },
+    #[error("bad port range `{text}`: {first} is greater than {last}")]
+    Reversed { text: String, first: u16, last: u16 },
+}
+
 impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PortRange, String> {
+    type Err = PortRangeError;
+    fn from_str(s: &str) -> Result<PortRange, PortRangeError> {
         let (ports, proto) = match s.split_once('/') {
-            Some((p, proto)) => (p, proto.parse::<Proto>().map_err(|e| format!("bad port `{s}`: {e}"))?),
+            Some((p, proto)) => {
+                let proto = proto.parse::<Proto>();
+                (p, proto.map_err(|cause| PortRangeError::Proto { text: s.to_owned(), cause })?)
+            }
             None => (s, Proto::Tcp),
         };
         let port = |t: &str| match t.parse::<u16>() {
             Ok(n) if n > 0 && !t.starts_with('+') => Ok(n),
-            _ => Err(format!("bad port `{s}`: `{t}` is not a port number 1-65535")),
+            _ => Err(PortRangeError::NotAPort { text: s.to_owned(), port: t.to_owned() }),
         };
         let (first, last) = match ports.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
             None => (port(ports)?, port(ports)?),
         };
         if first > last {
-            return Err(format!("bad port range `{s}`: {first} is greater than {last}"));
+            return Err(PortRangeError::Reversed { text: s.to_owned(), first, last });
         }
         Ok(PortRange { proto, first, last })
     }

@@ -6,7 +6,7 @@
 use super::model::{
     own, str_with, valid_name, Egress, Ingress, Peer, Peers, Ports, ServiceRef, CONTEXT, PATH_SLOT,
 };
-use super::net::{Cidr, PortRange};
+use super::net::{Cidr, PortRange, PortRangeError};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -185,7 +185,7 @@ impl<'de> Deserialize<'de> for PortItem {
                 self.visit_str(&v.to_string())
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PortItem, E> {
-                v.parse().map(PortItem).map_err(|e: String| own(format!("{e} in {PATH_SLOT}")))
+                v.parse().map(PortItem).map_err(|e: PortRangeError| own(format!("{e} in {PATH_SLOT}")))
             }
         }
         d.deserialize_any(V)
