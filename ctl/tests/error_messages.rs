@@ -50,6 +50,35 @@ fn missing_master_key_next_to_secrets_is_said_once() {
     assert_each_clause_once(&line);
 }
 
+/// The same through the binary: what `segctl node run` prints and exits with.
+#[test]
+fn node_run_without_its_master_key_says_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    private_dir(&state.join("secrets"));
+    std::fs::write(state.join("secrets/db.json"), b"{}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segctl"))
+        .args(["node", "run", "--state-dir"])
+        .arg(&state)
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .args(["--docker-socket", "/nonexistent/docker.sock"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "segctl: error: cannot start the seg controller: cannot open the secret store: loading master key \
+             {}: it is missing but 1 sealed secret file(s) exist; restore master.key from your backup (a new \
+             key could not decrypt them)",
+            state.join("master.key").display()
+        )
+    );
+}
+
 #[test]
 fn access_log_that_cannot_be_opened_is_said_once() {
     let dir = tempfile::tempdir().unwrap();

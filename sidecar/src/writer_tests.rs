@@ -205,3 +205,19 @@ fn a_missing_or_symlinked_directory_is_refused() {
     std::os::unix::fs::symlink(d.path(), d.path().join("link")).unwrap();
     assert!(TmpfsDir::open(&d.path().join("link"), opts()).is_err());
 }
+
+#[test]
+fn a_missing_secrets_directory_is_said_once() {
+    let d = shm_dir();
+    let missing = d.path().join("absent");
+    let Err(err) = TmpfsDir::open(&missing, opts()) else { panic!("opened {}", missing.display()) };
+    // As `main` prints it: the error, then each `source`.
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(err)),
+        format!(
+            "cannot open the secrets directory {}: No such file or directory (os error 2); create it (a \
+             tmpfs volume shared with the app) or fix --dir",
+            missing.display()
+        )
+    );
+}
