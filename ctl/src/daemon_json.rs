@@ -226,7 +226,7 @@ pub fn set_icc(path: &Path, icc: bool) -> Result<Change, DaemonJsonError> {
     // repository) instead of replacing the link with a file.
     let target = match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
-            fs::canonicalize(path).map_err(|cause| DaemonJsonError::Read { path: path.to_owned(), cause })?
+            fs::canonicalize(path).map_err(|e| DaemonJsonError::Read { path: path.to_owned(), cause: e })?
         }
         _ => path.to_owned(),
     };
