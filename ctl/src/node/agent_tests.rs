@@ -124,40 +124,37 @@ async fn bad_names_unknown_routes_and_methods() {
     assert_eq!(rig.log_lines().len(), 3);
 }
 
+/// Counts the identifications the fake identity makes.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl Identify for Counting {
+    fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::node::fakes::FakeIdentify.identify(peer)
+    }
+}
+
+fn counting_rig() -> (Rig, Arc<Counting>) {
+    let mut rig = Rig::new();
+    let counter = Arc::new(Counting(Default::default()));
+    rig.agent.identify = counter.clone();
+    (rig, counter)
+}
+
 #[tokio::test]
 async fn identity_is_attested_once_per_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    struct Counting(AtomicUsize);
-    impl Identify for Counting {
-        fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            crate::node::fakes::FakeIdentify.identify(peer)
-        }
-    }
-    let mut rig = Rig::new();
-    let counter = Arc::new(Counting(AtomicUsize::new(0)));
-    rig.agent.identify = counter.clone();
+    let (rig, counter) = counting_rig();
     let c = conn(100);
     for _ in 0..3 {
         let resp = rig.agent.handle(&c, req("GET", "/v1/whoami", b"")).await;
         assert_eq!(resp.status(), StatusCode::OK);
     }
-    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
 async fn a_failed_identification_is_final_and_closes_the_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    struct Counting(AtomicUsize);
-    impl Identify for Counting {
-        fn identify<'a>(&'a self, peer: &'a PinnedPeer) -> BoxFuture<'a, Result<Attested, IdentifyError>> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            crate::node::fakes::FakeIdentify.identify(peer)
-        }
-    }
-    let mut rig = Rig::new();
-    let counter = Arc::new(Counting(AtomicUsize::new(0)));
-    rig.agent.identify = counter.clone();
+    let (rig, counter) = counting_rig();
     // Docker down (pid 300): refused, and the same connection never asks
     // again, so a PID that changes hands later cannot turn it into another
     // caller; every answer tells the client to close.
@@ -167,7 +164,7 @@ async fn a_failed_identification_is_final_and_closes_the_connection() {
         assert_eq!(resp.headers()["connection"], "close");
         assert_eq!(error_code(resp).await, (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable".into()));
     }
-    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     // A new connection is identified afresh.
     let resp = rig.agent.handle(&conn(100), req("GET", "/v1/whoami", b"")).await;
     assert_eq!(resp.status(), StatusCode::OK);
