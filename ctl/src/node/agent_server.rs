@@ -81,7 +81,7 @@ async fn connection(stream: UnixStream, agent: Arc<Agent>, gate: Arc<Gate>) {
         // Refused over and over just now: close without a word (cheap).
         return;
     }
-    let identifying = match gate.identifying(&key) {
+    let identifying = match gate.identifying(&key).await {
         Ok(slot) => slot,
         Err(_) => return refuse_busy(stream, BUSY_IDENTIFYING).await,
     };

@@ -6,7 +6,10 @@
 //! read when the connection is accepted; `host:<uid>` for host processes):
 //!
 //! 1. **Identifying** — a small pool (and a few per key) for connections
-//!    whose identity is being decided, with a short deadline.
+//!    whose identity is being decided: a burst waits its turn (each key in
+//!    its own queue, so one key's burst never holds more than its few
+//!    turns), and a connection that waits longer than the deadline is told
+//!    to retry.
 //! 2. **Refused** — a caller that cannot be identified gets one answer
 //!    (within [`GateLimits::refused_deadline`]) and is hung up on; a key
 //!    refused over and over is closed without an answer until it calms down,
@@ -25,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GateLimits {
@@ -104,7 +108,8 @@ struct Bucket {
 pub struct Gate {
     pub limits: GateLimits,
     pub proc_root: PathBuf,
-    identifying: Mutex<Counts>,
+    identifying_all: Arc<Semaphore>,
+    identifying_by_key: Mutex<HashMap<String, Arc<Semaphore>>>,
     identified: Mutex<Counts>,
     refusals: Mutex<HashMap<String, Bucket>>,
     connections: Mutex<HashMap<String, HashMap<u64, Hangup>>>,
@@ -118,18 +123,22 @@ pub enum Full {
     Container,
 }
 
-/// A slot in one of the budgets; given back on drop.
+/// A slot in the identified budget; given back on drop.
 pub struct Slot {
     gate: Arc<Gate>,
     key: String,
-    identified: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let counts = if self.identified { &self.gate.identified } else { &self.gate.identifying };
-        lock(counts).give_back(&self.key);
+        lock(&self.gate.identified).give_back(&self.key);
     }
+}
+
+/// A turn to be identified: one of the key's and one of all; given back on drop.
+pub struct Turn {
+    _key: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
 }
 
 /// An identified connection's entry in the registry; removed on drop.
@@ -156,7 +165,8 @@ impl Gate {
         Arc::new(Gate {
             limits,
             proc_root,
-            identifying: Mutex::default(),
+            identifying_all: Arc::new(Semaphore::new(limits.identifying)),
+            identifying_by_key: Mutex::default(),
             identified: Mutex::default(),
             refusals: Mutex::default(),
             connections: Mutex::default(),
@@ -173,14 +183,29 @@ impl Gate {
         }
     }
 
-    /// A slot for identifying a connection of `key`.
-    pub fn identifying(self: &Arc<Self>, key: &str) -> Result<Slot, Full> {
-        let mut counts = lock(&self.identifying);
-        if counts.total >= self.limits.identifying || counts.of(key) >= self.limits.identifying_per_key {
-            return Err(Full::Identifying);
+    /// A turn for identifying a connection of `key`, waiting (at most the
+    /// identify deadline) behind the key's earlier connections.
+    pub async fn identifying(self: &Arc<Self>, key: &str) -> Result<Turn, Full> {
+        let mine = {
+            let mut queues = lock(&self.identifying_by_key);
+            if queues.len() > 10_000 {
+                // Drop the queues nobody waits in or holds a turn of.
+                let idle = self.limits.identifying_per_key;
+                queues.retain(|_, q| q.available_permits() < idle || Arc::strong_count(q) > 1);
+            }
+            let per_key = self.limits.identifying_per_key;
+            queues.entry(key.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(per_key))).clone()
+        };
+        let all = self.identifying_all.clone();
+        let wait = async move {
+            let key = mine.acquire_owned().await.ok()?;
+            let all = all.acquire_owned().await.ok()?;
+            Some(Turn { _key: key, _all: all })
+        };
+        match tokio::time::timeout(self.limits.identify_deadline, wait).await {
+            Ok(Some(turn)) => Ok(turn),
+            _ => Err(Full::Identifying),
         }
-        counts.take(key);
-        Ok(Slot { gate: self.clone(), key: key.to_owned(), identified: false })
     }
 
     /// A slot for an identified connection of `container`.
@@ -192,7 +217,7 @@ impl Gate {
             return Err(Full::Container);
         }
         counts.take(container);
-        Ok(Slot { gate: self.clone(), key: container.to_owned(), identified: true })
+        Ok(Slot { gate: self.clone(), key: container.to_owned() })
     }
 
     /// Notes a refusal of `key`; `false` once the key has refused more than
@@ -277,16 +302,38 @@ mod tests {
         assert_eq!(g.open_connections("hog"), (1, 0));
     }
 
-    #[test]
-    fn identification_has_a_small_budget_per_key_and_in_all() {
-        let g = gate(GateLimits { identifying: 3, identifying_per_key: 2, ..Default::default() });
-        let a1 = g.identifying("a").unwrap();
-        let _a2 = g.identifying("a").unwrap();
-        assert!(g.identifying("a").is_err());
-        let _b = g.identifying("b").unwrap();
-        assert!(g.identifying("c").is_err(), "all 3 in use");
+    #[tokio::test]
+    async fn identification_takes_turns_per_key_and_in_all() {
+        let deadline = Duration::from_millis(50);
+        let limits = GateLimits {
+            identifying: 3,
+            identifying_per_key: 2,
+            identify_deadline: deadline,
+            ..Default::default()
+        };
+        let g = gate(limits);
+        let a1 = g.identifying("a").await.unwrap();
+        let _a2 = g.identifying("a").await.unwrap();
+        assert!(g.identifying("a").await.is_err(), "a third of key a waits past the deadline");
+        let _b = g.identifying("b").await.unwrap();
+        assert!(g.identifying("c").await.is_err(), "all 3 in use");
         drop(a1);
-        assert!(g.identifying("c").is_ok());
+        assert!(g.identifying("c").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_one_key_is_queued_not_refused() {
+        let limits = GateLimits { identifying_per_key: 2, ..Default::default() };
+        let g = gate(limits);
+        let first = g.identifying("burst").await.unwrap();
+        let _second = g.identifying("burst").await.unwrap();
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move { g.identifying("burst").await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        assert!(waiting.await.unwrap(), "the third got the turn the first gave back");
     }
 
     #[test]
