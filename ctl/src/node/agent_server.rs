@@ -16,7 +16,7 @@
 use super::agent::{Agent, AgentConn};
 use super::gate::{Full, Gate};
 use super::hangup::Hangup;
-use super::server::{builder, refuse_busy, AGENT_MAX_OPEN, BUSY};
+use super::server::{builder, next_connection, refuse_busy, AGENT_MAX_OPEN};
 use crate::attest::{PinError, PinnedPeer};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -44,19 +44,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, gate: Arc<Gate>) {
     }
     let open = Arc::new(Semaphore::new(AGENT_MAX_OPEN));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Usually EMFILE: back off instead of spinning.
-                tracing::warn!("agent socket: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream, BUSY));
-            continue;
-        };
+        let (stream, permit) = next_connection(&listener, "agent", &open).await;
         let (agent, gate) = (agent.clone(), gate.clone());
         tokio::spawn(async move {
             let _open = permit;

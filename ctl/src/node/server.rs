@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::hangup::Hangup;
 use super::http::Resp;
@@ -54,20 +54,7 @@ where
 {
     let slots = Arc::new(Semaphore::new(max_conns));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Usually EMFILE: back off instead of spinning.
-                tracing::warn!("{socket} socket: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!("{socket} socket: {max_conns} connections open; refusing a new one");
-            tokio::spawn(refuse_busy(stream, BUSY));
-            continue;
-        };
+        let (stream, permit) = next_connection(&listener, socket, &slots).await;
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer { pid: cred.pid(), uid: cred.uid() },
             Err(err) => {
@@ -86,6 +73,31 @@ where
                 () = hangup.wait() => tracing::debug!("{socket} socket: hung up on pid {:?}", peer.pid),
             }
         });
+    }
+}
+
+/// The next connection that gets one of `slots`. Connections over the cap
+/// are answered `503 busy` and closed without a log line each (a storm must
+/// not fill the log); accept errors (usually EMFILE) back off instead of
+/// spinning.
+pub(super) async fn next_connection(
+    listener: &UnixListener,
+    socket: &str,
+    slots: &Arc<Semaphore>,
+) -> (UnixStream, OwnedSemaphorePermit) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!("{socket} socket: accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => return (stream, permit),
+            Err(_) => drop(tokio::spawn(refuse_busy(stream, BUSY))),
+        }
     }
 }
 
