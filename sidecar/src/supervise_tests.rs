@@ -180,36 +180,15 @@ mod resilience {
     use super::super::*;
     use crate::fakes::{answer, eagain, FakeAgent, FakeSink};
     use crate::notify::OnRotate;
-    use crate::supervise::{run, Push};
+    use crate::supervise::Push;
     use seg_common::api::{PostRotate, WatchEvent};
     use std::time::Duration;
 
-    fn name(s: &str) -> SecretName {
-        SecretName::parse(s).unwrap()
-    }
+    use super::{after, agent, name, watching};
 
-    fn agent(secrets: &[(&str, &[u8], u64, u64)]) -> FakeAgent {
-        let agent = FakeAgent::with(secrets);
-        agent.0.lock().unwrap().watchable = true;
-        agent
-    }
-
-    /// Runs the sidecar's loops until the returned sender is dropped.
+    /// Runs the sidecar's loops for `db` until the returned sender is dropped.
     fn start(agent: &FakeAgent, sink: &FakeSink, push: Push) -> tokio::sync::oneshot::Sender<()> {
-        let ctx = Ctx::new(sink.clone(), agent.clone(), false);
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(run(ctx, Some(vec![name("db")]), push, async move {
-            let _ = stopped.await;
-        }));
-        stop
-    }
-
-    fn watching() -> Push {
-        Push { watch: true, on_rotate: None }
-    }
-
-    async fn after(t0: Instant, ms: u64) {
-        sleep_until(t0 + Duration::from_millis(ms)).await;
+        super::start(agent, sink, Some(vec![name("db")]), push).1
     }
 
     /// Polls every millisecond until `cond`; returns how long it took.

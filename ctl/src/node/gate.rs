@@ -220,10 +220,10 @@ impl Gate {
         Ok(Slot { gate: self.clone(), key: container.to_owned() })
     }
 
-    /// Notes a refusal of `key`; `false` once the key has refused more than
-    /// its budget (its connections are then closed without an answer).
-    pub fn note_refusal(&self, key: &str) -> bool {
-        self.refusal_at(key, Instant::now())
+    /// Notes a refusal of `key`; once the key has refused more than its
+    /// budget, [`Gate::flooding`] closes its connections without an answer.
+    pub fn note_refusal(&self, key: &str) {
+        self.refusal_at(key, Instant::now());
     }
 
     /// Whether `key` is over its refusal budget (without taking from it).
