@@ -18,11 +18,14 @@
 //! - `PUT /v1/secrets/{name}/ttl` [`TtlRequest`]
 //! - `POST /v1/secrets/{name}/grants` / `DELETE …/grants` [`GrantTarget`]
 //!
+//! Networks (`segctl net`): see [`network`]; policies and ICC: see [`policy`].
+//!
 //! Rotation (push stream, acknowledgements, hooks, consumer status): see
 //! [`rotation`].
 //!
 //! Every error is a non-2xx status with an [`ApiError`] body.
 
+pub mod network;
 pub mod policy;
 pub mod rotation;
 pub use rotation::*;

@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The file dockerd reads by default.
-pub const DEFAULT_PATH: &str = "/etc/docker/daemon.json";
+pub const DEFAULT_PATH: &str = seg_common::api::policy::DEFAULT_DAEMON_JSON;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonJsonError {

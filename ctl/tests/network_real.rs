@@ -11,9 +11,10 @@
 mod support;
 
 use seg_common::api::Identity;
+use segctl::docker::DockerNetworks;
 use segctl::firewall::Container;
 use segctl::network::bridges as host_bridges;
-use segctl::network::{self, DockerNetworks, NetworkError, NetworkInfo, NetworkSpec};
+use segctl::network::{self, NetworkError, NetworkInfo, NetworkSpec};
 use segctl::policy::{Cidr, Proto};
 use segctl::segregation::{attach, live};
 use std::collections::BTreeMap;

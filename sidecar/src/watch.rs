@@ -35,11 +35,24 @@ pub const REFUSING: Backoff = Backoff::new(Duration::from_millis(250), Duration:
 /// A controller without a watch route is asked again this rarely.
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(60);
 
+/// Which schedule a failure is retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not connected, or a stream that ended right after opening.
+    Unreachable,
+    /// The controller answered with a refusal or failure.
+    Refusing,
+}
+
 /// The reconnect schedule: pure, so its shape is unit-tested.
 #[derive(Debug, Default)]
 pub struct Reconnect {
     /// Failed attempts (and short-lived streams) since the last stable stream.
     failures: u32,
+    /// Consecutive failures of one kind: the step on that kind's schedule.
+    /// A controller unreachable for seconds that then answers 503 (it has
+    /// just started) begins the refusal schedule at its start, not its cap.
+    streak: (Option<Kind>, u32),
     /// When the current outage began (the first failure).
     down_since: Option<Instant>,
 }
@@ -49,22 +62,29 @@ impl Reconnect {
     /// before opening the next one.
     pub fn ended(&mut self, lived: Duration, now: Instant, rng: &mut fastrand::Rng) -> Duration {
         if lived >= STABLE {
-            self.failures = 0;
-            self.down_since = None;
+            *self = Reconnect::default();
             return Duration::ZERO;
         }
         // Streams that end right after opening: back off as for a failure.
-        self.failures = self.failures.saturating_add(1);
-        self.down_since.get_or_insert(now);
-        UNREACHABLE.delay(self.failures, rng)
+        self.delay(Kind::Unreachable, now, rng)
     }
 
     /// Opening the stream failed at `now` with `e`: how long to wait.
     pub fn failed(&mut self, e: &AgentError, now: Instant, rng: &mut fastrand::Rng) -> Duration {
+        let kind = if retry::not_connected(e) { Kind::Unreachable } else { Kind::Refusing };
+        self.delay(kind, now, rng)
+    }
+
+    fn delay(&mut self, kind: Kind, now: Instant, rng: &mut fastrand::Rng) -> Duration {
         self.failures = self.failures.saturating_add(1);
         self.down_since.get_or_insert(now);
-        let schedule = if retry::not_connected(e) { UNREACHABLE } else { REFUSING };
-        schedule.delay(self.failures, rng)
+        let step = if self.streak.0 == Some(kind) { self.streak.1.saturating_add(1) } else { 1 };
+        self.streak = (Some(kind), step);
+        let schedule = match kind {
+            Kind::Unreachable => UNREACHABLE,
+            Kind::Refusing => REFUSING,
+        };
+        schedule.delay(step, rng)
     }
 
     /// A stream opened at `now`; returns how long the outage lasted, if there was one.
@@ -206,5 +226,19 @@ mod tests {
         assert!(short[2] >= Duration::from_millis(100), "{short:?}");
         let refused: Vec<Duration> = (0..10).map(|_| s.failed(&busy(), t0, &mut rng)).collect();
         assert!(refused[9] >= Duration::from_millis(2_500) && refused[9] <= REFUSING.cap, "{refused:?}");
+    }
+
+    #[test]
+    fn a_controller_that_answers_after_being_unreachable_starts_the_refusal_schedule_afresh() {
+        // A restart: seconds of ENOENT, then 503 while the new controller
+        // reaches Docker. The first refusal is retried within REFUSING.start,
+        // not after the cap the long outage would otherwise have earned.
+        let (mut s, mut rng, t0) = (Reconnect::default(), fastrand::Rng::with_seed(6), Instant::now());
+        for _ in 0..20 {
+            s.failed(&enoent(), t0, &mut rng);
+        }
+        assert!(s.failed(&busy(), t0, &mut rng) <= REFUSING.start);
+        assert!(s.failed(&enoent(), t0, &mut rng) <= UNREACHABLE.start, "and back again");
+        assert_eq!(s.opened(t0).map(|(tries, _)| tries), Some(22), "every attempt of the outage is counted");
     }
 }

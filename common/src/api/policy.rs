@@ -10,7 +10,7 @@
 //! | `GET /v1/policies/verify[?name=NAME]` | probe real flows → [`VerifyReport`] |
 //! | `GET /v1/policies/NAME` | → [`PolicyDetail`] |
 //! | `DELETE /v1/policies/NAME` | → [`RemoveResult`] |
-//! | `GET /v1/icc` | → [`IccStatus`] |
+//! | `GET /v1/icc[?daemon_json=PATH]` | → [`IccStatus`] |
 //! | `PUT /v1/icc` | [`IccRequest`] → [`IccStatus`] |
 
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,9 @@ impl VerifyReport {
     }
 }
 
+/// Where dockerd reads its configuration, unless told otherwise.
+pub const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IccRequest {
     /// `false`: containers on docker0 reach each other only where a policy allows.
@@ -173,4 +176,18 @@ pub struct IccStatus {
     /// What `persist` did, when asked.
     #[serde(default)]
     pub daemon_json: Option<String>,
+    /// What daemon.json says (dockerd's setting from its next start), read
+    /// by the controller: `segctl` reads no host files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_json_file: Option<DaemonJsonIcc>,
+}
+
+/// The `"icc"` key of a daemon.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonJsonIcc {
+    pub path: String,
+    /// `None`: no `"icc"` key (dockerd's default: on), or unreadable.
+    pub icc: Option<bool>,
+    /// Why the file could not be read.
+    pub error: Option<String>,
 }

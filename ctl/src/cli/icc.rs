@@ -1,13 +1,14 @@
 //! `segctl icc`: inter-container traffic on docker0. `disable` puts a rule
 //! into the controller's ruleset (effective at once, no daemon restart,
 //! kept across controller restarts); `--persist` also writes `"icc"` into
-//! daemon.json for dockerd's next start.
+//! daemon.json for dockerd's next start. The controller reads and writes
+//! daemon.json: `segctl` only asks.
 
 use super::{AdminOpts, Output};
-use crate::daemon_json;
+use crate::client::encode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use seg_common::api::policy::{IccRequest, IccStatus};
+use seg_common::api::policy::{DaemonJsonIcc, IccRequest, IccStatus, DEFAULT_DAEMON_JSON};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
@@ -17,7 +18,7 @@ pub struct IccArgs {
     #[command(flatten)]
     pub admin: AdminOpts,
     /// The Docker daemon's config file (read by `status`, written with `--persist`).
-    #[arg(long, global = true, default_value = daemon_json::DEFAULT_PATH, value_name = "PATH")]
+    #[arg(long, global = true, default_value = DEFAULT_DAEMON_JSON, value_name = "PATH")]
     pub daemon_json: PathBuf,
 }
 
@@ -44,42 +45,46 @@ pub enum IccCmd {
 
 pub async fn run(args: IccArgs) -> Result<()> {
     let client = args.admin.client();
-    let path = args.daemon_json.clone();
+    let path = args.daemon_json.display().to_string();
     let (enabled, persist) = match args.cmd {
         IccCmd::Status { output } => {
-            let status: IccStatus = client.get("/v1/icc").await?;
-            let file = daemon_json::read_icc(&path).map_err(|e| e.to_string());
+            let mut status: IccStatus = client.get(&format!("/v1/icc?daemon_json={}", encode(&path))).await?;
+            let file = status.daemon_json_file.take().unwrap_or_else(|| unknown_file(&path));
             match output {
                 Output::Json => {
-                    let file_icc = file.clone().ok().flatten();
-                    let v = serde_json::json!({ "controller": status, "daemon_json": { "path": path, "icc": file_icc, "error": file.err() } });
+                    let v = serde_json::json!({ "controller": status, "daemon_json": file });
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
-                Output::Table => print!("{}", render(&status, &path, &file)),
+                Output::Table => print!("{}", render(&status, &file)),
             }
             return Ok(());
         }
         IccCmd::Disable { persist } => (false, persist),
         IccCmd::Enable { persist } => (true, persist),
     };
-    let request = IccRequest { enabled, persist, daemon_json: Some(path.display().to_string()) };
+    let request = IccRequest { enabled, persist, daemon_json: Some(path) };
     let status: IccStatus = client.call("PUT", "/v1/icc", Some(&request)).await?;
     let word = if enabled { "enabled" } else { "disabled" };
     println!("ICC on docker0 {word} by the controller's rule (in force now)");
     if let Some(d) = status.daemon_json {
         println!("{d}");
-    } else if let Ok(Some(file)) = daemon_json::read_icc(&path) {
+    } else if let Some(DaemonJsonIcc { path, icc: Some(file), .. }) = status.daemon_json_file {
         if file != enabled {
             println!(
-                "note: {} says \"icc\": {file}, which dockerd applies at its next start (use --persist)",
-                path.display()
+                "note: {path} says \"icc\": {file}, which dockerd applies at its next start (use --persist)"
             );
         }
     }
     Ok(())
 }
 
-pub fn render(s: &IccStatus, path: &std::path::Path, file: &Result<Option<bool>, String>) -> String {
+/// A controller too old to read daemon.json for us.
+fn unknown_file(path: &str) -> DaemonJsonIcc {
+    let error = Some("the controller did not report it".to_owned());
+    DaemonJsonIcc { path: path.to_owned(), icc: None, error }
+}
+
+pub fn render(s: &IccStatus, file: &DaemonJsonIcc) -> String {
     let onoff = |b: bool| if b { "on" } else { "off" };
     let controller = if s.enabled {
         "on (no seg rule)".to_string()
@@ -90,10 +95,13 @@ pub fn render(s: &IccStatus, path: &std::path::Path, file: &Result<Option<bool>,
         )
     };
     let docker = s.docker_bridge_icc.map_or("unknown".to_string(), |b| onoff(b).to_string());
-    let file = match file {
-        Ok(Some(b)) => format!("\"icc\": {b}"),
-        Ok(None) => "no \"icc\" key (dockerd's default: on)".to_string(),
-        Err(e) => format!("unreadable: {e}"),
+    let said = match (&file.error, file.icc) {
+        (Some(e), _) => format!("unreadable: {e}"),
+        (None, Some(b)) => format!("\"icc\": {b}"),
+        (None, None) => "no \"icc\" key (dockerd's default: on)".to_string(),
     };
-    format!("controller    {controller}\ndocker        {docker} (dockerd's own setting on docker0)\ndaemon.json   {file} ({})\n", path.display())
+    format!(
+        "controller    {controller}\ndocker        {docker} (dockerd's own setting on docker0)\ndaemon.json   {said} ({})\n",
+        file.path
+    )
 }

@@ -1,23 +1,23 @@
-//! `segctl net`: seg-managed Docker networks, straight through the Docker
-//! API (no controller needed): create (bridge, optionally internal, ICC off,
-//! a fixed subnet), list, remove (only when nothing is attached).
+//! `segctl net`: seg-managed Docker networks, through the controller (which
+//! holds the host's one Docker connection): create (bridge, optionally
+//! internal, ICC off, a fixed subnet), list, remove (only when nothing is
+//! attached). Names and subnets are checked here too, so a typo is a usage
+//! error before anything is sent.
 
-use super::Output;
-use crate::docker;
-use crate::network::{self, DockerNetworks, NetworkInfo, NetworkSpec};
+use super::{AdminOpts, Output};
+use crate::network;
 use crate::policy::Cidr;
 use crate::table::Table;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use seg_common::api::network::{NetworkCreate, NetworkCreated, NetworkInfo, NetworkRemoved};
 
 #[derive(Debug, Clone, Args)]
 pub struct NetArgs {
     #[command(subcommand)]
     pub cmd: NetCmd,
-    /// The Docker Engine API socket.
-    #[arg(long, global = true, default_value = "/var/run/docker.sock", value_name = "PATH")]
-    pub docker_socket: PathBuf,
+    #[command(flatten)]
+    pub admin: AdminOpts,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -46,24 +46,34 @@ pub enum NetCmd {
 }
 
 pub async fn run(args: NetArgs) -> Result<()> {
-    let api = DockerNetworks { docker: docker::connect(&args.docker_socket).await? };
+    let client = args.admin.client();
     match args.cmd {
         NetCmd::Create { name, internal, no_icc, subnet } => {
-            let spec = NetworkSpec::new(&name, internal, !no_icc, subnet)?;
-            let id = network::create(&api, &spec)
+            let request = NetworkCreate {
+                name: name.clone(),
+                internal,
+                icc: !no_icc,
+                subnet: subnet.map(|s| s.to_string()),
+            };
+            let created: NetworkCreated = client
+                .call("POST", "/v1/networks", Some(&request))
                 .await
                 .with_context(|| format!("cannot create network {name}"))?;
+            let id = &created.id;
             println!("created network {name} ({})", &id[..id.len().min(12)]);
         }
         NetCmd::Ls { output } => {
-            let list = network::list(&api).await?;
+            let list: Vec<NetworkInfo> = client.get("/v1/networks").await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&json(&list))?),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
                 Output::Table => print!("{}", render(&list)),
             }
         }
         NetCmd::Rm { name } => {
-            network::remove(&api, &name).await.with_context(|| format!("cannot remove network {name}"))?;
+            let _: NetworkRemoved = client
+                .call("DELETE", &format!("/v1/networks/{name}"), None::<&()>)
+                .await
+                .with_context(|| format!("cannot remove network {name}"))?;
             println!("removed network {name}");
         }
     }
@@ -77,17 +87,6 @@ fn parse_name(raw: &str) -> Result<String, String> {
 
 fn parse_subnet(raw: &str) -> Result<Cidr, String> {
     network::parse_subnet(raw).map_err(|e| e.to_string())
-}
-
-fn json(list: &[NetworkInfo]) -> serde_json::Value {
-    list.iter()
-        .map(|n| {
-            serde_json::json!({
-                "name": n.name, "id": n.id, "driver": n.driver, "internal": n.internal, "icc": n.icc,
-                "subnets": n.subnets, "bridge": n.bridge_if, "managed": n.managed, "containers": n.containers,
-            })
-        })
-        .collect()
 }
 
 pub fn render(list: &[NetworkInfo]) -> String {

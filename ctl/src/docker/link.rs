@@ -9,9 +9,10 @@ use super::{connect, DockerError, EventSource, Notice};
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
 
 /// Notices a subscriber may fall behind before it is told of a gap (a
 /// compose `up` of a hundred services is a few hundred events).
@@ -66,10 +67,17 @@ pub enum NotConnected {
     Failed(Arc<DockerError>),
 }
 
+/// How long a caller waits for the first connection attempt of a
+/// controller that has just started. Its sockets are served before dockerd
+/// has answered (tens of milliseconds); a sidecar reconnecting in that
+/// window should be identified, not told 503 and sent into backoff.
+pub const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(2);
+
 /// The process's Docker connection (or why there is none yet) and its
 /// event fan-out.
 pub struct DockerLink {
-    slot: RwLock<Result<Docker, NotConnected>>,
+    /// A watch rather than a lock: callers can wait for the first attempt.
+    slot: watch::Sender<Result<Docker, NotConnected>>,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -77,12 +85,26 @@ impl DockerLink {
     /// Not connected; see [`DockerLink::spawn_connect`].
     pub fn new() -> Arc<DockerLink> {
         let (notices, _) = broadcast::channel(CAPACITY);
-        Arc::new(DockerLink { slot: RwLock::new(Err(NotConnected::Yet)), notices })
+        let (slot, _) = watch::channel(Err(NotConnected::Yet));
+        Arc::new(DockerLink { slot, notices })
     }
 
     /// The client, or why there is none (for the caller's message).
     pub fn current(&self) -> Result<Docker, NotConnected> {
-        self.slot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.slot.borrow().clone()
+    }
+
+    /// [`DockerLink::current`], but while no attempt has finished yet
+    /// (the controller has just started) waits up to `wait` for one.
+    pub async fn settled(&self, wait: Duration) -> Result<Docker, NotConnected> {
+        let mut rx = self.slot.subscribe();
+        let attempted =
+            async { rx.wait_for(|slot| !matches!(slot, Err(NotConnected::Yet))).await.map(|s| s.clone()) };
+        match tokio::time::timeout(wait, attempted).await {
+            Ok(Ok(slot)) => slot,
+            // Timed out (or the link is gone): say why there is no client.
+            _ => self.current(),
+        }
     }
 
     /// Notices from now on. Subscribe before the link connects to see the
@@ -97,7 +119,8 @@ impl DockerLink {
     }
 
     fn set_slot(&self, value: Result<Docker, NotConnected>) {
-        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = value;
+        // `send_replace`, not `send`: it stores the value even with no receiver.
+        drop(self.slot.send_replace(value));
     }
 
     /// Connects in the background, retrying with backoff until dockerd

@@ -6,6 +6,7 @@
 use super::{Event, Kind};
 use crate::attest::{BindMount, ContainerInfo};
 use crate::firewall::{ContainerFacts, NetEndpoint, NetworkFacts, PublishedPort};
+use crate::network::{bridge_interface, NetworkInfo, ICC_OPTION, MANAGED_LABEL};
 use crate::policy::{Cidr, Proto};
 use bollard::models::{
     ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, EventMessage,
@@ -187,6 +188,45 @@ pub fn from_inspect(r: ContainerInspectResponse) -> Option<Known> {
     let name = r.name.unwrap_or_default().trim_start_matches('/').to_owned();
     let facts = if running { facts } else { stopped(facts) };
     Some(Known { facts, name, pid })
+}
+
+/// Maps the engine's view of a network; `attached` is keyed by network id or name.
+pub fn network_info(n: Network, attached: &HashMap<String, Vec<String>>) -> NetworkInfo {
+    let name = n.name.unwrap_or_default();
+    let id = n.id.unwrap_or_default();
+    let driver = n.driver.unwrap_or_default();
+    let options = n.options.unwrap_or_default();
+    let subnets =
+        n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|c| c.subnet).collect();
+    let mut containers = attached.get(&id).or_else(|| attached.get(&name)).cloned().unwrap_or_default();
+    containers.sort();
+    NetworkInfo {
+        bridge_if: bridge_interface(&driver, &name, &id, &options),
+        icc: options.get(ICC_OPTION).map(String::as_str) != Some("false"),
+        managed: n.labels.unwrap_or_default().get(MANAGED_LABEL).is_some_and(|v| v == "true"),
+        internal: n.internal.unwrap_or(false),
+        subnets,
+        containers,
+        name,
+        id,
+        driver,
+    }
+}
+
+/// Container names per network id (or network name, if the engine omits the id).
+pub fn attached_containers(summaries: &[ContainerSummary]) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for c in summaries {
+        let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/'));
+        let Some(name) = name.or(c.id.as_deref()) else { continue };
+        let networks = c.network_settings.as_ref().and_then(|s| s.networks.as_ref());
+        for (net_name, endpoint) in networks.into_iter().flatten() {
+            let key =
+                endpoint.network_id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| net_name.clone());
+            out.entry(key).or_default().push(name.to_owned());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

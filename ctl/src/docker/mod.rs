@@ -10,6 +10,8 @@
 //!   backend (`bollard_backend.rs`) is the only implementation shipped, a
 //!   scripted fake (`fake.rs`) exists in test builds only.
 //! - `map.rs`: inspect/list responses → seg's structs, in one place.
+//! - [`DockerNetworks`] (`networks.rs`): the network module's [`crate::network::NetworkApi`]
+//!   on the engine.
 //!
 //! Only the real daemon socket may be trusted: whoever answers on it decides
 //! every container's labels, hence its identity.
@@ -19,12 +21,14 @@ mod bollard_backend;
 pub(crate) mod fake;
 mod link;
 pub mod map;
+mod networks;
 #[cfg(test)]
 mod tests;
 
 pub use bollard_backend::{connect, describe, DockerLookup};
-pub use link::{Backoff, DockerLink, NotConnected, Subscription};
+pub use link::{Backoff, DockerLink, NotConnected, Subscription, FIRST_ATTEMPT_WAIT};
 pub use map::container_info;
+pub use networks::DockerNetworks;
 
 use futures_util::stream::BoxStream;
 use std::time::Duration;

@@ -1,7 +1,14 @@
 use super::bollard_backend::events_options;
 use super::fake::{container, network, End, FakeEvents};
 use super::link::{Backoff, CAPACITY};
+use super::map::{attached_containers, network_info};
+use super::networks::create_request;
 use super::*;
+use crate::network::{NetworkSpec, ICC_OPTION, MANAGED_LABEL};
+use bollard::models::{
+    ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings, Ipam, IpamConfig, Network,
+};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -108,4 +115,93 @@ async fn a_lagging_subscriber_stalls_no_one_and_is_told_of_the_gap() {
     assert_eq!(rest[last], ev(burst[burst.len() - 1].clone()), "then the newest events, in order");
     assert!(slow.try_next().is_none(), "nothing else pending");
     pump.abort();
+}
+
+#[tokio::test]
+async fn a_caller_waits_for_the_first_connection_attempt_and_no_longer() {
+    // Nobody has tried yet: a caller waits, and is told "not yet" when its wait ends.
+    let link = DockerLink::new();
+    let started = std::time::Instant::now();
+    let why = link.settled(Duration::from_millis(30)).await.unwrap_err();
+    assert!(matches!(why, NotConnected::Yet), "{why}");
+    assert!(started.elapsed() >= Duration::from_millis(30));
+
+    // The attempt finishing while a caller waits ends its wait at once.
+    let waiting = {
+        let link = link.clone();
+        tokio::spawn(async move { link.settled(Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A client is made without talking to the socket; it only has to exist.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let client =
+        bollard::Docker::connect_with_unix(socket.to_str().unwrap(), 1, bollard::API_DEFAULT_VERSION)
+            .unwrap();
+    link.set(client);
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").unwrap();
+    assert!(got.is_ok());
+
+    // A failed attempt is an answer too: no wait.
+    let failed = DockerLink::new();
+    drop(failed.spawn_connect("/nonexistent/docker.sock".into()));
+    let why = tokio::time::timeout(Duration::from_secs(5), failed.settled(Duration::from_secs(30)))
+        .await
+        .expect("answered once the attempt failed")
+        .unwrap_err();
+    assert!(matches!(why, NotConnected::Failed(_)), "{why}");
+}
+
+fn summary(name: &str, networks: &[(&str, &str)]) -> ContainerSummary {
+    let networks = networks
+        .iter()
+        .map(|(n, id)| {
+            (n.to_string(), EndpointSettings { network_id: Some(id.to_string()), ..Default::default() })
+        })
+        .collect();
+    ContainerSummary {
+        names: Some(vec![format!("/{name}")]),
+        network_settings: Some(ContainerSummaryNetworkSettings { networks: Some(networks) }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn engine_networks_map_to_info() {
+    let attached = attached_containers(&[summary("web", &[("app", "abcdef0123456789")]), summary("db", &[])]);
+    let n = Network {
+        name: Some("app".into()),
+        id: Some("abcdef0123456789".into()),
+        driver: Some("bridge".into()),
+        internal: Some(true),
+        options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
+        labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
+        ipam: Some(Ipam {
+            config: Some(vec![IpamConfig { subnet: Some("10.30.0.0/24".into()), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let i = network_info(n, &attached);
+    assert_eq!((i.internal, i.icc, i.managed), (true, false, true));
+    assert_eq!(i.bridge_if.as_deref(), Some("br-abcdef012345"));
+    assert_eq!((i.subnets, i.containers), (vec!["10.30.0.0/24".to_owned()], vec!["web".to_owned()]));
+    let plain = network_info(Network { name: Some("x".into()), ..Default::default() }, &attached);
+    assert_eq!((plain.icc, plain.internal, plain.managed, plain.bridge_if), (true, false, false, None));
+}
+
+#[test]
+fn create_request_carries_flags_label_and_subnet() {
+    let r =
+        create_request(&NetworkSpec::new("app", true, false, Some("fd00:7::/64".parse().unwrap())).unwrap());
+    assert_eq!((r.name.as_str(), r.driver.as_deref(), r.internal), ("app", Some("bridge"), Some(true)));
+    assert_eq!(r.options.unwrap()[ICC_OPTION], "false");
+    assert_eq!(r.labels.unwrap()[MANAGED_LABEL], "true");
+    assert_eq!(r.enable_ipv6, Some(true));
+    let subnet = r.ipam.unwrap().config.unwrap()[0].subnet.clone();
+    assert_eq!(subnet.as_deref(), Some("fd00:7::/64"));
+    let plain = create_request(&NetworkSpec::new("app", false, true, None).unwrap());
+    assert_eq!((plain.ipam, plain.enable_ipv6), (None, None));
+    assert!(plain.options.unwrap().is_empty(), "ICC on is Docker's default: no option");
 }

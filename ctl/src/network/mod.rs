@@ -6,8 +6,8 @@
 //!
 //! Compute, then apply: [`plan_networks`] and [`plan_attachments`] are pure;
 //! [`ensure_networks`], [`apply_attachments`], [`create`], [`remove`] and
-//! [`list`] go through the narrow [`NetworkApi`] trait ([`DockerNetworks`] for
-//! the Docker Engine, a fake in unit tests).
+//! [`list`] go through the narrow [`NetworkApi`] trait (`crate::docker::DockerNetworks`
+//! for the Docker Engine, a fake in unit tests).
 
 mod apply;
 pub mod bridges;
@@ -16,11 +16,9 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{
-    apply_attachments, attached_containers, bridge_interface, create, ensure_networks, list, network_info,
-    remove, DockerNetworks, NetworkApi,
-};
+pub use apply::{apply_attachments, bridge_interface, create, ensure_networks, list, remove, NetworkApi};
 pub use plan::{plan_attachments, plan_networks, Attachments, EnsureReport, Mismatch, NetworkPlan, Op};
+pub use seg_common::api::network::NetworkInfo;
 pub use spec::{parse_subnet, validate_name, NetworkSpec};
 
 /// Label on every network seg creates, so it knows its own.
@@ -31,25 +29,6 @@ pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// Networks every Docker Engine has; seg never creates, removes or changes them.
 pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
-
-/// A network as the Docker Engine reports it, joined with the containers on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkInfo {
-    pub name: String,
-    pub id: String,
-    pub driver: String,
-    pub internal: bool,
-    /// Inter-container traffic on the bridge (the `enable_icc` option; on when absent).
-    pub icc: bool,
-    /// The IPAM subnets as Docker spells them (`172.18.0.0/16`, `fd00::/64`).
-    pub subnets: Vec<String>,
-    /// The host interface of a bridge network; `None` for other drivers.
-    pub bridge_if: Option<String>,
-    /// Carries `seg.managed=true`: created by seg.
-    pub managed: bool,
-    /// Names of the containers attached to it, running or stopped, sorted.
-    pub containers: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {

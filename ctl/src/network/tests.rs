@@ -1,8 +1,4 @@
-use super::apply::{attached_containers, create_request};
 use super::*;
-use bollard::models::{
-    ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings, Ipam, IpamConfig, Network,
-};
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -135,59 +131,6 @@ fn bridge_interface_names() {
     assert_eq!(bridge_interface("bridge", "app", id, &named).as_deref(), Some("seg0"));
     assert_eq!(bridge_interface("host", "host", id, &none), None);
     assert_eq!(bridge_interface("null", "none", id, &none), None);
-}
-
-fn summary(name: &str, networks: &[(&str, &str)]) -> ContainerSummary {
-    let networks = networks
-        .iter()
-        .map(|(n, id)| {
-            (n.to_string(), EndpointSettings { network_id: Some(id.to_string()), ..Default::default() })
-        })
-        .collect();
-    ContainerSummary {
-        names: Some(vec![format!("/{name}")]),
-        network_settings: Some(ContainerSummaryNetworkSettings { networks: Some(networks) }),
-        ..Default::default()
-    }
-}
-
-#[test]
-fn engine_networks_map_to_info() {
-    let attached = attached_containers(&[summary("web", &[("app", "abcdef0123456789")]), summary("db", &[])]);
-    let n = Network {
-        name: Some("app".into()),
-        id: Some("abcdef0123456789".into()),
-        driver: Some("bridge".into()),
-        internal: Some(true),
-        options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
-        labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
-        ipam: Some(Ipam {
-            config: Some(vec![IpamConfig { subnet: Some("10.30.0.0/24".into()), ..Default::default() }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let i = network_info(n, &attached);
-    assert_eq!((i.internal, i.icc, i.managed), (true, false, true));
-    assert_eq!(i.bridge_if.as_deref(), Some("br-abcdef012345"));
-    assert_eq!((i.subnets, i.containers), (vec!["10.30.0.0/24".to_owned()], vec!["web".to_owned()]));
-    let plain = network_info(Network { name: Some("x".into()), ..Default::default() }, &attached);
-    assert_eq!((plain.icc, plain.internal, plain.managed, plain.bridge_if), (true, false, false, None));
-}
-
-#[test]
-fn create_request_carries_flags_label_and_subnet() {
-    let r =
-        create_request(&NetworkSpec::new("app", true, false, Some("fd00:7::/64".parse().unwrap())).unwrap());
-    assert_eq!((r.name.as_str(), r.driver.as_deref(), r.internal), ("app", Some("bridge"), Some(true)));
-    assert_eq!(r.options.unwrap()[ICC_OPTION], "false");
-    assert_eq!(r.labels.unwrap()[MANAGED_LABEL], "true");
-    assert_eq!(r.enable_ipv6, Some(true));
-    let subnet = r.ipam.unwrap().config.unwrap()[0].subnet.clone();
-    assert_eq!(subnet.as_deref(), Some("fd00:7::/64"));
-    let plain = create_request(&spec("app", false, true));
-    assert_eq!((plain.ipam, plain.enable_ipv6), (None, None));
-    assert!(plain.options.unwrap().is_empty(), "ICC on is Docker's default: no option");
 }
 
 fn attachments(pairs: &[(&str, &[&str])]) -> Attachments {

@@ -1,15 +1,17 @@
 //! The admin routes of segregation, dispatched early by the admin API
-//! (`node::admin`): `/v1/policies…` and `/v1/icc` (wire types in
-//! `seg_common::api::policy`). HTTP lives in the node only: segregation
+//! (`node::admin`): `/v1/policies…`, `/v1/icc` and `/v1/networks…` (wire
+//! types in `seg_common::api::policy` and `::network`). HTTP lives in the node only: segregation
 //! itself knows nothing of requests and responses.
 //! The access log gets one line per request through the admin API's own
 //! entry: the action here, what changed in its reason.
 
 use super::access_log::Entry;
 use super::http::{json, Failure, ReqBody, Resp};
+use crate::network::NetworkError;
 use crate::segregation::{OpError, Segregation};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
+use seg_common::api::network::NetworkCreate;
 use seg_common::api::policy::{IccRequest, PolicySource};
 use std::time::Duration;
 
@@ -21,7 +23,9 @@ pub const DEFAULT_PROBE_MS: u64 = 1000;
 
 /// Whether a path belongs to segregation.
 pub fn owns(path: &str) -> bool {
-    path == "/v1/policies" || path.starts_with("/v1/policies/") || path == "/v1/icc"
+    let under =
+        |root: &str| path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'));
+    under("/v1/policies") || under("/v1/networks") || path == "/v1/icc"
 }
 
 fn action(method: &Method, parts: &[&str]) -> &'static str {
@@ -35,6 +39,9 @@ fn action(method: &Method, parts: &[&str]) -> &'static str {
         ("DELETE", ["policies", name]) if *name != "-" => "policy_remove",
         ("GET", ["icc"]) => "icc_status",
         ("PUT", ["icc"]) => "icc_set",
+        ("GET", ["networks"]) => "network_list",
+        ("POST", ["networks"]) => "network_create",
+        ("DELETE", ["networks", _]) => "network_remove",
         _ => "unknown",
     }
 }
@@ -53,7 +60,10 @@ pub async fn handle<B: ReqBody>(
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no admin route {} {shown:?} (see `segctl policy --help`)", req.method()),
+            format!(
+                "no admin route {} {shown:?} (see `segctl policy --help`, `segctl net --help`)",
+                req.method()
+            ),
         ));
     }
     if uid != 0 {
@@ -116,7 +126,22 @@ async fn route<B: ReqBody>(
             };
             ok(&seg.verify(q.get("name"), Duration::from_millis(ms.clamp(50, 10_000))).await?)
         }
-        "icc_status" => ok(&seg.icc_status().await?),
+        "network_list" => ok(&seg.networks().await?),
+        "network_create" => {
+            let request: NetworkCreate = read_json(req).await?;
+            let done = seg.create_network(&request).await?;
+            entry.reason = format!("network {} created ({})", done.name, done.id);
+            ok(&done)
+        }
+        "network_remove" => {
+            let done = seg.remove_network(parts[1]).await?;
+            entry.reason = format!("network {} removed", done.name);
+            ok(&done)
+        }
+        "icc_status" => {
+            let q = Query::parse(query, &["daemon_json"])?;
+            ok(&seg.icc_status_with(q.get("daemon_json")).await?)
+        }
         _ => {
             let request: IccRequest = read_json(req).await?;
             let done = seg.set_icc(&request).await?;
@@ -144,6 +169,7 @@ fn failure(e: OpError) -> Failure {
         OpError::Unavailable(_) | OpError::Docker(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable")
         }
+        OpError::Network(n) => network_status(n),
         OpError::Firewall(_) => (StatusCode::INTERNAL_SERVER_ERROR, "firewall_error"),
         OpError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
     };
@@ -151,6 +177,20 @@ fn failure(e: OpError) -> Failure {
         tracing::error!("segregation: {e}");
     }
     Failure::new(status, code, e.to_string())
+}
+
+fn network_status(e: &NetworkError) -> (StatusCode, &'static str) {
+    match e {
+        NetworkError::BadName { .. } | NetworkError::BadSubnet { .. } | NetworkError::Predefined(_) => {
+            (StatusCode::BAD_REQUEST, "bad_network")
+        }
+        NetworkError::ConflictingDeclarations { .. } => (StatusCode::BAD_REQUEST, "bad_policy"),
+        NetworkError::NotFound(_) => (StatusCode::NOT_FOUND, "network_not_found"),
+        NetworkError::AlreadyExists(_) | NetworkError::InUse { .. } => {
+            (StatusCode::CONFLICT, "network_conflict")
+        }
+        NetworkError::Docker { .. } | NetworkError::Step { .. } => (StatusCode::BAD_GATEWAY, "docker_error"),
+    }
 }
 
 async fn read_json<T: serde::de::DeserializeOwned, B: ReqBody>(req: Request<B>) -> Result<T, OpError> {

@@ -27,7 +27,8 @@ impl ContainerLookup for LinkLookup {
         Box::pin(async move {
             let docker = self
                 .0
-                .current()
+                .settled(crate::docker::FIRST_ATTEMPT_WAIT)
+                .await
                 .map_err(|why| LookupError::Docker(format!("Docker is unreachable: {why}")))?;
             DockerLookup { docker }.inspect(id).await
         })
@@ -272,9 +273,17 @@ mod tests {
         watcher.abort();
     }
 
+    /// A link whose first attempt failed (no dockerd at that socket).
+    async fn unreachable_link() -> Arc<DockerLink> {
+        let link = DockerLink::new();
+        drop(link.spawn_connect("/nonexistent/docker.sock".into()));
+        let _ = link.settled(std::time::Duration::from_secs(5)).await;
+        link
+    }
+
     #[tokio::test]
     async fn without_docker_host_processes_are_still_refused_as_such() {
-        let link = DockerSide::new(DockerLink::new(), "/proc".into(), None);
+        let link = DockerSide::new(unreachable_link().await, "/proc".into(), None);
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let me = PinnedPeer::pin(&a, std::path::Path::new("/proc")).unwrap();
         let err = link.identify(&me).await.unwrap_err();
@@ -285,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn without_docker_containers_get_a_lookup_error() {
         let dir = proc_tree(&"a".repeat(64));
-        let link = DockerSide::new(DockerLink::new(), dir.path().into(), None);
+        let link = DockerSide::new(unreachable_link().await, dir.path().into(), None);
         let err = link.identify(&PinnedPeer::fixture_in(dir.path(), 77).unwrap()).await.unwrap_err();
         let failure = err.into_failure();
         assert_eq!(

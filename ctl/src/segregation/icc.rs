@@ -2,14 +2,32 @@
 //! effective at once, persisted in the state directory), and optionally in
 //! daemon.json (`"icc"`, effective at dockerd's next start).
 
-use super::api::{IccRequest, IccStatus};
+use super::api::{DaemonJsonIcc, IccRequest, IccStatus};
 use super::ops::OpError;
 use super::state::{Mode, DOCKER0_NETWORK};
 use super::{blocking, Segregation};
 use crate::daemon_json::{self, Change};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What `path` says about `"icc"`, or why it cannot be read.
+pub fn daemon_json_icc(path: &Path) -> DaemonJsonIcc {
+    let (icc, error) = match daemon_json::read_icc(path) {
+        Ok(icc) => (icc, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    DaemonJsonIcc { path: path.display().to_string(), icc, error }
+}
 
 impl Segregation {
+    /// The controller's setting and rule, Docker's, and what `daemon_json`
+    /// (default `/etc/docker/daemon.json`) says for dockerd's next start.
+    pub async fn icc_status_with(&self, daemon_json: Option<&str>) -> Result<IccStatus, OpError> {
+        let mut status = self.icc_status().await?;
+        let path = PathBuf::from(daemon_json.unwrap_or(daemon_json::DEFAULT_PATH));
+        status.daemon_json_file = Some(daemon_json_icc(&path));
+        Ok(status)
+    }
+
     pub async fn icc_status(&self) -> Result<IccStatus, OpError> {
         let mut st = self.state.lock().await;
         let enabled = st.docker0_icc;
@@ -20,6 +38,7 @@ impl Segregation {
             rule_live,
             docker_bridge_icc: st.live.docker_icc(DOCKER0_NETWORK),
             daemon_json: None,
+            daemon_json_file: None,
         })
     }
 
@@ -43,7 +62,7 @@ impl Segregation {
             return Err(e);
         }
         drop(st);
-        let mut status = self.icc_status().await?;
+        let mut status = self.icc_status_with(req.daemon_json.as_deref()).await?;
         if req.persist {
             let said = match daemon_json::set_icc(&path, req.enabled)? {
                 Change::Unchanged => "already says so",

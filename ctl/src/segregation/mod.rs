@@ -9,7 +9,8 @@
 //!   update the picture one container at a time and rewrite only the
 //!   changed chains; a periodic resync re-reads everything and repairs.
 //! - [`attach`]: a policy's networks created, its services moved onto them.
-//! - `ops`, [`routes`]: the admin API (`/v1/policies`, `/v1/icc`).
+//! - `ops`, `icc`, `networks`: what the admin API's `/v1/policies`, `/v1/icc` and
+//!   `/v1/networks` routes (in `node::admin_policy`) do.
 //! - [`verify`], [`probe`]: real flows probed from containers' namespaces.
 //!
 //! Rules stay in the kernel when the controller stops (fail closed) and are
@@ -24,6 +25,7 @@ pub mod host;
 mod icc;
 pub mod kernel;
 pub mod live;
+mod networks;
 mod ops;
 pub mod probe;
 pub mod state;

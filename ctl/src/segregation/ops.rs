@@ -11,8 +11,8 @@ use super::events::fix_attachments;
 use super::state::{Mode, State};
 use super::store::{name_of, Record, StoreError};
 use super::{attach, blocking, live, view, Segregation};
+use crate::docker::DockerNetworks;
 use crate::firewall::{check, compile_with, validate_set, FirewallError, FlowEnd};
-use crate::network::DockerNetworks;
 use crate::policy::{self, PolicyError, PortRange};
 use bollard::Docker;
 use seg_common::api::Identity;
@@ -38,6 +38,8 @@ pub enum OpError {
     Docker(#[from] live::DockerFailure),
     #[error(transparent)]
     DaemonJson(#[from] crate::daemon_json::DaemonJsonError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 // By hand, not `#[from]`: the message already quotes the firewall's error, so
