@@ -180,3 +180,26 @@ fn the_reader_sees_the_imports() {
     assert!(agent.contains(&vec!["attest".to_owned()]), "{agent:?}");
     assert!(agent.contains(&vec!["node".to_owned(), "hangup".to_owned()]), "{agent:?}");
 }
+
+/// What the CLI may import besides itself: the admin client, renderers, and
+/// pure parsing that catches a typo before anything is sent. Not `docker`
+/// (the controller holds the one Docker link), not `daemon_json` (the
+/// controller reads host files), not `node` or `segregation`.
+const CLI_MAY_USE: &[&str] = &["client", "table", "timefmt", "policy", "network"];
+
+#[test]
+fn the_cli_is_a_client_of_the_api_and_nothing_else() {
+    let mut outside = Vec::new();
+    for (from, tos) in graph() {
+        if from.first().map(String::as_str) != Some("cli") {
+            continue;
+        }
+        for to in tos {
+            let top = to.first().map(String::as_str).unwrap_or("main");
+            if top != "cli" && !CLI_MAY_USE.contains(&top) {
+                outside.push(format!("{} -> {}", from.join("/"), to.join("/")));
+            }
+        }
+    }
+    assert!(outside.is_empty(), "the CLI does work that is the controller's:\n  {}", outside.join("\n  "));
+}

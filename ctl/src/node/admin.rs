@@ -6,7 +6,7 @@
 
 use super::access_log::{AccessLog, Entry, Socket};
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
-use super::live::RotationState;
+use super::rotation_state::RotationState;
 use super::server::Peer;
 use super::{finish, read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore};
@@ -42,7 +42,7 @@ pub struct Admin {
     pub log: Arc<AccessLog>,
     pub docker: Arc<dyn DockerStatus>,
     pub info: NodeInfo,
-    pub live: Arc<RotationState>,
+    pub rotation_state: Arc<RotationState>,
     /// Network policies and ICC (`/v1/policies…`, `/v1/icc`); `None` in tests.
     pub segregation: Option<Arc<crate::segregation::Segregation>>,
 }
@@ -142,7 +142,7 @@ impl Admin {
             access_log: self.info.access_log.display().to_string(),
             secrets,
             docker: self.docker.describe().await,
-            watches: self.live.hub.count(),
+            watches: self.rotation_state.hub.count(),
             agent_socket_status: self.info.agent_socket_health.as_ref().map(|h| h.report()),
         };
         Ok(json(StatusCode::OK, &report))
@@ -162,7 +162,7 @@ impl Admin {
     {
         let ttl = http::ttl_query(req.uri().query())?;
         let rotation = self.rotation(name, ttl, None, false, req).await?;
-        let done = super::rotate::rotate(&self.store, &self.live, rotation, entry).await?;
+        let done = super::rotate::rotate(&self.store, &self.rotation_state, rotation, entry).await?;
         Ok(json(StatusCode::OK, &PutResult { name: done.name, version: done.version }))
     }
 
@@ -197,7 +197,7 @@ impl Admin {
     where
         F: FnOnce(&dyn SecretStore, &SecretName) -> Result<bool, crate::store::StoreError> + Send + 'static,
     {
-        let _guard = self.live.lock_secret(&name).await;
+        let _guard = self.rotation_state.lock_secret(&name).await;
         let n = name.clone();
         let (before, changed, after) = with_store(&self.store, move |s| {
             let before = s.meta(&n).ok();
@@ -207,7 +207,7 @@ impl Admin {
         .await?;
         let changed = changed.map_err(store_failure)?;
         if changed {
-            self.live.publish(before.as_ref(), after.as_ref());
+            self.rotation_state.publish(before.as_ref(), after.as_ref());
         }
         Ok(json(StatusCode::OK, &ChangeResult { name, changed }))
     }

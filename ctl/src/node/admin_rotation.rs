@@ -26,7 +26,7 @@ impl Admin {
     ) -> Result<Resp, Failure> {
         let [ttl, grace] = http::numbers_query(req.uri().query(), ["ttl_ms", "grace_ms"])?;
         let rotation = self.rotation(name, ttl, grace, true, req).await?;
-        let done = super::rotate::rotate(&self.store, &self.live, rotation, entry).await?;
+        let done = super::rotate::rotate(&self.store, &self.rotation_state, rotation, entry).await?;
         Ok(json(StatusCode::OK, &done))
     }
 
@@ -44,7 +44,7 @@ impl Admin {
         entry: &mut Entry,
     ) -> Result<Resp, Failure> {
         let change: SetHooks = http::read_json_request(req).await?;
-        let _guard = self.live.lock_secret(&name).await;
+        let _guard = self.rotation_state.lock_secret(&name).await;
         let mut hooks = self.meta(&name).await?.hooks;
         apply(&mut hooks, change);
         entry.reason = describe(&hooks);
@@ -63,7 +63,7 @@ impl Admin {
         let [version, wait_ms] = http::numbers_query(query, ["version", "wait_ms"])?;
         let wait = Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
         let deadline = Instant::now() + wait;
-        let mut changes = self.live.consumers.subscribe();
+        let mut changes = self.rotation_state.consumers.subscribe();
         let status = loop {
             let meta = self.meta(&name).await?;
             let status = self.status_of(&meta, version);
@@ -84,7 +84,7 @@ impl Admin {
     }
 
     fn status_of(&self, meta: &SecretMeta, wanted: Option<u64>) -> SecretStatus {
-        self.live.consumers.status(meta, &self.live.hub.views(), wanted)
+        self.rotation_state.consumers.status(meta, &self.rotation_state.hub.views(), wanted)
     }
 
     async fn meta(&self, name: &SecretName) -> Result<SecretMeta, Failure> {
@@ -113,7 +113,7 @@ pub fn apply(hooks: &mut Hooks, change: SetHooks) {
 /// they can be long).
 fn describe(hooks: &Hooks) -> String {
     let show = |h: &Option<seg_common::api::HookSpec>| match h {
-        Some(h) => super::live::shorten(&h.command),
+        Some(h) => super::rotation_state::shorten(&h.command),
         None => "-".into(),
     };
     format!("pre-rotate {}; post-rotate {}", show(&hooks.pre_rotate), show(&hooks.post_rotate))

@@ -8,12 +8,12 @@
 //! names.
 //!
 //! The push side — watch streams, acknowledgements, post-rotate
-//! notifications and reads of the previous version — is in `agent_live`.
+//! notifications and reads of the previous version — is in `agent_rotation`.
 
 use super::access_log::{AccessLog, Entry, Socket};
 use super::hangup::Hangup;
 use super::http::{self, json, parse_name, Failure, ReqBody, Resp, Route};
-use super::live::RotationState;
+use super::rotation_state::RotationState;
 use super::{finish, read_store, store_failure};
 use crate::attest::{AttestError, Attested, LookupError, PinnedPeer};
 use crate::store::{SecretStore, StoreError};
@@ -76,7 +76,7 @@ pub struct Agent {
     pub store: Arc<dyn SecretStore>,
     pub log: Arc<AccessLog>,
     pub identify: Arc<dyn Identify>,
-    pub live: Arc<RotationState>,
+    pub rotation_state: Arc<RotationState>,
 }
 
 /// A refused identification, as every request of the connection is answered.

@@ -7,7 +7,7 @@
 
 use super::admin::DockerStatus;
 use super::agent::{Identify, IdentifyError};
-use super::live::{AppContainer, Containers, ContainersError};
+use super::rotation_state::{AppContainer, Containers, ContainersError};
 use crate::attest::{Attested, Attestor, ContainerInfo, ContainerLookup, LookupError, PinnedPeer};
 use crate::docker::map::{from_summary, Known};
 use crate::docker::{self, DockerLink, DockerLookup, Kind, Notice, Subscription};

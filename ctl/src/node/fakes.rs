@@ -5,7 +5,7 @@
 use super::access_log::AccessLog;
 use super::admin::{Admin, DockerStatus, NodeInfo};
 use super::agent::{Agent, Identify, IdentifyError};
-use super::live::{AppContainer, Containers, ContainersError, RotationState};
+use super::rotation_state::{AppContainer, Containers, ContainersError, RotationState};
 use super::watch::{Hub, WatchLimits};
 use crate::attest::{AttestError, Attested};
 use crate::store::{check_hooks, check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
@@ -214,7 +214,7 @@ impl Rig {
         let log = Arc::new(AccessLog::open(&dir.path().join("access.log")).unwrap());
         let store = Arc::new(FakeStore::default());
         let containers = Arc::new(FakeContainers::default());
-        let live = RotationState::new(Hub::new(limits), containers.clone(), log.clone());
+        let rotation_state = RotationState::new(Hub::new(limits), containers.clone(), log.clone());
         let info = NodeInfo {
             state_dir: dir.path().into(),
             admin_socket: dir.path().join("admin.sock"),
@@ -229,10 +229,15 @@ impl Rig {
             log: log.clone(),
             docker,
             info,
-            live: live.clone(),
+            rotation_state: rotation_state.clone(),
             segregation: None,
         };
-        let agent = Agent { store: store.clone(), log, identify: Arc::new(FakeIdentify), live: live.clone() };
+        let agent = Agent {
+            store: store.clone(),
+            log,
+            identify: Arc::new(FakeIdentify),
+            rotation_state: rotation_state.clone(),
+        };
         Rig { dir, store, containers, admin, agent }
     }
 

@@ -8,14 +8,14 @@
 //!   the agent socket's (pinning, identification at accept, exit watch);
 //!   [`gate`]: its connection budgets and the per-container registry.
 //! - [`http`]: routes, responses, bounded body readers.
-//! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_live`:
+//! - [`admin`], [`agent`]: the two APIs (`admin_rotation`, `agent_rotation`:
 //!   their rotation and push parts).
 //! - [`docker_side`]: attestation, post-rotate signals and status over the
 //!   process's one [`crate::docker::DockerLink`].
 //! - [`access_log`]: the JSON-lines access log.
 //! - Rotation: [`watch`] (push streams), [`consumers`] (acknowledged
 //!   versions, grace periods), [`rotate`], [`hooks`] (host commands),
-//!   [`notify`] (post-rotate actions), [`live`] (what ties them together).
+//!   [`notify`] (post-rotate actions), [`rotation_state`] (what ties them together).
 
 pub mod access_log;
 pub mod admin;
@@ -23,7 +23,7 @@ mod admin_policy;
 mod admin_rotation;
 pub mod agent;
 pub mod agent_dir;
-mod agent_live;
+mod agent_rotation;
 pub mod agent_server;
 pub mod command;
 pub mod consumers;
@@ -32,9 +32,9 @@ pub mod gate;
 pub mod hangup;
 pub mod hooks;
 pub mod http;
-pub mod live;
 pub mod notify;
 pub mod rotate;
+pub mod rotation_state;
 pub mod server;
 pub mod setup;
 pub mod watch;
@@ -112,12 +112,12 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let (agent_dir, agent_listener) = agent_dir::AgentDir::secure(&paths)?;
     let hub = watch::Hub::new(opts.watch_limits);
     let pinger = hub.spawn_pinger();
-    let live = live::RotationState::new(hub, docker_side.clone(), log.clone());
+    let rotation_state = rotation_state::RotationState::new(hub, docker_side.clone(), log.clone());
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         log: log.clone(),
         docker: docker_side.clone(),
-        live: live.clone(),
+        rotation_state: rotation_state.clone(),
         segregation: Some(segregation),
         info: admin::NodeInfo {
             state_dir: paths.state_dir.clone(),
@@ -130,9 +130,9 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     });
     let limits = gate::GateLimits { per_container: opts.conns_per_container, ..Default::default() };
     let gate = gate::Gate::new(limits, "/proc".into());
-    drop(docker_side.follow_events(container_gone(gate.clone(), live.clone())));
+    drop(docker_side.follow_events(container_gone(gate.clone(), rotation_state.clone())));
     drop(docker.spawn_connect(opts.docker_socket.clone()));
-    let agent = Arc::new(agent::Agent { store, log, identify: docker_side, live });
+    let agent = Arc::new(agent::Agent { store, log, identify: docker_side, rotation_state });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
     // The guard serves the agent socket and rebinds it if it is removed or replaced.
     let agent_task = agent_dir.spawn_guard(agent_listener, move |listener| {
@@ -169,7 +169,10 @@ async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin
 /// What a container that stops or is removed takes with it: every agent
 /// connection attested as it (and so its watch streams), and — once it is
 /// removed — its place in the consumer lists.
-fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::RotationState>) -> docker_side::GoneListener {
+fn container_gone(
+    gate: Arc<gate::Gate>,
+    rotation_state: Arc<rotation_state::RotationState>,
+) -> docker_side::GoneListener {
     Arc::new(move |container: &str, action: &str| {
         if matches!(action, "die" | "stop" | "destroy") {
             let cut = gate.cut_container(container);
@@ -181,7 +184,7 @@ fn container_gone(gate: Arc<gate::Gate>, live: Arc<live::RotationState>) -> dock
             }
         }
         if action == "destroy" {
-            live.consumers.forget_container(container);
+            rotation_state.consumers.forget_container(container);
         }
     })
 }

@@ -22,7 +22,7 @@
 use super::access_log::{HookLog, Socket};
 use super::hooks::{self, Input};
 use super::http::Failure;
-use super::live::{shorten, AppContainer, HookRecord, RotationState};
+use super::rotation_state::{shorten, AppContainer, HookRecord, RotationState};
 use super::{read_store, store_failure};
 use crate::attest::Attested;
 use crate::store::SecretStore;
@@ -51,7 +51,7 @@ struct Done {
 
 pub async fn notify(
     store: &Arc<dyn SecretStore>,
-    live: &RotationState,
+    rotation_state: &RotationState,
     who: &Attested,
     req: NotifyRequest,
 ) -> Result<NotifyResult, Failure> {
@@ -61,18 +61,18 @@ pub async fn notify(
         return Err(Failure::bad_request(format!("name 1 to {MAX_SECRETS} changed secrets")));
     }
     let hooks = granted_hooks(store, who, &req.secrets).await?;
-    if !live.allow_notify(&who.container_id) {
+    if !rotation_state.allow_notify(&who.container_id) {
         let msg = "too many post-rotate notifications from this container; wait a second";
         return Err(Failure::new(StatusCode::TOO_MANY_REQUESTS, "too_many_notifications", msg));
     }
     let target = target_service(who, req.target.as_deref())?;
     let done = match &action {
-        PostRotate::Signal(sig) => signal(live, who, &target, sig, &req.secrets).await?,
-        PostRotate::Http(h) => vec![http(live, who, h, &req.secrets).await?],
+        PostRotate::Signal(sig) => signal(rotation_state, who, &target, sig, &req.secrets).await?,
+        PostRotate::Http(h) => vec![http(rotation_state, who, h, &req.secrets).await?],
         PostRotate::Command => commands(who, &req.secrets, hooks).await,
     };
     let summary: Vec<String> = done.iter().map(|d| format!("{} {}", d.target, d.status)).collect();
-    live.consumers.note_hook(&who.container_id, format!("{action}: {}", summary.join(", ")));
+    rotation_state.consumers.note_hook(&who.container_id, format!("{action}: {}", summary.join(", ")));
     for d in &done {
         for c in &d.about {
             let hook = HookLog {
@@ -90,7 +90,7 @@ pub async fn notify(
                 hook,
                 ok: d.ok,
             };
-            live.log_hook(record);
+            rotation_state.log_hook(record);
         }
     }
     if !done.is_empty() && done.iter().all(|d| !d.ok) {
@@ -142,12 +142,12 @@ fn target_service(who: &Attested, target: Option<&str>) -> Result<String, Failur
 /// The running app containers of `service` (in the caller's project) that
 /// `who` may reach: all of its own service's, else those that consented.
 async fn reachable(
-    live: &RotationState,
+    rotation_state: &RotationState,
     who: &Attested,
     service: &str,
 ) -> Result<Vec<AppContainer>, Failure> {
     let target = Identity { project: who.identity.project.clone(), service: service.to_owned() };
-    let found = find(live, &target).await?;
+    let found = find(rotation_state, &target).await?;
     if service == who.identity.service {
         return Ok(found);
     }
@@ -165,8 +165,8 @@ async fn reachable(
     Ok(consenting)
 }
 
-async fn find(live: &RotationState, target: &Identity) -> Result<Vec<AppContainer>, Failure> {
-    let found = live.containers.find(target).await.map_err(|e| {
+async fn find(rotation_state: &RotationState, target: &Identity) -> Result<Vec<AppContainer>, Failure> {
+    let found = rotation_state.containers.find(target).await.map_err(|e| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "docker_unavailable",
@@ -181,16 +181,16 @@ async fn find(live: &RotationState, target: &Identity) -> Result<Vec<AppContaine
 }
 
 async fn signal(
-    live: &RotationState,
+    rotation_state: &RotationState,
     who: &Attested,
     service: &str,
     sig: &str,
     secrets: &[Changed],
 ) -> Result<Vec<Done>, Failure> {
     let mut done = Vec::new();
-    for c in reachable(live, who, service).await? {
+    for c in reachable(rotation_state, who, service).await? {
         let started = Instant::now();
-        let result = live.containers.signal(&c.id, sig).await;
+        let result = rotation_state.containers.signal(&c.id, sig).await;
         done.push(Done {
             about: secrets.to_vec(),
             target: format!("container {} ({})", seg_common::api::short_id(&c.id), c.name),
@@ -206,12 +206,12 @@ async fn signal(
 }
 
 async fn http(
-    live: &RotationState,
+    rotation_state: &RotationState,
     who: &Attested,
     h: &HttpTarget,
     secrets: &[Changed],
 ) -> Result<Done, Failure> {
-    let containers = reachable(live, who, &h.service).await?;
+    let containers = reachable(rotation_state, who, &h.service).await?;
     let Some(addr) = containers.iter().flat_map(|c| c.addresses.iter().copied()).next() else {
         let msg =
             format!("no container of service {} has a network address (network_mode: none?)", h.service);

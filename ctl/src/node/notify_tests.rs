@@ -1,7 +1,7 @@
 //! The HTTP post-rotate action against a real local server.
 use super::*;
 use crate::node::fakes::{attested, FakeStore};
-use crate::node::live::RotationState;
+use crate::node::rotation_state::RotationState;
 use crate::node::watch::Hub;
 use seg_common::api::GrantTarget;
 use seg_common::name::SecretName;
@@ -33,12 +33,12 @@ fn rig(
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(crate::node::access_log::AccessLog::open(&dir.path().join("a.log")).unwrap());
     let containers = Arc::new(crate::node::fakes::FakeContainers::default());
-    let live = RotationState::new(Hub::new(Default::default()), containers.clone(), log);
+    let rotation_state = RotationState::new(Hub::new(Default::default()), containers.clone(), log);
     let store = Arc::new(FakeStore::default());
     let name = SecretName::parse("db").unwrap();
     store.put(&name, &SecretBytes::from_slice(b"s3cret-value"), None).unwrap();
     store.grant(&name, &GrantTarget::parse("shop/app").unwrap()).unwrap();
-    (dir, store, live, containers)
+    (dir, store, rotation_state, containers)
 }
 
 fn request(action: String) -> NotifyRequest {
@@ -51,34 +51,35 @@ fn request(action: String) -> NotifyRequest {
 
 #[tokio::test]
 async fn another_service_is_reached_only_if_it_consented() {
-    let (_d, store, live, containers) = rig();
+    let (_d, store, rotation_state, containers) = rig();
     containers.add("shop", "app", "app1", None);
     containers.add("shop", "db", "db1", None);
     let who = attested("shop", "app", "sidecar1");
     let mut req = request("signal:HUP".into());
     req.target = Some("db".into());
-    let err = notify(&store, &live, &who, req.clone()).await.unwrap_err();
+    let err = notify(&store, &rotation_state, &who, req.clone()).await.unwrap_err();
     assert_eq!(err.code, "target_not_declared", "{}", err.message);
     assert!(err.message.contains("seg.notify-from: app"), "{}", err.message);
-    let err = notify(&store, &live, &who, request("http://db:80/reload".into())).await.unwrap_err();
+    let err = notify(&store, &rotation_state, &who, request("http://db:80/reload".into())).await.unwrap_err();
     assert_eq!(err.code, "target_not_declared");
     assert!(containers.signals.lock().unwrap().is_empty(), "nothing was signalled");
     // The db service consents: only its consenting container is reached.
     containers.add_notified_by("shop", "db", "db2", None, &["app"]);
-    let done = notify(&store, &live, &who, req).await.unwrap();
+    let done = notify(&store, &rotation_state, &who, req).await.unwrap();
     assert_eq!(done.targets.len(), 1, "{:?}", done.targets);
     assert_eq!(containers.signals.lock().unwrap().as_slice(), [("db2".to_owned(), "SIGHUP".to_owned())]);
     // Its own service needs no consent.
-    notify(&store, &live, &who, request("signal:HUP".into())).await.unwrap();
+    notify(&store, &rotation_state, &who, request("signal:HUP".into())).await.unwrap();
 }
 
 #[tokio::test]
 async fn http_posts_names_and_versions_to_a_service_of_the_same_project() {
-    let (_d, store, live, containers) = rig();
+    let (_d, store, rotation_state, containers) = rig();
     let (port, server) = one_shot_server("204 No Content").await;
     containers.add("shop", "app", "app1", Some("127.0.0.1".parse().unwrap()));
     let who = attested("shop", "app", "sidecar1");
-    let done = notify(&store, &live, &who, request(format!("http://app:{port}/-/reload"))).await.unwrap();
+    let done =
+        notify(&store, &rotation_state, &who, request(format!("http://app:{port}/-/reload"))).await.unwrap();
     assert_eq!(done.targets.len(), 1);
     let seen = server.await.unwrap();
     assert!(seen.starts_with("POST /-/reload HTTP/1.1\r\n"), "{seen}");
@@ -88,13 +89,14 @@ async fn http_posts_names_and_versions_to_a_service_of_the_same_project() {
 
 #[tokio::test]
 async fn http_errors_and_missing_targets_are_reported() {
-    let (_d, store, live, containers) = rig();
+    let (_d, store, rotation_state, containers) = rig();
     let who = attested("shop", "app", "sidecar1");
-    let err = notify(&store, &live, &who, request("http://app:1/x".into())).await.unwrap_err();
+    let err = notify(&store, &rotation_state, &who, request("http://app:1/x".into())).await.unwrap_err();
     assert_eq!(err.code, "no_target");
     let (port, _server) = one_shot_server("500 Oops").await;
     containers.add("shop", "app", "app1", Some("127.0.0.1".parse().unwrap()));
-    let err = notify(&store, &live, &who, request(format!("http://app:{port}/x"))).await.unwrap_err();
+    let err =
+        notify(&store, &rotation_state, &who, request(format!("http://app:{port}/x"))).await.unwrap_err();
     assert_eq!(err.code, "hook_failed");
     assert!(err.message.contains("HTTP 500"), "{}", err.message);
 }

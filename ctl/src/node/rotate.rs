@@ -10,7 +10,7 @@ use super::access_log::{Entry, HookLog, Socket};
 use super::consumers::now_ms;
 use super::hooks::{self, Input};
 use super::http::Failure;
-use super::live::{shorten, HookRecord, RotationState};
+use super::rotation_state::{shorten, HookRecord, RotationState};
 use super::{read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore, StoreError};
 use hyper::StatusCode;
@@ -44,12 +44,12 @@ pub fn grace_policy(grace_ms: Option<u64>) -> Result<Duration, Failure> {
 
 pub async fn rotate(
     store: &Arc<dyn SecretStore>,
-    live: &RotationState,
+    rotation_state: &RotationState,
     r: Rotation,
     entry: &mut Entry,
 ) -> Result<RotateResult, Failure> {
     let rotated_at_ms = now_ms();
-    let _guard = live.lock_secret(&r.name).await;
+    let _guard = rotation_state.lock_secret(&r.name).await;
     let before = current_meta(store, &r.name).await?;
     if before.is_none() && r.must_exist {
         let msg = format!("secret {} does not exist; create it with `segctl secret put`", r.name);
@@ -57,7 +57,7 @@ pub async fn rotate(
     }
     let next = before.as_ref().map_or(1, |m| m.version + 1);
     let pre_rotate = match before.as_ref().and_then(|m| m.hooks.pre_rotate.clone()) {
-        Some(spec) => Some(pre_rotate(live, &r, &spec, next, before.as_ref()).await?),
+        Some(spec) => Some(pre_rotate(rotation_state, &r, &spec, next, before.as_ref()).await?),
         None => None,
     };
     let (n, ttl) = (r.name.clone(), r.ttl_ms);
@@ -65,15 +65,19 @@ pub async fn rotate(
     let version = with_store(store, move |s| s.put(&n, &value, ttl)).await?.map_err(store_failure)?;
     entry.version = Some(version);
     let after = current_meta(store, &r.name).await?;
-    let consumers = live.publish(before.as_ref(), after.as_ref());
+    let consumers = rotation_state.publish(before.as_ref(), after.as_ref());
     let expected: BTreeSet<String> = match &after {
-        Some(m) => {
-            live.hub.views().into_iter().filter(|w| w.follows(m)).map(|w| w.who.container_id).collect()
-        }
+        Some(m) => rotation_state
+            .hub
+            .views()
+            .into_iter()
+            .filter(|w| w.follows(m))
+            .map(|w| w.who.container_id)
+            .collect(),
         None => BTreeSet::new(),
     };
     let previous = before.as_ref().map(|m| m.version);
-    live.consumers.rotated(&r.name, previous, version, r.grace, expected, rotated_at_ms);
+    rotation_state.consumers.rotated(&r.name, previous, version, r.grace, expected, rotated_at_ms);
     entry.reason = format!("version {version} pushed to {consumers} stream(s)");
     Ok(RotateResult { name: r.name, version, previous, consumers, pre_rotate, rotated_at_ms })
 }
@@ -92,7 +96,7 @@ async fn current_meta(
 
 /// Runs the hook with the new value on stdin; any failure aborts.
 async fn pre_rotate(
-    live: &RotationState,
+    rotation_state: &RotationState,
     r: &Rotation,
     spec: &HookSpec,
     next: u64,
@@ -113,7 +117,7 @@ async fn pre_rotate(
     };
     let record =
         HookRecord { socket: Socket::Admin, secret: &r.name, version: next, who: None, hook, ok: outcome.ok };
-    live.log_hook(record);
+    rotation_state.log_hook(record);
     if outcome.ok {
         return Ok(outcome.run);
     }

@@ -32,13 +32,13 @@ impl Agent {
         let refused =
             |r: Refusal| Failure::new(StatusCode::TOO_MANY_REQUESTS, "too_many_watches", r.to_string());
         let (id, body) =
-            self.live.hub.open(who.clone(), wants.clone(), conn.hangup.clone()).map_err(refused)?;
+            self.rotation_state.hub.open(who.clone(), wants.clone(), conn.hangup.clone()).map_err(refused)?;
         let granted = self.granted(who).await?;
         let secrets: Vec<_> =
             granted.into_iter().filter(|g| wants.as_ref().is_none_or(|w| w.contains(&g.name))).collect();
         entry.reason = format!("stream opened with {} secret(s)", secrets.len());
         let ping_ms = super::watch::PING_INTERVAL.as_millis() as u64;
-        self.live.hub.publish(&[(id, WatchEvent::Hello { secrets, ping_ms })]);
+        self.rotation_state.hub.publish(&[(id, WatchEvent::Hello { secrets, ping_ms })]);
         let mut resp = Response::new(RespBody::Right(body));
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -61,7 +61,7 @@ impl Agent {
             let msg = format!("secret {name} has no version {version}; the current one is {current}");
             return Err(Failure::bad_request(msg));
         }
-        self.live.consumers.ack(who, &name, version);
+        self.rotation_state.consumers.ack(who, &name, version);
         // 200 with a body, not 204: sidecars before 0.2 required a
         // Content-Length, which a 204 never carries, and logged every
         // recorded acknowledgement as failed.
@@ -82,7 +82,7 @@ impl Agent {
             entry.secret = Some(one.name.to_string());
             entry.version = Some(one.version);
         }
-        let done = notify::notify(&self.store, &self.live, who, body).await?;
+        let done = notify::notify(&self.store, &self.rotation_state, who, body).await?;
         Ok(json(StatusCode::OK, &done))
     }
 
@@ -102,7 +102,7 @@ impl Agent {
             );
             Failure::new(StatusCode::GONE, "version_gone", msg)
         };
-        if !self.live.consumers.previous_readable(name, version) {
+        if !self.rotation_state.consumers.previous_readable(name, version) {
             return Err(gone());
         }
         let n = name.clone();
@@ -141,5 +141,5 @@ fn parse_names(list: &str) -> Result<BTreeSet<SecretName>, Failure> {
 }
 
 #[cfg(test)]
-#[path = "agent_live_tests.rs"]
+#[path = "agent_rotation_tests.rs"]
 mod tests;

@@ -170,13 +170,13 @@ mod tests {
     fn notifications_have_a_burst_and_a_rate() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AccessLog::open(&dir.path().join("a.log")).unwrap());
-        let live = RotationState::new(
+        let rotation_state = RotationState::new(
             Hub::new(Default::default()),
             Arc::new(super::super::fakes::FakeContainers::default()),
             log,
         );
-        let allowed = (0..10).filter(|_| live.allow_notify("c1")).count();
+        let allowed = (0..10).filter(|_| rotation_state.allow_notify("c1")).count();
         assert_eq!(allowed, 5);
-        assert!(live.allow_notify("c2"), "another container has its own budget");
+        assert!(rotation_state.allow_notify("c2"), "another container has its own budget");
     }
 }
