@@ -203,3 +203,18 @@ fn the_cli_is_a_client_of_the_api_and_nothing_else() {
     }
     assert!(outside.is_empty(), "the CLI does work that is the controller's:\n  {}", outside.join("\n  "));
 }
+
+#[test]
+fn below_the_docker_layer_no_module_names_a_docker_type() {
+    // Docker's shapes become seg's in `docker::map`; a lower module that
+    // spoke bollard would be a second mapping (and an arrow around the DAG).
+    let docker = layer("docker");
+    let mut leaks = Vec::new();
+    for (module, path) in modules() {
+        let top = module.first().map(String::as_str).unwrap_or("main");
+        if layer(top) < docker && code_of(&path).contains("bollard") {
+            leaks.push(module.join("/"));
+        }
+    }
+    assert!(leaks.is_empty(), "modules below docker/ that use bollard: {}", leaks.join(", "));
+}

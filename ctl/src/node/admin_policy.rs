@@ -263,10 +263,27 @@ mod tests {
         assert_eq!(action(&Method::GET, &parts("policies/-/verify")), "policy_verify");
         assert_eq!(action(&Method::PUT, &parts("policies/shop")), "unknown");
         assert!(owns("/v1/policies") && owns("/v1/policies/x") && owns("/v1/icc") && !owns("/v1/iccx"));
+        assert!(owns("/v1/networks") && owns("/v1/networks/app") && !owns("/v1/networksx"));
+        assert_eq!(action(&Method::GET, &parts("networks")), "network_list");
+        assert_eq!(action(&Method::POST, &parts("networks")), "network_create");
+        assert_eq!(action(&Method::DELETE, &parts("networks/app")), "network_remove");
+        assert_eq!(action(&Method::DELETE, &parts("networks")), "unknown");
+        assert_eq!(action(&Method::GET, &parts("networks/app/x")), "unknown");
         let q = Query::parse(&format!("from={}&to=db", encode("shop/web 1")), &["from", "to"]).unwrap();
         assert_eq!((q.get("from"), q.need("to").unwrap()), (Some("shop/web 1"), "db"));
         assert!(Query::parse("x=1", &["from"]).is_err());
         assert!(decode("%zz").is_err());
+    }
+
+    #[test]
+    fn network_errors_map_to_statuses_a_client_can_act_on() {
+        let busy = NetworkError::InUse { name: "n".into(), containers: vec!["c".into()] };
+        let bad = NetworkError::BadName { name: "-x".into(), why: "w".into() };
+        let down = NetworkError::Docker { action: "a".into(), reason: "r".into() };
+        assert_eq!(network_status(&busy), (StatusCode::CONFLICT, "network_conflict"));
+        assert_eq!(network_status(&bad), (StatusCode::BAD_REQUEST, "bad_network"));
+        assert_eq!(network_status(&NetworkError::NotFound("n".into())).0, StatusCode::NOT_FOUND);
+        assert_eq!(network_status(&down), (StatusCode::BAD_GATEWAY, "docker_error"));
     }
 
     /// Responses hold bodies that are not `Debug`: look at the refusal only.

@@ -74,8 +74,10 @@ async fn connection(stream: UnixStream, agent: Arc<Agent>, gate: Arc<Gate>) {
         Err(_) => return refuse_busy(stream, BUSY_IDENTIFYING).await,
     };
     let conn = Arc::new(AgentConn::pinned(peer, Hangup::default()));
+    let began = std::time::Instant::now();
     let decided = tokio::time::timeout(gate.limits.identify_deadline, agent.identify_conn(&conn)).await;
     drop(identifying);
+    tracing::debug!(pid = conn.pid(), took = ?began.elapsed(), ok = matches!(decided, Ok(Ok(_))), "agent socket: identification decided");
     let container = match decided {
         Err(_) => return refuse_busy(stream, SLOW_IDENTIFY).await,
         Ok(Ok(who)) => who.container_id.clone(),

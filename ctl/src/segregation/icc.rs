@@ -50,7 +50,7 @@ impl Segregation {
         if req.persist {
             daemon_json::read_icc(&path)?;
         }
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         self.refresh_all(&mut st, &docker).await?;
         let before = st.docker0_icc;

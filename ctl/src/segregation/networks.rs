@@ -12,7 +12,7 @@ use seg_common::api::network::{NetworkCreate, NetworkCreated, NetworkRemoved};
 impl Segregation {
     /// Every network, sorted by name, with the containers attached to it.
     pub async fn networks(&self) -> Result<Vec<NetworkInfo>, OpError> {
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         Ok(network::list(&DockerNetworks { docker }).await?)
     }
 
@@ -20,14 +20,14 @@ impl Segregation {
     pub async fn create_network(&self, req: &NetworkCreate) -> Result<NetworkCreated, OpError> {
         let subnet = req.subnet.as_deref().map(network::parse_subnet).transpose()?;
         let spec = NetworkSpec::new(&req.name, req.internal, req.icc, subnet)?;
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let id = network::create(&DockerNetworks { docker }, &spec).await?;
         Ok(NetworkCreated { name: spec.name, id })
     }
 
     /// Removes a network nothing is attached to; never a predefined one.
     pub async fn remove_network(&self, name: &str) -> Result<NetworkRemoved, OpError> {
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         network::remove(&DockerNetworks { docker }, name).await?;
         Ok(NetworkRemoved { name: name.to_owned() })
     }

@@ -55,8 +55,10 @@ fn now() -> u64 {
 }
 
 impl Segregation {
-    pub(super) fn require_docker(&self) -> Result<Docker, OpError> {
-        self.docker().ok_or_else(|| {
+    /// The Docker client; a controller that has just started waits for its
+    /// first connection attempt rather than refusing at once.
+    pub(super) async fn require_docker(&self) -> Result<Docker, OpError> {
+        self.docker.settled(crate::docker::FIRST_ATTEMPT_WAIT).await.ok().ok_or_else(|| {
             OpError::Unavailable(
                 "the controller is not connected to Docker yet, and rules cannot be computed without \
                  the containers; check `segctl status`, then retry"
@@ -91,7 +93,7 @@ impl Segregation {
     pub async fn apply(&self, source: PolicySource) -> Result<ApplyResult, OpError> {
         let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
         let name = name_of(&parsed);
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         validate_set(&st.with_candidate(&name, &parsed)).map_err(|e| OpError::Conflict(e.to_string()))?;
         let same = st.records().get(&name).is_some_and(|r| r.source == source);
@@ -162,7 +164,7 @@ impl Segregation {
 
     /// `segctl policy rm`: its rules go; networks and attachments stay.
     pub async fn remove(&self, name: &str) -> Result<RemoveResult, OpError> {
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         if st.policy(name).is_none() {
             return Err(OpError::NotFound(name.into()));
@@ -190,7 +192,7 @@ impl Segregation {
     pub async fn diff(&self, source: PolicySource) -> Result<DiffResult, OpError> {
         let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
         let name = name_of(&parsed);
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         let candidates = st.with_candidate(&name, &parsed);
         validate_set(&candidates).map_err(|e| OpError::Conflict(e.to_string()))?;
@@ -260,7 +262,7 @@ impl Segregation {
         name: Option<&str>,
         timeout: std::time::Duration,
     ) -> Result<super::api::VerifyReport, OpError> {
-        let docker = self.require_docker()?;
+        let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         if let Some(n) = name.filter(|n| st.policy(n).is_none()) {
             return Err(OpError::NotFound(n.into()));
