@@ -18,9 +18,10 @@
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
+use segctl::docker::DockerNetworks;
 use segctl::firewall::{synth, ContainerFacts, IptablesFirewall, NetworkFacts};
 use segctl::identity::{COMPOSE_NETWORK, COMPOSE_PROJECT, COMPOSE_SERVICE};
-use segctl::network::{self, DockerNetworks, NetworkSpec};
+use segctl::network::{self, NetworkSpec};
 use segctl::segregation::live::Known;
 use segctl::segregation::{EventTiming, Segregation};
 use std::collections::BTreeMap;

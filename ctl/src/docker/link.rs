@@ -9,6 +9,7 @@ use super::{connect, DockerError, EventSource, Notice};
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -78,6 +79,9 @@ pub const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(2);
 pub struct DockerLink {
     /// A watch rather than a lock: callers can wait for the first attempt.
     slot: watch::Sender<Result<Docker, NotConnected>>,
+    /// A connection attempt is under way or was made (else nobody will
+    /// ever connect this link, and waiting for one is pointless).
+    connecting: AtomicBool,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -86,7 +90,7 @@ impl DockerLink {
     pub fn new() -> Arc<DockerLink> {
         let (notices, _) = broadcast::channel(CAPACITY);
         let (slot, _) = watch::channel(Err(NotConnected::Yet));
-        Arc::new(DockerLink { slot, notices })
+        Arc::new(DockerLink { slot, connecting: AtomicBool::new(false), notices })
     }
 
     /// The client, or why there is none (for the caller's message).
@@ -97,6 +101,9 @@ impl DockerLink {
     /// [`DockerLink::current`], but while no attempt has finished yet
     /// (the controller has just started) waits up to `wait` for one.
     pub async fn settled(&self, wait: Duration) -> Result<Docker, NotConnected> {
+        if !self.connecting.load(Ordering::Acquire) {
+            return self.current();
+        }
         let mut rx = self.slot.subscribe();
         let attempted =
             async { rx.wait_for(|slot| !matches!(slot, Err(NotConnected::Yet))).await.map(|s| s.clone()) };
@@ -126,6 +133,7 @@ impl DockerLink {
     /// Connects in the background, retrying with backoff until dockerd
     /// answers; then follows its events for the life of the process.
     pub fn spawn_connect(self: &Arc<Self>, socket: PathBuf) -> tokio::task::JoinHandle<()> {
+        self.connecting.store(true, Ordering::Release);
         let link = self.clone();
         tokio::spawn(async move {
             let docker = link.connect_retrying(&socket).await;

@@ -119,27 +119,38 @@ async fn a_lagging_subscriber_stalls_no_one_and_is_told_of_the_gap() {
 
 #[tokio::test]
 async fn a_caller_waits_for_the_first_connection_attempt_and_no_longer() {
-    // Nobody has tried yet: a caller waits, and is told "not yet" when its wait ends.
+    // Nobody will ever connect this link: no wait at all.
     let link = DockerLink::new();
     let started = std::time::Instant::now();
-    let why = link.settled(Duration::from_millis(30)).await.unwrap_err();
+    let why = link.settled(Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(why, NotConnected::Yet) && started.elapsed() < Duration::from_secs(1), "{why}");
+
+    // An attempt under way that has not finished: a caller waits, and is
+    // told "not yet" when its wait ends (a dockerd that accepts and never
+    // answers).
+    let dir = tempfile::tempdir().unwrap();
+    let silent = dir.path().join("silent.sock");
+    let _silent = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    let hanging = DockerLink::new();
+    drop(hanging.spawn_connect(silent));
+    let started = std::time::Instant::now();
+    let why = hanging.settled(Duration::from_millis(30)).await.unwrap_err();
     assert!(matches!(why, NotConnected::Yet), "{why}");
     assert!(started.elapsed() >= Duration::from_millis(30));
 
     // The attempt finishing while a caller waits ends its wait at once.
     let waiting = {
-        let link = link.clone();
+        let link = hanging.clone();
         tokio::spawn(async move { link.settled(Duration::from_secs(30)).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     // A client is made without talking to the socket; it only has to exist.
-    let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let client =
         bollard::Docker::connect_with_unix(socket.to_str().unwrap(), 1, bollard::API_DEFAULT_VERSION)
             .unwrap();
-    link.set(client);
+    hanging.set(client);
     let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").unwrap();
     assert!(got.is_ok());
 

@@ -8,6 +8,8 @@
 //! - `events`: Docker events (container start/die, network connect/disconnect)
 //!   update the picture one container at a time and rewrite only the
 //!   changed chains; a periodic resync re-reads everything and repairs.
+//! - `clobber`: the kernel's nftables change notifications (iptables-nft's
+//!   too) bring a repair within milliseconds; the resync is the safety net.
 //! - [`attach`]: a policy's networks created, its services moved onto them.
 //! - `ops`, `icc`, `networks`: what the admin API's `/v1/policies`, `/v1/icc` and
 //!   `/v1/networks` routes (in `node::admin_policy`) do.
@@ -20,6 +22,7 @@
 /// the wire contract in `seg_common::api`).
 pub use seg_common::api::policy as api;
 pub mod attach;
+mod clobber;
 mod events;
 pub mod host;
 mod icc;
@@ -88,7 +91,15 @@ impl Segregation {
     pub fn start(opts: Options, docker: &Arc<DockerLink>) -> Result<Arc<Segregation>, SegregationError> {
         host::check_br_netfilter(&opts.bridge_nf, host::modprobe_br_netfilter)?;
         let firewall = Box::new(IptablesFirewall::new());
-        Segregation::following(&opts.state_dir, firewall, opts.resync_interval, docker)
+        let seg = Segregation::following(&opts.state_dir, firewall, opts.resync_interval, docker)?;
+        match clobber::NetlinkChanges::open() {
+            Ok(changes) => drop(seg.repair_on_changes(Box::new(changes))),
+            Err(e) => tracing::warn!(
+                "cannot follow the kernel's nftables changes ({e}): rules another tool removes are \
+                 repaired by the periodic resync only"
+            ),
+        }
+        Ok(seg)
     }
 
     /// Loads the state with any firewall backend and follows `docker`'s

@@ -22,6 +22,10 @@ pub enum Mode {
     Fast,
     /// Read the kernel first (resync, policy and ICC changes, start).
     Full,
+    /// Read the kernel and write back what differs, keeping the compiled
+    /// rules: the kernel changed under us, the policies and containers did
+    /// not (`clobber.rs`).
+    Repair,
 }
 
 pub struct State {
@@ -146,7 +150,7 @@ impl State {
         }
         let applied = match mode {
             Mode::Fast => self.writer.fast(&desired)?,
-            Mode::Full => self.writer.full(&desired)?,
+            Mode::Full | Mode::Repair => self.writer.full(&desired)?,
         };
         self.managed = self.wants_rules();
         Ok(Some(applied))

@@ -178,3 +178,52 @@ async fn a_restarted_controller_loads_what_was_applied() {
     assert!(check.allowed && check.rule.ends_with("services.api.ingress[0]"), "{check:?}");
     assert!(!seg.check("world", "shop/api", "9000").await.unwrap().allowed);
 }
+
+/// Notices from a channel: each `()` sent is one kernel notification.
+struct Scripted(tokio::sync::mpsc::UnboundedReceiver<()>);
+
+impl super::clobber::ChangeSource for Scripted {
+    fn changed(&mut self) -> futures_util::future::BoxFuture<'_, bool> {
+        Box::pin(async move { self.0.recv().await.is_some() })
+    }
+    fn drain(&mut self) {
+        while self.0.try_recv().is_ok() {}
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_kernel_changes_brings_one_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = Shared::default();
+    let seg = super::Segregation::new(dir.path(), Box::new(fw.clone()), super::DEFAULT_RESYNC).unwrap();
+    let desired = {
+        let mut st = seg.state.lock().await;
+        let (record, policy) = record(SHOP);
+        st.put(record, policy);
+        st.live.replace(vec![container("a1", "api", "172.20.0.3")], networks());
+        st.reconcile(Mode::Full).unwrap().unwrap().1
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = seg.repair_on_changes(Box::new(Scripted(rx)));
+    // Our own write notified too: its check writes nothing.
+    tx.send(()).unwrap();
+    tokio::time::sleep(super::clobber::MIN_GAP * 3).await;
+    let before = fw.restores();
+    // Another tool flushes a chain: one transaction, several notifications.
+    let victim = desired.v4.chains.keys().find(|c| c.starts_with("SEG-IN-shop-api")).unwrap().clone();
+    fw.0.lock().unwrap().chains_mut(Family::V4).get_mut(&victim).unwrap().clear();
+    for _ in 0..5 {
+        tx.send(()).unwrap();
+    }
+    for _ in 0..200 {
+        if fw.seg_chains() == plain(&desired.v4.chains) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(fw.seg_chains(), plain(&desired.v4.chains), "repaired");
+    tokio::time::sleep(super::clobber::MIN_GAP * 3).await;
+    assert_eq!(fw.restores(), before + 1, "the burst was one check and one repair");
+    drop(tx);
+    watcher.await.unwrap();
+}

@@ -132,6 +132,17 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(dir: &Path, netns: Option<&str>, docker_socket: Option<&str>) -> Controller {
+        Controller::start_resyncing(dir, netns, docker_socket, "1s")
+    }
+
+    /// [`Controller::start`] with another periodic resync (`1h`: only the
+    /// kernel's change notifications can repair in a test's time).
+    pub fn start_resyncing(
+        dir: &Path,
+        netns: Option<&str>,
+        docker_socket: Option<&str>,
+        every: &str,
+    ) -> Controller {
         std::fs::create_dir_all(dir).unwrap();
         let (run_dir, state_dir) = (dir.join("run"), dir.join("state"));
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -144,7 +155,7 @@ impl Controller {
             }
             None => Command::new(SEGCTL),
         };
-        cmd.args(["node", "run", "--resync-interval", "1s", "--log-level", "info,segctl=debug"])
+        cmd.args(["node", "run", "--resync-interval", every, "--log-level", "info,segctl=debug"])
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--run-dir")
