@@ -10,8 +10,15 @@
 //!
 //! Nothing in a notification is parsed: which table changed, and who
 //! changed it, does not matter — the check compares the whole of seg's
-//! rules. Our own transactions notify too; their check finds nothing to do.
-//! A burst is taken as one change ([`SETTLE`]), and checks are at least
+//! rules — except who committed: our own transactions notify too, and a
+//! burst committed only by the programs we write with (`iptables-restore`,
+//! `nft`, as the kernel names them) and first seen while our own write was
+//! running (or within [`OWN_SLACK`] of its end) is taken as ours and not
+//! checked, since reading the whole ruleset back costs ~100 ms at 1,000
+//! services. Another tool's `iptables`, firewalld or a human is always
+//! checked; only a tool running those same programs at that very moment
+//! waits for the next change or the periodic resync. A burst is one change
+//! ([`SETTLE`]), and checks are at least
 //! [`MIN_GAP`] apart, so a tool rewriting the rules in a loop costs a
 //! bounded amount; one that keeps undoing seg's rules is reported.
 
@@ -26,6 +33,9 @@ const NFNLGRP_NFTABLES: u32 = 7;
 /// After the first notification, wait this long for the rest of its burst
 /// (one transaction sends one message per object it touches).
 pub const SETTLE: Duration = Duration::from_millis(3);
+/// Notifications first seen this soon after our own transaction ended are
+/// still its own (the runtime may take a moment to hand them over).
+pub const OWN_SLACK: Duration = Duration::from_millis(5);
 /// Checks are at least this far apart.
 pub const MIN_GAP: Duration = Duration::from_millis(20);
 /// More repairs than this within [`FIGHT_WINDOW`]: another tool keeps
@@ -33,13 +43,35 @@ pub const MIN_GAP: Duration = Duration::from_millis(20);
 const FIGHT_REPAIRS: usize = 5;
 const FIGHT_WINDOW: Duration = Duration::from_secs(10);
 
+/// Programs this controller writes the ruleset with, as the kernel names
+/// them (`comm`, at most 15 bytes).
+const OUR_WRITERS: [&str; 3] = ["iptables-restor", "ip6tables-resto", "nft"];
+
+/// Who changed the ruleset in one burst of notifications.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Burst {
+    /// The process of each committed transaction (`NFT_MSG_NEWGEN` names it).
+    pub writers: Vec<String>,
+    /// Notices were lost, or a commit named no process: the writer is unknown.
+    pub unknown: bool,
+}
+
+impl Burst {
+    /// Only our own writing programs committed (so, in our write window, it was us).
+    fn only_our_writers(&self) -> bool {
+        !self.unknown
+            && !self.writers.is_empty()
+            && self.writers.iter().all(|w| OUR_WRITERS.contains(&w.as_str()))
+    }
+}
+
 /// Where ruleset-change notices come from: the kernel's netlink group, or a
 /// scripted source in tests.
 pub trait ChangeSource: Send {
-    /// Waits for the next change; `false` when the source is gone.
-    fn changed(&mut self) -> BoxFuture<'_, bool>;
-    /// Takes the notices already waiting, without blocking.
-    fn drain(&mut self);
+    /// Waits for the next notification; `None` when the source is gone.
+    fn changed(&mut self) -> BoxFuture<'_, Option<Burst>>;
+    /// Adds the notifications already waiting to `burst`, without blocking.
+    fn drain(&mut self, burst: &mut Burst);
 }
 
 /// The kernel's nftables change notifications for this network namespace.
@@ -61,35 +93,84 @@ impl NetlinkChanges {
 }
 
 impl ChangeSource for NetlinkChanges {
-    fn changed(&mut self) -> BoxFuture<'_, bool> {
+    fn changed(&mut self) -> BoxFuture<'_, Option<Burst>> {
         Box::pin(async move {
             use netlink_sys::AsyncSocketExt;
             self.buf.clear();
+            let mut burst = Burst::default();
             match self.socket.recv_from(&mut self.buf).await {
-                Ok(_) => true,
+                Ok(_) => read_commits(&self.buf, &mut burst),
                 // ENOBUFS: notices were lost while we were busy — which
-                // means there were changes: check.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => true,
+                // means there were changes, by whom is unknown: check.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => burst.unknown = true,
                 Err(e) => {
                     tracing::warn!(
                         "nftables change notifications stopped: {e}; the periodic resync still repairs"
                     );
-                    false
+                    return None;
                 }
             }
+            Some(burst)
         })
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self, burst: &mut Burst) {
         use netlink_sys::AsyncSocket;
         loop {
             self.buf.clear();
             match self.socket.socket_mut().recv(&mut self.buf, libc::MSG_DONTWAIT) {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => read_commits(&self.buf, burst),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => burst.unknown = true,
                 _ => return,
             }
         }
     }
+}
+
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN`: the end of a transaction.
+const NEWGEN: u16 = (10 << 8) | 15;
+/// `NFTA_GEN_PROC_NAME`: the committing process's name.
+const GEN_PROC_NAME: u16 = 3;
+
+/// Notes the committing process of every `NEWGEN` message in one datagram
+/// (netlink messages, each a 16-byte header, a 4-byte nfgenmsg, then
+/// attributes: length, type, value padded to 4 bytes). Anything malformed
+/// makes the writer unknown, which only costs a check.
+fn read_commits(datagram: &[u8], burst: &mut Burst) {
+    let mut rest = datagram;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < 16 || len > rest.len() {
+            burst.unknown = true;
+            return;
+        }
+        if kind == NEWGEN {
+            match attribute(rest.get(20..len).unwrap_or(&[]), GEN_PROC_NAME) {
+                Some(name) => {
+                    burst.writers.push(String::from_utf8_lossy(name).trim_end_matches('\0').to_owned())
+                }
+                None => burst.unknown = true,
+            }
+        }
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+}
+
+/// The value of attribute `wanted` in a run of netlink attributes.
+fn attribute(mut attrs: &[u8], wanted: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == wanted {
+            return Some(&attrs[4..len]);
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    None
 }
 
 impl Segregation {
@@ -103,11 +184,12 @@ impl Segregation {
         tokio::spawn(async move {
             let mut repairs: Vec<Instant> = Vec::new();
             let mut warned_at: Option<Instant> = None;
-            while source.changed().await {
+            while let Some(mut burst) = source.changed().await {
+                let seen = Instant::now();
                 tokio::time::sleep(SETTLE).await;
-                source.drain();
+                source.drain(&mut burst);
                 let started = Instant::now();
-                if seg.repair().await {
+                if seg.repair(&burst, seen).await {
                     tracing::info!(took = ?started.elapsed(), "seg's rules were changed by another tool and are repaired");
                     note_fight(&mut repairs, &mut warned_at);
                 }
@@ -117,9 +199,15 @@ impl Segregation {
     }
 
     /// Reads the kernel and writes back what differs; whether it wrote.
-    pub async fn repair(&self) -> bool {
+    /// A burst committed only by our writing programs and first `seen`
+    /// during our own last write is that write's: nothing to check.
+    pub async fn repair(&self, burst: &Burst, seen: Instant) -> bool {
         let mut st = self.state.lock().await;
         if !st.wants_rules_or_managed() {
+            return false;
+        }
+        if burst.only_our_writers() && st.last_write.is_some_and(|w| own(w, seen)) {
+            tracing::debug!(writers = ?burst.writers, "nftables change by our own write: not checked");
             return false;
         }
         match blocking(|| st.reconcile(Mode::Repair)) {
@@ -131,6 +219,11 @@ impl Segregation {
             }
         }
     }
+}
+
+/// Whether a change first seen at `seen` was raised by the write `(began, ended)`.
+fn own((began, ended): (Instant, Instant), seen: Instant) -> bool {
+    seen >= began && seen <= ended + OWN_SLACK
 }
 
 fn note_fight(repairs: &mut Vec<Instant>, warned_at: &mut Option<Instant>) {
@@ -151,6 +244,53 @@ fn note_fight(repairs: &mut Vec<Instant>, warned_at: &mut Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_seen_during_our_own_write_are_ours() {
+        let t0 = Instant::now();
+        let write = (t0, t0 + Duration::from_millis(10));
+        assert!(own(write, t0 + Duration::from_millis(4)));
+        assert!(own(write, t0 + Duration::from_millis(10) + OWN_SLACK));
+        assert!(!own(write, t0 + Duration::from_millis(30)), "later: another tool's");
+        assert!(!own((t0 + Duration::from_millis(1), t0 + Duration::from_millis(2)), t0), "before it began");
+    }
+
+    /// One netlink message: header, nfgenmsg, then `attrs` as (type, value).
+    fn message(kind: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![2u8, 0, 0, 7]; // nfgenmsg: family, version, res_id
+        for (t, v) in attrs {
+            let len = 4 + v.len();
+            body.extend_from_slice(&(len as u16).to_ne_bytes());
+            body.extend_from_slice(&t.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize(body.len().next_multiple_of(4), 0);
+        }
+        let mut out = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&[0; 10]); // flags, seq, portid
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn commits_name_their_process_and_only_ours_are_ours() {
+        let rule = message((10 << 8) | 6, &[(1, b"filter\0")]);
+        let gen =
+            |name: &[u8]| message(NEWGEN, &[(1, &7u32.to_be_bytes()), (2, &42u32.to_be_bytes()), (3, name)]);
+        let mut burst = Burst::default();
+        read_commits(&[rule.clone(), gen(b"iptables-restor\0")].concat(), &mut burst);
+        assert_eq!(burst, Burst { writers: vec!["iptables-restor".into()], unknown: false });
+        assert!(burst.only_our_writers());
+        read_commits(&gen(b"iptables\0"), &mut burst);
+        assert!(!burst.only_our_writers(), "another tool's iptables in the same burst");
+        let mut nameless = Burst::default();
+        read_commits(&message(NEWGEN, &[(1, &7u32.to_be_bytes())]), &mut nameless);
+        assert!(nameless.unknown && !nameless.only_our_writers());
+        let mut torn = Burst::default();
+        read_commits(&gen(b"nft\0")[..20], &mut torn);
+        assert!(torn.unknown, "a truncated message: who is unknown");
+        assert!(!Burst::default().only_our_writers(), "no commit seen: unknown");
+    }
 
     #[test]
     fn a_tool_fighting_seg_is_reported_once_per_window() {

@@ -183,10 +183,10 @@ async fn a_restarted_controller_loads_what_was_applied() {
 struct Scripted(tokio::sync::mpsc::UnboundedReceiver<()>);
 
 impl super::clobber::ChangeSource for Scripted {
-    fn changed(&mut self) -> futures_util::future::BoxFuture<'_, bool> {
-        Box::pin(async move { self.0.recv().await.is_some() })
+    fn changed(&mut self) -> futures_util::future::BoxFuture<'_, Option<super::clobber::Burst>> {
+        Box::pin(async move { self.0.recv().await.map(|()| super::clobber::Burst::default()) })
     }
-    fn drain(&mut self) {
+    fn drain(&mut self, _: &mut super::clobber::Burst) {
         while self.0.try_recv().is_ok() {}
     }
 }
