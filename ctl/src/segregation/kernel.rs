@@ -11,8 +11,7 @@
 //!   it falls back to the full way at once.
 
 use super::api::RulesReport;
-use crate::firewall::naming::{DOCKER_USER, TOP};
-use crate::firewall::{self, Firewall, FirewallError, Hooks, Ruleset, Table};
+use crate::firewall::{Firewall, FirewallError, Ruleset, Table};
 use crate::policy::Family;
 use std::time::{Duration, Instant};
 
@@ -42,10 +41,11 @@ impl Applied {
         let count = |prefix: &str| {
             [&self.v4, &self.v6].iter().flat_map(|t| t.lines()).filter(|l| l.starts_with(prefix)).count()
         };
+        // iptables-restore lines, or nft's (an element is nft's rule).
         let removed = count("-X ");
         RulesReport {
-            chains_written: count(":SEG-") - removed,
-            rules_written: count("-A SEG-"),
+            chains_written: count(":SEG-") - removed + count("add chain "),
+            rules_written: count("-A SEG-") + count("add rule ") + count("\t"),
             chains_removed: removed,
             rules_total: desired.rule_count(),
         }
@@ -61,8 +61,8 @@ impl RuleWriter {
     pub fn full(&mut self, desired: &Ruleset) -> Result<Applied, FirewallError> {
         self.applied = None;
         let started = Instant::now();
-        let report = firewall::apply(self.fw.as_mut(), desired)?;
-        self.applied = Some(presumed(desired));
+        let report = self.fw.sync(desired)?;
+        self.applied = Some(desired.clone());
         Ok(Applied { v4: report.v4, v6: report.v6, full: true, restore_time: started.elapsed() })
     }
 
@@ -71,40 +71,22 @@ impl RuleWriter {
     pub fn fast(&mut self, desired: &Ruleset) -> Result<Applied, FirewallError> {
         let Some(last) = self.applied.take() else { return self.full(desired) };
         let started = Instant::now();
-        let mut out = Applied::default();
-        for family in [Family::V4, Family::V6] {
-            let text = desired.table(family).render(Some(last.table(family)));
-            if text.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.fw.restore(family, &text) {
+        let report = match self.fw.update(&last, desired) {
+            Ok(report) => report,
+            Err(e) => {
                 tracing::warn!(error = %e, "the kernel's rules differ from the last applied ones; re-reading them");
                 return self.full(desired);
             }
-            match family {
-                Family::V4 => out.v4 = text,
-                Family::V6 => out.v6 = text,
-            }
-        }
-        out.restore_time = started.elapsed();
-        self.applied = Some(presumed(desired));
-        Ok(out)
+        };
+        self.applied = Some(desired.clone());
+        Ok(Applied { v4: report.v4, v6: report.v6, full: false, restore_time: started.elapsed() })
     }
 
     /// The transactions that would bring the live rules to `desired`
     /// (nothing is written).
     pub fn diff(&mut self, desired: &Ruleset) -> Result<(String, String), FirewallError> {
-        let mut texts = [String::new(), String::new()];
-        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let want = desired.table(family);
-            match self.fw.current(family) {
-                Ok(live) => texts[i] = want.render(Some(&live)),
-                Err(_) if want.is_empty() && family == Family::V6 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let [v4, v6] = texts;
-        Ok((v4, v6))
+        let report = self.fw.plan(desired)?;
+        Ok((report.v4, report.v6))
     }
 
     /// The live IPv4 table (seg's chains and the hooks).
@@ -118,25 +100,10 @@ impl RuleWriter {
     }
 }
 
-/// The tables as they are once `desired` was applied: its chains, the jump
-/// first in `DOCKER-USER` (only when there is a `SEG-FORWARD`), Docker's
-/// `FORWARD` jump in place. Only the hooks' seg-relevant rules are modelled;
-/// rendering against this never touches the hooks.
-fn presumed(desired: &Ruleset) -> Ruleset {
-    let table = |t: &Table| {
-        let jump = t.chains.contains_key(TOP).then(|| format!("-j {TOP}"));
-        let hooks = Hooks {
-            forward: vec![format!("-j {DOCKER_USER}")],
-            docker_user: Some(jump.into_iter().collect()),
-        };
-        Table { chains: t.chains.clone(), hooks: Some(hooks) }
-    };
-    Ruleset { v4: table(&desired.v4), v6: table(&desired.v6) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::naming::TOP;
     use crate::firewall::FakeFirewall;
     use std::sync::{Arc, Mutex};
 
