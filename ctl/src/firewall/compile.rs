@@ -130,6 +130,14 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             return Table::default();
         }
         let mut top = vec!["-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN".to_string()];
+        if self.family == Family::V6 {
+            // Neighbour discovery is IPv6's ARP, but it is IP: bridged, it
+            // crosses FORWARD (br_netfilter), and dropping it would cut the
+            // allowed flows of a restricted container too.
+            for icmp_type in [135, 136] {
+                top.push(format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"));
+            }
+        }
         let tag = if self.family == Family::V4 { "" } else { "6" };
         for (entries, root, dir) in [(egress, EGRESS, Dir::Src), (ingress, INGRESS, Dir::Dst)] {
             if entries.is_empty() {

@@ -18,6 +18,7 @@ pub(super) struct Rule {
     ctstate: Option<String>,
     orig_dst: Option<IpAddr>,
     orig_dport: Option<u16>,
+    icmpv6_type: Option<u8>,
     /// `-j X` (`false`) or `-g X` (`true`).
     pub target: Option<(bool, String)>,
 }
@@ -34,7 +35,8 @@ pub(super) fn parse(text: &str) -> Result<Rule, String> {
             "-i" => r.in_if = Some(arg),
             "-o" => r.out_if = Some(arg),
             "-p" => r.proto = Some(arg),
-            "-m" if ["tcp", "udp", "multiport", "conntrack"].contains(&arg.as_str()) => {}
+            "-m" if ["tcp", "udp", "multiport", "conntrack", "icmp6"].contains(&arg.as_str()) => {}
+            "--icmpv6-type" => r.icmpv6_type = Some(arg.parse().map_err(|_| format!("bad ICMPv6 type `{arg}`"))?),
             "--dport" | "--dports" => r.dports = Some(arg),
             "--ctstate" => r.ctstate = Some(arg),
             "--ctorigdst" => r.orig_dst = Some(arg.parse().map_err(|_| format!("bad address `{arg}`"))?),
@@ -67,7 +69,13 @@ pub(super) fn text(r: &Rule, ip: &str, name: &dyn Fn(&str) -> String, base: bool
     if let Some(d) = &r.dst {
         parts.push(format!("{ip} daddr {}", addr(d)));
     }
-    match (&r.proto, &r.dports) {
+    match (r.proto.as_deref(), r.icmpv6_type) {
+        (Some("ipv6-icmp"), Some(t)) => parts.push(format!("icmpv6 type {}", icmpv6_name(t)?)),
+        (Some("ipv6-icmp"), None) => parts.push("meta l4proto ipv6-icmp".into()),
+        (_, Some(_)) => return Err("an ICMPv6 type without the protocol".into()),
+        _ => {}
+    }
+    match (r.proto.as_deref().filter(|p| *p != "ipv6-icmp"), &r.dports) {
         (Some(p), Some(ports)) => parts.push(format!("{p} dport {}", ports_text(ports))),
         (Some(p), None) => parts.push(format!("meta l4proto {p}")),
         (None, Some(_)) => return Err("a port without a protocol".into()),
@@ -92,6 +100,14 @@ pub(super) fn text(r: &Rule, ip: &str, name: &dyn Fn(&str) -> String, base: bool
         (true, chain) => format!("goto {}", name(chain)),
     });
     Ok(parts.join(" "))
+}
+
+fn icmpv6_name(t: u8) -> Result<&'static str, String> {
+    match t {
+        135 => Ok("nd-neighbor-solicit"),
+        136 => Ok("nd-neighbor-advert"),
+        other => Err(format!("unexpected ICMPv6 type {other}")),
+    }
 }
 
 fn addr(c: &Cidr) -> String {
