@@ -55,8 +55,16 @@ fn shop() -> Policy {
 fn assert_live_is(topo: &Topology, fw: &mut dyn Firewall, kind: Kind, desired: &Ruleset) {
     match kind {
         Kind::Iptables => {
-            assert_eq!(fw.current(Family::V4).unwrap().chains, desired.v4.chains, "iptables-save reads back v4");
-            assert_eq!(fw.current(Family::V6).unwrap().chains, desired.v6.chains, "ip6tables-save reads back v6");
+            assert_eq!(
+                fw.current(Family::V4).unwrap().chains,
+                desired.v4.chains,
+                "iptables-save reads back v4"
+            );
+            assert_eq!(
+                fw.current(Family::V6).unwrap().chains,
+                desired.v6.chains,
+                "ip6tables-save reads back v6"
+            );
         }
         Kind::Nftables => {
             let live = topo.nft().live().unwrap().expect("seg's table exists");
@@ -154,7 +162,8 @@ fn tampering_is_detected_and_restored(kind: Kind) {
     let report = apply(fw.as_mut(), &desired).unwrap();
     match kind {
         Kind::Iptables => assert!(
-            report.v4.contains(&format!(":{chain} ")) && report.v4.contains("-I DOCKER-USER 1 -j SEG-FORWARD")
+            report.v4.contains(&format!(":{chain} "))
+                && report.v4.contains("-I DOCKER-USER 1 -j SEG-FORWARD")
         ),
         Kind::Nftables => assert!(report.v4.contains("add chain inet seg SEG-FORWARD {"), "{}", report.v4),
     }
@@ -195,7 +204,9 @@ fn a_malformed_policy_changes_nothing(kind: Kind) {
     // also the part of it that came before the refused line.
     let broken = match kind {
         Kind::Iptables => "*filter\n:SEG-FORWARD - [0:0]\n-A SEG-FORWARD -j SEG-NOWHERE\nCOMMIT\n",
-        Kind::Nftables => "flush chain inet seg SEG-FORWARD\nadd rule inet seg SEG-FORWARD jump SEG-NOWHERE\n",
+        Kind::Nftables => {
+            "flush chain inet seg SEG-FORWARD\nadd rule inet seg SEG-FORWARD jump SEG-NOWHERE\n"
+        }
     };
     let err = fw.restore(Family::V4, broken).unwrap_err().to_string();
     assert!(err.contains("nothing was changed"), "{err}");

@@ -7,7 +7,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// Runs `prefix… program args…`; stdout on success.
-pub(super) fn run(prefix: &[String], program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
+pub(super) fn run(
+    prefix: &[String],
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, FirewallError> {
     let mut words: Vec<String> = prefix.to_vec();
     words.push(program.to_string());
     words.extend(args.iter().map(|a| a.to_string()));

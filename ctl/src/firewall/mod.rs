@@ -24,14 +24,15 @@ mod fixture;
 mod groups;
 mod inventory;
 mod iptables;
+pub mod naming;
 pub mod nft_model;
 pub mod nft_render;
 mod nft_rules;
 mod nftables;
-pub mod naming;
 mod plan;
 mod ports;
 mod ruleset;
+pub mod select;
 #[cfg(any(test, feature = "fakes"))]
 pub mod sim;
 #[cfg(any(test, feature = "fakes"))]
@@ -158,8 +159,10 @@ pub trait Firewall {
 /// rendering against this never touches the hooks.
 fn presumed(t: &Table) -> Table {
     let jump = t.chains.contains_key(naming::TOP).then(|| format!("-j {}", naming::TOP));
-    let hooks =
-        Hooks { forward: vec![format!("-j {}", naming::DOCKER_USER)], docker_user: Some(jump.into_iter().collect()) };
+    let hooks = Hooks {
+        forward: vec![format!("-j {}", naming::DOCKER_USER)],
+        docker_user: Some(jump.into_iter().collect()),
+    };
     Table { chains: t.chains.clone(), hooks: Some(hooks) }
 }
 

@@ -220,12 +220,18 @@ impl<'t> FamilyTable<'t> {
     }
 
     fn rule_text(&self, chain: &str, text: &str, rule: &Rule, base: bool) -> Result<String, Untranslatable> {
-        nft_rules::text(rule, self.ip, &|c| self.name(c), base).map_err(|reason| self.bad(chain, text, &reason))
+        nft_rules::text(rule, self.ip, &|c| self.name(c), base)
+            .map_err(|reason| self.bad(chain, text, &reason))
     }
 
     /// A chain kept as rules; its published-port accepts become sets, looked
     /// up where the first of them was.
-    fn plain_chain(&self, name: &str, rules: &[String], out: &mut NftTable) -> Result<Vec<String>, Untranslatable> {
+    fn plain_chain(
+        &self,
+        name: &str,
+        rules: &[String],
+        out: &mut NftTable,
+    ) -> Result<Vec<String>, Untranslatable> {
         let mut lines = Vec::new();
         let mut sets: BTreeMap<(String, bool), BTreeMap<Elem, Option<String>>> = BTreeMap::new();
         let mut at = None;

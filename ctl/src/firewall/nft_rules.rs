@@ -36,7 +36,9 @@ pub(super) fn parse(text: &str) -> Result<Rule, String> {
             "-o" => r.out_if = Some(arg),
             "-p" => r.proto = Some(arg),
             "-m" if ["tcp", "udp", "multiport", "conntrack", "icmp6"].contains(&arg.as_str()) => {}
-            "--icmpv6-type" => r.icmpv6_type = Some(arg.parse().map_err(|_| format!("bad ICMPv6 type `{arg}`"))?),
+            "--icmpv6-type" => {
+                r.icmpv6_type = Some(arg.parse().map_err(|_| format!("bad ICMPv6 type `{arg}`"))?)
+            }
             "--dport" | "--dports" => r.dports = Some(arg),
             "--ctstate" => r.ctstate = Some(arg),
             "--ctorigdst" => r.orig_dst = Some(arg.parse().map_err(|_| format!("bad address `{arg}`"))?),

@@ -11,7 +11,7 @@
 //!   it falls back to the full way at once.
 
 use super::api::RulesReport;
-use crate::firewall::{Firewall, FirewallError, Ruleset, Table};
+use crate::firewall::{self, Backend, Firewall, FirewallError, Ruleset, Table};
 use crate::policy::Family;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ pub struct RuleWriter {
     fw: Box<dyn Firewall + Send>,
     /// What the kernel holds, as far as this process knows; `None`: unknown.
     applied: Option<Ruleset>,
+    /// The backend not in use: its seg rules are removed once this one's
+    /// are in place (never before: no moment without rules).
+    retiring: Option<Box<dyn Firewall + Send>>,
 }
 
 /// One update: what was sent and how long the kernel took.
@@ -54,7 +57,33 @@ impl Applied {
 
 impl RuleWriter {
     pub fn new(fw: Box<dyn Firewall + Send>) -> RuleWriter {
-        RuleWriter { fw, applied: None }
+        RuleWriter { fw, applied: None, retiring: None }
+    }
+
+    /// Removes `other`'s seg rules after the next full update succeeds.
+    pub fn retire(&mut self, other: Box<dyn Firewall + Send>) {
+        self.retiring = Some(other);
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.fw.backend()
+    }
+
+    fn finish_retiring(&mut self) {
+        let Some(mut other) = self.retiring.take() else { return };
+        let name = other.backend().name();
+        match firewall::remove_all(other.as_mut()) {
+            Ok(report) if report.changed() => {
+                tracing::info!(backend = name, "removed seg's rules of the other backend")
+            }
+            Ok(_) => {}
+            // Not installed: it holds no rules of seg's.
+            Err(FirewallError::Spawn { .. }) => {}
+            Err(e) => {
+                tracing::warn!(backend = name, error = %e, "cannot remove seg's rules of the other backend; will retry");
+                self.retiring = Some(other);
+            }
+        }
     }
 
     /// Reads the live rules, then writes what differs from `desired`.
@@ -63,6 +92,7 @@ impl RuleWriter {
         let started = Instant::now();
         let report = self.fw.sync(desired)?;
         self.applied = Some(desired.clone());
+        self.finish_retiring();
         Ok(Applied { v4: report.v4, v6: report.v6, full: true, restore_time: started.elapsed() })
     }
 

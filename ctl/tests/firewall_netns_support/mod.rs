@@ -8,7 +8,9 @@
 //!   10.203.77.{10,11,12,13} and fd00:203:77::{10,11,12,13}.
 
 use seg_common::api::Identity;
-use segctl::firewall::{Container, Firewall, Inventory, IptablesFirewall, NetEndpoint, Network, NftablesFirewall};
+use segctl::firewall::{
+    Container, Firewall, Inventory, IptablesFirewall, NetEndpoint, Network, NftablesFirewall,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,7 +130,8 @@ impl Topology {
         let (to_ns, v4, v6) = self.member(to).clone();
         let listener = Listener::start(&to_ns, port);
         let (from_ns, _, _) = self.member(from);
-        let reach = |ip: IpAddr| probe(from_ns, &["SEG_PROBE_CONNECT", &SocketAddr::new(ip, port).to_string()]);
+        let reach =
+            |ip: IpAddr| probe(from_ns, &["SEG_PROBE_CONNECT", &SocketAddr::new(ip, port).to_string()]);
         let (a, b) = (reach(v4.into()), reach(v6.into()));
         drop(listener);
         assert_eq!(a, b, "{from} → {to}:{port}: IPv4 says {a}, IPv6 says {b}");
@@ -232,8 +235,11 @@ pub fn probe_helper() {
 }
 
 pub fn restore(ns: &str, tool: &str, text: &str) {
-    let mut child =
-        Command::new("ip").args(["netns", "exec", ns, tool, "--noflush"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, tool, "--noflush"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
 }
