@@ -36,6 +36,7 @@ matrix!(
     tampering_is_detected_and_restored,
     a_malformed_policy_changes_nothing,
     a_started_container_is_covered_by_elements_only,
+    published_ports_are_filtered_on_the_original_destination,
 );
 
 /// Not a test: the listener/connector the tests run inside namespaces.
@@ -240,6 +241,35 @@ fn a_started_container_is_covered_by_elements_only(kind: Kind) {
     assert!(!topo.connects("other", "db", 5432));
     assert!(!apply(fw.as_mut(), &second).unwrap().changed(), "the kernel holds what was presumed");
     assert_live_is(&topo, fw.as_mut(), kind, &second);
+}
+
+/// web is reached from the world only through its published port 8080
+/// (DNAT to 80), and over IPv4 also through 8082 bound to the host's
+/// address; 8081 (DNAT to 81) is not published, and no container may reach
+/// web at all (the world is not a container).
+fn published_ports_are_filtered_on_the_original_destination(kind: Kind) {
+    use segctl::firewall::PublishedPort;
+    let mut topo = Topology::new(&format!("pub{}", kind as u8));
+    topo.add_world();
+    let mut inv = topo.inventory();
+    let tcp = segctl::policy::Proto::Tcp;
+    let host_ip = Some("10.203.78.1".parse().unwrap());
+    inv.containers[0].published = vec![
+        PublishedPort { proto: tcp, container_port: 80, host_ip: None, host_port: 8080 },
+        PublishedPort { proto: tcp, container_port: 81, host_ip: None, host_port: 8081 },
+    ];
+    let text =
+        "version: 1\nproject: shop\nservices:\n  web: { ingress: [{ from: world, ports: [80/tcp] }] }\n";
+    let policy = policy::parse_policy(text, "shop.yaml").unwrap();
+    assert_eq!(topo.world_reaches(8081, 81), (true, true), "before any policy everything flows");
+    apply(topo.fw(kind).as_mut(), &compile(&[policy.clone()], &inv)).unwrap();
+    assert_eq!(topo.world_reaches(8080, 80), (true, true), "published and allowed");
+    assert_eq!(topo.world_reaches(8081, 81), (false, false), "port 81 is not allowed");
+    assert!(!topo.connects("api", "web", 80), "containers are not the world");
+    // Bound to the host's IPv4 address: the original destination counts too.
+    inv.containers[0].published[0].host_ip = host_ip;
+    apply(topo.fw(kind).as_mut(), &compile(&[policy], &inv)).unwrap();
+    assert_eq!(topo.world_reaches(8080, 80), (true, false), "IPv4 only: published on 10.203.78.1");
 }
 
 /// Switching backends leaves nothing of the other behind, both ways.

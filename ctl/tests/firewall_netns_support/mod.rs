@@ -50,6 +50,11 @@ impl Topology {
         let mut topo = Topology { host: host.clone(), members: Vec::new() };
         sh(&["ip", "netns", "add", &host]);
         let inh = |cmd: &[&str]| sh(&[&["ip", "netns", "exec", &host], cmd].concat());
+        // No duplicate address detection anywhere: tentative (link-local)
+        // addresses hold IPv6 back for the first second or two.
+        for conf in ["default", "all"] {
+            inh(&["sysctl", "-qw", &format!("net.ipv6.conf.{conf}.accept_dad=0")]);
+        }
         inh(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
         inh(&["ip", "addr", "add", "10.203.77.1/24", "dev", BRIDGE]);
         inh(&["ip", "addr", "add", "fd00:203:77::1/64", "dev", BRIDGE, "nodad"]);
@@ -74,8 +79,52 @@ impl Topology {
             inc(&["ip", "addr", "add", &format!("{v6}/64"), "dev", &inner, "nodad"]);
             inc(&["ip", "link", "set", &inner, "up"]);
             inc(&["ip", "link", "set", "lo", "up"]);
+            inc(&["ip", "route", "add", "default", "via", "10.203.77.1"]);
+            inc(&["ip", "-6", "route", "add", "default", "via", "fd00:203:77::1"]);
         }
         topo
+    }
+
+    /// A "world" namespace routed (not bridged) to the host, 10.203.78.2 and
+    /// fd00:203:78::2, and Docker-like DNAT on the host's 10.203.78.1 /
+    /// fd00:203:78::1: port 8080 and 8081 to web's 80 and 81.
+    pub fn add_world(&mut self) {
+        let world = format!("{}-w", self.host.trim_end_matches("-h"));
+        sh(&["ip", "netns", "add", &world]);
+        self.members.push((world.clone(), Ipv4Addr::new(10, 203, 78, 2), "fd00:203:78::2".parse().unwrap()));
+        self.in_host(&[
+            "ip", "link", "add", "segwh", "type", "veth", "peer", "name", "segwc", "netns", &world,
+        ]);
+        self.in_host(&["ip", "addr", "add", "10.203.78.1/24", "dev", "segwh"]);
+        self.in_host(&["ip", "addr", "add", "fd00:203:78::1/64", "dev", "segwh", "nodad"]);
+        self.in_host(&["ip", "link", "set", "segwh", "up"]);
+        let inw = |cmd: &[&str]| sh(&[&["ip", "netns", "exec", &world], cmd].concat());
+        inw(&["ip", "addr", "add", "10.203.78.2/24", "dev", "segwc"]);
+        inw(&["ip", "addr", "add", "fd00:203:78::2/64", "dev", "segwc", "nodad"]);
+        inw(&["ip", "link", "set", "segwc", "up"]);
+        inw(&["ip", "link", "set", "lo", "up"]);
+        let (web4, web6) = (self.member("web").1, self.member("web").2);
+        for (tool, host, web) in [
+            ("iptables", "10.203.78.1", web4.to_string()),
+            ("ip6tables", "fd00:203:78::1", format!("[{web6}]")),
+        ] {
+            for (from, to) in [("8080", "80"), ("8081", "81")] {
+                let dest = format!("{web}:{to}");
+                let rule =
+                    ["-d", host, "-p", "tcp", "--dport", from, "-j", "DNAT", "--to-destination", &dest];
+                self.in_host(&[&[tool, "-t", "nat", "-A", "PREROUTING"][..], &rule].concat());
+            }
+        }
+    }
+
+    /// Can the world reach the host's `port` (DNAT-ed to web)? `(IPv4, IPv6)`.
+    pub fn world_reaches(&self, port: u16, to_port: u16) -> (bool, bool) {
+        let listener = Listener::start(&self.member("web").0, to_port);
+        let world = &self.members.last().expect("add_world first").0;
+        let v4 = probe(world, &["SEG_PROBE_CONNECT", &format!("10.203.78.1:{port}")]);
+        let v6 = probe(world, &["SEG_PROBE_CONNECT", &format!("[fd00:203:78::1]:{port}")]);
+        drop(listener);
+        (v4, v6)
     }
 
     fn member(&self, name: &str) -> &(String, Ipv4Addr, Ipv6Addr) {
