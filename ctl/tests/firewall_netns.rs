@@ -260,15 +260,15 @@ fn published_ports_are_filtered_on_the_original_destination(kind: Kind) {
     ];
     let text =
         "version: 1\nproject: shop\nservices:\n  web: { ingress: [{ from: world, ports: [80/tcp] }] }\n";
-    let policy = policy::parse_policy(text, "shop.yaml").unwrap();
+    let policies = [policy::parse_policy(text, "shop.yaml").unwrap()];
     assert_eq!(topo.world_reaches(8081, 81), (true, true), "before any policy everything flows");
-    apply(topo.fw(kind).as_mut(), &compile(&[policy.clone()], &inv)).unwrap();
+    apply(topo.fw(kind).as_mut(), &compile(&policies, &inv)).unwrap();
     assert_eq!(topo.world_reaches(8080, 80), (true, true), "published and allowed");
     assert_eq!(topo.world_reaches(8081, 81), (false, false), "port 81 is not allowed");
     assert!(!topo.connects("api", "web", 80), "containers are not the world");
     // Bound to the host's IPv4 address: the original destination counts too.
     inv.containers[0].published[0].host_ip = host_ip;
-    apply(topo.fw(kind).as_mut(), &compile(&[policy], &inv)).unwrap();
+    apply(topo.fw(kind).as_mut(), &compile(&policies, &inv)).unwrap();
     assert_eq!(topo.world_reaches(8080, 80), (true, false), "IPv4 only: published on 10.203.78.1");
 }
 

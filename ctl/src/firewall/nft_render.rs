@@ -234,6 +234,14 @@ impl<'t> FamilyTable<'t> {
     ) -> Result<Vec<String>, Untranslatable> {
         let mut lines = Vec::new();
         let mut sets: BTreeMap<(String, bool), BTreeMap<Elem, Option<String>>> = BTreeMap::new();
+        // A world chain looks up all four sets, empty or not: a container
+        // publishing a port then adds an element, never a rule.
+        let world = name.starts_with("SEG-W-");
+        if world {
+            for key in [("tcp", false), ("tcp", true), ("udp", false), ("udp", true)] {
+                sets.insert((key.0.to_string(), key.1), BTreeMap::new());
+            }
+        }
         let mut at = None;
         for text in rules {
             let rule = self.parse(name, text)?;
@@ -251,7 +259,8 @@ impl<'t> FamilyTable<'t> {
             let key = nft_rules::published_key(&self.key_type(), host);
             out.sets.insert(set, Set { key, verdicts: false, interval: false, elems });
         }
-        if let Some(at) = at {
+        // Without an accept yet, the lookups go before the final drop.
+        if let Some(at) = at.or_else(|| world.then(|| lines.len().saturating_sub(1))) {
             lines.splice(at..at, lookups);
         }
         Ok(lines)

@@ -36,6 +36,16 @@ fn golden_nft_container_start_changes_elements_only() {
     let back = render(&before, Some(&after));
     assert!(back.starts_with("delete element") && !back.contains("add chain"), "{back}");
     assert_eq!(render(&after, Some(&after)), "", "nothing to do");
+    // The only container of a service stops, and starts again (a restart):
+    // its chains stay, and so do the world chain's lookups of web's replicas.
+    for gone in ["db1", "web1", "web2", "api1"] {
+        let mut without = inv.clone();
+        without.containers.retain(|c| c.id != gone);
+        let stopped = to_nft(&compile(&policies, &without)).unwrap();
+        for text in [render(&stopped, Some(&before)), render(&before, Some(&stopped))] {
+            assert!(!text.is_empty() && !text.contains("chain") && !text.contains("rule"), "{gone}:\n{text}");
+        }
+    }
 }
 
 #[test]
