@@ -296,6 +296,25 @@ fn switching_backends_leaves_no_stale_rules() {
     }
 }
 
+/// The controller's way: the writer of the chosen backend removes the other
+/// backend's seg rules once its own full update is in place.
+#[test]
+fn the_writer_retires_the_other_backend_after_its_own_rules_are_in() {
+    use segctl::segregation::kernel::RuleWriter;
+    let topo = Topology::new("rt");
+    let desired = compile(&[shop()], &topo.inventory());
+    apply(topo.fw(Kind::Iptables).as_mut(), &desired).unwrap();
+    let mut writer = RuleWriter::new(Box::new(topo.nft()));
+    writer.retire(Box::new(segctl::firewall::IptablesFirewall::in_netns(&topo.host)));
+    assert!(writer.full(&desired).unwrap().changed());
+    let text = topo.ruleset();
+    assert!(text.contains("table inet seg") && !text.contains("jump SEG-FORWARD"), "{text}");
+    assert!(!topo.connects("web", "db", 5432), "enforced by nftables alone");
+    assert!(topo.connects("api", "db", 5432));
+    let fast = writer.fast(&desired).unwrap();
+    assert!(!fast.changed() && !fast.full, "nothing left to do: {fast:?}");
+}
+
 /// The `auto` probe: the kernel takes seg's kind of table, and the probe
 /// leaves nothing behind.
 #[test]
