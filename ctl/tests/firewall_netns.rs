@@ -262,13 +262,20 @@ fn published_ports_are_filtered_on_the_original_destination(kind: Kind) {
         "version: 1\nproject: shop\nservices:\n  web: { ingress: [{ from: world, ports: [80/tcp] }] }\n";
     let policies = [policy::parse_policy(text, "shop.yaml").unwrap()];
     assert_eq!(topo.world_reaches(8081, 81), (true, true), "before any policy everything flows");
-    apply(topo.fw(kind).as_mut(), &compile(&policies, &inv)).unwrap();
+    let desired = compile(&policies, &inv);
+    apply(topo.fw(kind).as_mut(), &desired).unwrap();
+    assert!(!apply(topo.fw(kind).as_mut(), &desired).unwrap().changed(), "the published-port sets read back");
     assert_eq!(topo.world_reaches(8080, 80), (true, true), "published and allowed");
     assert_eq!(topo.world_reaches(8081, 81), (false, false), "port 81 is not allowed");
     assert!(!topo.connects("api", "web", 80), "containers are not the world");
     // Bound to the host's IPv4 address: the original destination counts too.
     inv.containers[0].published[0].host_ip = host_ip;
-    apply(topo.fw(kind).as_mut(), &compile(&policies, &inv)).unwrap();
+    let bound = compile(&policies, &inv);
+    let report = apply(topo.fw(kind).as_mut(), &bound).unwrap();
+    if kind == Kind::Nftables {
+        assert!(report.v4.lines().all(|l| !l.contains("rule")), "elements only:\n{}", report.v4);
+    }
+    assert!(!apply(topo.fw(kind).as_mut(), &bound).unwrap().changed());
     assert_eq!(topo.world_reaches(8080, 80), (true, false), "IPv4 only: published on 10.203.78.1");
 }
 
