@@ -245,7 +245,9 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             let ports = PortSet::from_policy(rule.ports.as_ref().map(|p| p.0.as_slice()));
             // The rule's port chain exists while no source container runs
             // too, so the first one to start only adds an element.
-            self.port_action(&ports);
+            if rule.from.0.iter().any(|p| *p != Peer::World) {
+                self.port_action(&ports);
+            }
             for peer in &rule.from.0 {
                 if *peer == Peer::World {
                     world = Some(world.map_or(ports.clone(), |w| w.union(&ports)));

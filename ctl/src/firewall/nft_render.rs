@@ -2,11 +2,13 @@
 //! the shapes nftables is fast at.
 //!
 //! - `SEG-FORWARD` becomes the one base chain (forward hook, priority
-//!   `filter - 10`; see docs/policy.md for why).
+//!   `filter - 10`; see docs/policy.md for why), jumping to the two
+//!   dispatch chains of each family.
 //! - Every address tree (`SEG-EGRESS`, `SEG-INGRESS`, `SEG-IN-…`,
-//!   `SEG-OUT-…` with their inner chains) becomes one interval verdict map:
-//!   the tree's longest-prefix match, cut into disjoint ranges (nftables
-//!   refuses overlapping intervals), looked up in one step.
+//!   `SEG-OUT-…` with their inner chains) becomes one chain and two verdict
+//!   maps: container addresses in a hash map (cheap element updates), then
+//!   the prefixes as disjoint ranges in an interval map (nftables refuses
+//!   overlapping intervals) — together the tree's longest-prefix match.
 //! - A world chain's published ports (`SEG-W-…`) become sets matched on
 //!   (container address, port, conntrack's original destination).
 //! - Port, ICC and world chains keep their rules, spelled for nft.
@@ -70,6 +72,18 @@ enum Outcome {
 
 type Span = (u128, u128);
 
+/// What [`FamilyTable::flatten`] collects from one tree.
+struct Walk<'w> {
+    node_prefix: &'w str,
+    /// Prefix keys: disjoint ranges and their decisions.
+    spans: &'w mut Vec<Decided>,
+    /// Address keys and their decisions.
+    hosts: &'w mut Vec<(IpAddr, Outcome)>,
+    consumed: &'w mut BTreeSet<String>,
+}
+
+type Decided = (Span, Outcome);
+
 struct FamilyTable<'t> {
     table: &'t Table,
     family: Family,
@@ -100,9 +114,10 @@ impl<'t> FamilyTable<'t> {
             let parsed = self.parse(TOP, rule)?;
             let line = match &parsed.target {
                 Some((false, root)) if root == EGRESS || root == INGRESS => {
-                    let side = if root == EGRESS { "saddr" } else { "daddr" };
-                    self.tree(root, out, &mut consumed, true)?;
-                    format!("{} {side} vmap @{}", self.ip, self.name(root))
+                    let rules = self.tree(root, out, &mut consumed)?;
+                    out.chains.insert(self.name(root), Chain::new(None, rules));
+                    let nfproto = if self.family == Family::V4 { "ipv4" } else { "ipv6" };
+                    format!("meta nfproto {nfproto} jump {}", self.name(root))
                 }
                 _ => self.rule_text(TOP, rule, &parsed, true)?,
             };
@@ -112,7 +127,7 @@ impl<'t> FamilyTable<'t> {
         }
         let services: Vec<&String> = self.table.chains.keys().filter(|n| is_service_tree(n)).collect();
         for name in services {
-            let rules = self.tree(name, out, &mut consumed, false)?;
+            let rules = self.tree(name, out, &mut consumed)?;
             out.chains.insert(self.name(name), Chain::new(None, rules));
         }
         for (name, rules) in &self.table.chains {
@@ -125,35 +140,49 @@ impl<'t> FamilyTable<'t> {
         Ok(())
     }
 
-    /// Flattens the tree rooted at `root` into its map; returns the rules of
-    /// the chain that looks it up (a service tree's; `dispatch`: none, the
-    /// base chain looks the map up itself).
+    /// Flattens the tree rooted at `root` into two maps and returns the
+    /// rules of its chain: container addresses (exact keys) in a hash map,
+    /// whose elements are cheap to add and delete, then the prefixes
+    /// (subnets, policy CIDRs) as disjoint ranges in an interval map, then
+    /// the fallback. An address key is longer than any prefix, so looking
+    /// it up first is longest-prefix match.
     fn tree(
         &self,
         root: &str,
         out: &mut NftTable,
         consumed: &mut BTreeSet<String>,
-        dispatch: bool,
     ) -> Result<Vec<String>, Untranslatable> {
         let node_prefix = node_prefix(root, self.family);
-        let mut spans = Vec::new();
+        let (mut spans, mut hosts) = (Vec::new(), Vec::new());
         let everything = (0, max(self.family));
-        self.flatten(root, &node_prefix, vec![everything], &mut spans, consumed, 0)?;
+        let mut walk = Walk { node_prefix: &node_prefix, spans: &mut spans, hosts: &mut hosts, consumed };
+        self.flatten(root, vec![everything], &mut walk, 0)?;
         consumed.insert(root.to_string());
         spans.sort_by_key(|(s, _)| s.0);
-        let fallback = if dispatch { Outcome::Return } else { self.fallback(root)? };
-        let verb = if dispatch { "jump" } else { "goto" };
-        let mut elems = BTreeMap::new();
-        for ((a, b), outcome) in merge(spans) {
-            if outcome != fallback && !(dispatch && outcome == Outcome::Return) {
-                let value = self.verdict(&outcome, verb);
-                elems.insert(Elem(vec![Part::Addrs(self.addr(a), self.addr(b))]), Some(value));
-            }
-        }
-        let map = Set { key: vec![self.key_type()], verdicts: true, interval: true, elems };
-        out.sets.insert(self.name(root), map);
-        let side = if root.starts_with("SEG-OUT-") { "daddr" } else { "saddr" };
-        let mut rules = vec![format!("{} {side} vmap @{}", self.ip, self.name(root))];
+        let fallback = self.fallback(root)?;
+        let host_elems = hosts
+            .into_iter()
+            .map(|(ip, outcome)| (Elem(vec![Part::Addrs(ip, ip)]), Some(self.verdict(&outcome, "goto"))))
+            .collect();
+        let net_elems = merge(spans)
+            .into_iter()
+            .filter(|(_, outcome)| *outcome != fallback)
+            .map(|((a, b), o)| {
+                (Elem(vec![Part::Addrs(self.addr(a), self.addr(b))]), Some(self.verdict(&o, "goto")))
+            })
+            .collect();
+        let (hosts_map, nets_map) = (self.name(root), format!("{}-nets", self.name(root)));
+        let key = vec![self.key_type()];
+        out.sets.insert(
+            hosts_map.clone(),
+            Set { key: key.clone(), verdicts: true, interval: false, elems: host_elems },
+        );
+        out.sets.insert(nets_map.clone(), Set { key, verdicts: true, interval: true, elems: net_elems });
+        let side = if root == INGRESS || root.starts_with("SEG-OUT-") { "daddr" } else { "saddr" };
+        let mut rules = vec![
+            format!("{} {side} vmap @{hosts_map}", self.ip),
+            format!("{} {side} vmap @{nets_map}", self.ip),
+        ];
         if fallback != Outcome::Return {
             rules.push(self.verdict(&fallback, "goto"));
         }
@@ -180,14 +209,14 @@ impl<'t> FamilyTable<'t> {
     }
 
     /// First match wins: each rule takes what is left of `domain` inside its
-    /// prefix; a rule going to an inner node continues there.
+    /// prefix; a rule going to an inner node continues there. Rules on one
+    /// address are collected apart and take nothing from `domain`, which
+    /// leaves the longest-prefix match among the prefixes alone.
     fn flatten(
         &self,
         chain: &str,
-        node_prefix: &str,
         mut domain: Vec<Span>,
-        out: &mut Vec<(Span, Outcome)>,
-        consumed: &mut BTreeSet<String>,
+        walk: &mut Walk,
         depth: usize,
     ) -> Result<(), Untranslatable> {
         let rules = self.table.chains.get(chain).ok_or_else(|| self.bad(chain, "", "no such chain"))?;
@@ -197,21 +226,22 @@ impl<'t> FamilyTable<'t> {
         for text in rules.iter() {
             let rule = self.parse(chain, text)?;
             let Some(target) = &rule.target else { return Err(self.bad(chain, text, "no target")) };
-            let span = match rule.src.or(rule.dst) {
-                Some(c) => span(&c),
-                None => (0, max(self.family)),
-            };
-            let (inside, outside) = split(&domain, span);
+            let key = rule.src.or(rule.dst);
+            let inner = target.0 && target.1.starts_with(walk.node_prefix);
+            if let Some(c) = key.filter(|c| c.is_host() && !inner) {
+                walk.hosts.push((c.addr(), outcome(target)));
+                continue;
+            }
+            let (inside, outside) = split(&domain, key.map_or((0, max(self.family)), |c| span(&c)));
             domain = outside;
-            match target {
-                (true, next) if next.starts_with(node_prefix) => {
-                    consumed.insert(next.clone());
-                    self.flatten(next, node_prefix, inside, out, consumed, depth + 1)?;
-                }
-                t => out.extend(inside.into_iter().map(|s| (s, outcome(t)))),
+            if inner {
+                walk.consumed.insert(target.1.clone());
+                self.flatten(&target.1, inside, walk, depth + 1)?;
+            } else {
+                walk.spans.extend(inside.into_iter().map(|s| (s, outcome(target))));
             }
         }
-        out.extend(domain.into_iter().map(|s| (s, Outcome::Return)));
+        walk.spans.extend(domain.into_iter().map(|s| (s, Outcome::Return)));
         Ok(())
     }
 
@@ -333,15 +363,14 @@ fn split(domain: &[Span], s: Span) -> (Vec<Span>, Vec<Span>) {
     (inside, outside)
 }
 
-/// Adjacent drop or return ranges as one (sorted input), so that the pieces
-/// a tree cut a prefix into come back whole. Ranges going to a chain stay
-/// apart: one element per container address, added and deleted with it.
+/// Adjacent ranges with the same decision as one (sorted input), so that
+/// the pieces a tree cut a prefix into come back whole: equal decisions,
+/// equal elements.
 fn merge(spans: Vec<(Span, Outcome)>) -> Vec<(Span, Outcome)> {
     let mut out: Vec<(Span, Outcome)> = Vec::new();
     for (s, o) in spans {
-        let mergeable = !matches!(o, Outcome::Goto(_));
         match out.last_mut() {
-            Some((last, lo)) if mergeable && *lo == o && last.1.checked_add(1) == Some(s.0) => last.1 = s.1,
+            Some((last, lo)) if *lo == o && last.1.checked_add(1) == Some(s.0) => last.1 = s.1,
             _ => out.push((s, o)),
         }
     }
