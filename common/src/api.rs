@@ -199,6 +199,18 @@ pub struct StatusReport {
     /// How the agent socket's guard is doing (absent from older controllers).
     #[serde(default)]
     pub agent_socket_status: Option<AgentSocketStatus>,
+    /// seg's firewall backend and Docker's (absent from older controllers).
+    #[serde(default)]
+    pub firewall: Option<FirewallStatus>,
+}
+
+/// Which firewall backend seg writes with, and which one Docker uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallStatus {
+    /// `iptables` or `nftables`.
+    pub backend: String,
+    /// Docker's own, detected in the kernel; `None`: not detected.
+    pub docker_backend: Option<String>,
 }
 
 /// The agent socket's guard: is the socket the one the controller bound, and

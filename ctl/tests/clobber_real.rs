@@ -105,5 +105,8 @@ fn rules_another_tool_removes_are_back_at_once_without_waiting_for_the_resync() 
     assert!(!log.contains("periodic resync rewrote"), "the hourly resync cannot have run:\n{log}");
     // The repairs' own notifications were recognised (by the committing
     // process the kernel names) and not read back.
-    assert!(log.contains("nftables change by our own write: not checked"), "own writes not recognised:\n{log}");
+    assert!(
+        log.contains("nftables change by our own write: not checked"),
+        "own writes not recognised:\n{log}"
+    );
 }

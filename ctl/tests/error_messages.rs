@@ -131,3 +131,18 @@ fn unreadable_daemon_json_is_said_once() {
     );
     assert_each_clause_once(&line);
 }
+
+#[test]
+fn nftables_that_cannot_be_used_is_said_once() {
+    use segctl::firewall::{select::Unavailable, FirewallError};
+    let cause = std::io::Error::from(std::io::ErrorKind::NotFound);
+    let err = Unavailable(FirewallError::Spawn { command: "nft -f -".into(), cause });
+    let err = NodeError::from(segctl::segregation::SegregationError::from(err));
+    let line = rendered(err, "cannot start the seg controller");
+    assert_eq!(
+        line,
+        "cannot start the seg controller: --firewall nftables: nftables cannot be used here; install nftables \
+         (nft 1.0+) or use --firewall iptables: cannot run `nft -f -`: entity not found"
+    );
+    assert_each_clause_once(&line);
+}

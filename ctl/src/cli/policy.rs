@@ -211,7 +211,9 @@ fn print_diff(d: &DiffResult) {
         return;
     }
     if !d.v4.is_empty() {
-        println!("# iptables-restore --noflush");
+        // The nftables backend's one script (both families) comes as `v4`.
+        let nft = d.v4.lines().next().is_some_and(|l| l.contains(" inet seg"));
+        println!("{}", if nft { "# nft -f -" } else { "# iptables-restore --noflush" });
         print!("{}", d.v4);
     }
     if !d.v6.is_empty() {

@@ -3,7 +3,7 @@
 use super::{AdminOpts, Output};
 use anyhow::Result;
 use clap::Args;
-use seg_common::api::{AgentSocketStatus, StatusReport};
+use seg_common::api::{AgentSocketStatus, FirewallStatus, StatusReport};
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -33,8 +33,15 @@ pub fn render(r: &StatusReport) -> String {
         ("agent socket", format!("{} ({} watch stream(s) open)", r.agent_socket, r.watches)),
         ("socket guard", guard_line(r.agent_socket_status.as_ref())),
         ("access log", r.access_log.clone()),
+        ("firewall", firewall_line(r.firewall.as_ref())),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+}
+
+/// `nftables (Docker: iptables)`.
+fn firewall_line(f: Option<&FirewallStatus>) -> String {
+    let Some(f) = f else { return "unknown (controller does not report it)".into() };
+    format!("{} (Docker: {})", f.backend, f.docker_backend.as_deref().unwrap_or("not detected"))
 }
 
 /// `ok, read-only dir yes`, or what was repaired last.
@@ -71,9 +78,14 @@ mod tests {
                 read_only_dir: true,
                 last_problem: Some("the agent socket was removed".into()),
             }),
+            firewall: Some(FirewallStatus {
+                backend: "nftables".into(),
+                docker_backend: Some("iptables".into()),
+            }),
         };
         let text = render(&r);
-        assert_eq!(text.lines().count(), 7);
+        assert_eq!(text.lines().count(), 8);
+        assert!(text.contains("firewall      nftables (Docker: iptables)"), "{text}");
         assert!(
             text.contains(
                 "socket guard  repaired 2 time(s), read-only dir yes (last: the agent socket was removed)"

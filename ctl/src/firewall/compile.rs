@@ -64,7 +64,7 @@ pub(super) struct Builder<'p, 'a, 'c> {
     recording: Option<Chains>,
     /// Service chains already built, by kind and service (one per service,
     /// however many containers dispatch to it).
-    built: HashMap<(&'static str, &'a Identity), String>,
+    built: HashMap<(&'static str, &'p Identity), String>,
     /// Of every bridge device (what "not from a container" means), once.
     bridges: std::cell::OnceCell<u64>,
 }
@@ -129,7 +129,27 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         if egress.is_empty() && ingress.is_empty() {
             return Table::default();
         }
+        // Every named service has its chains, containers or not, so that
+        // its first container (or a restarted single one) only adds
+        // dispatch entries: set elements, on nftables.
+        let plan = self.plan;
+        for (id, (_, spec)) in &plan.specs {
+            if spec.ingress != Ingress::Any {
+                self.service_ingress(id);
+            }
+            if spec.egress != Egress::Any {
+                self.service_egress(id);
+            }
+        }
         let mut top = vec!["-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN".to_string()];
+        if self.family == Family::V6 {
+            // Neighbour discovery is IPv6's ARP, but it is IP: bridged, it
+            // crosses FORWARD (br_netfilter), and dropping it would cut the
+            // allowed flows of a restricted container too.
+            for icmp_type in [135, 136] {
+                top.push(format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"));
+            }
+        }
         let tag = if self.family == Family::V4 { "" } else { "6" };
         for (entries, root, dir) in [(egress, EGRESS, Dir::Src), (ingress, INGRESS, Dir::Dst)] {
             if entries.is_empty() {
@@ -203,7 +223,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// `SEG-IN-<svc>`: who may reach the service, on which ports.
-    fn service_ingress(&mut self, id: &'a Identity) -> String {
+    fn service_ingress(&mut self, id: &'p Identity) -> String {
         if let Some(name) = self.built.get(&("IN", id)) {
             return name.clone();
         }
@@ -223,6 +243,11 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         let mut world: Option<PortSet> = None;
         for rule in rules {
             let ports = PortSet::from_policy(rule.ports.as_ref().map(|p| p.0.as_slice()));
+            // The rule's port chain exists while no source container runs
+            // too, so the first one to start only adds an element.
+            if rule.from.0.iter().any(|p| *p != Peer::World) {
+                self.port_action(&ports);
+            }
             for peer in &rule.from.0 {
                 if *peer == Peer::World {
                     world = Some(world.map_or(ports.clone(), |w| w.union(&ports)));
@@ -246,7 +271,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// `SEG-OUT-<svc>`: where the service may connect to.
-    fn service_egress(&mut self, id: &'a Identity) -> String {
+    fn service_egress(&mut self, id: &'p Identity) -> String {
         if let Some(name) = self.built.get(&("OUT", id)) {
             return name.clone();
         }
@@ -286,7 +311,9 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
 
     /// `SEG-W-<svc>`: the world reaching the service through published
     /// ports, after Docker's DNAT. Packets from any container bridge are not
-    /// the world. `None` when no published port is allowed.
+    /// the world. It exists while the policy lets the world in, even with
+    /// no port published yet (a container that publishes one then changes
+    /// only this chain, or set elements on nftables).
     fn world_chain(&mut self, id: &Identity, allowed: &PortSet) -> Option<String> {
         let mut accepts = Vec::new();
         for c in self.plan.members(id) {
@@ -306,9 +333,6 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
                     ));
                 }
             }
-        }
-        if accepts.is_empty() {
-            return None;
         }
         accepts.sort();
         accepts.dedup();

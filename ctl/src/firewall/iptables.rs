@@ -7,8 +7,6 @@
 
 use super::{Firewall, FirewallError, Table};
 use crate::policy::Family;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 #[derive(Clone, Debug, Default)]
 pub struct IptablesFirewall {
@@ -31,32 +29,8 @@ impl IptablesFirewall {
         IptablesFirewall { prefix: prefix.into_iter().map(Into::into).collect() }
     }
 
-    fn command(&self, program: &str, args: &[&str]) -> (Command, String) {
-        let mut words: Vec<String> = self.prefix.clone();
-        words.push(program.to_string());
-        words.extend(args.iter().map(|a| a.to_string()));
-        let mut cmd = Command::new(&words[0]);
-        cmd.args(&words[1..]);
-        (cmd, words.join(" "))
-    }
-
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
-        let (mut cmd, command) = self.command(program, args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawn_err = |cause| FirewallError::Spawn { command: command.clone(), cause };
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin is piped");
-            // A failed write shows up as the command's own failure below.
-            let _ = pipe.write_all(text.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(spawn_err)?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(FirewallError::Failed { command, status: out.status.to_string(), stderr });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        super::exec::run(&self.prefix, program, args, stdin)
     }
 }
 

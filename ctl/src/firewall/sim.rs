@@ -49,6 +49,9 @@ struct Rule {
     ctstates: Vec<String>,
     orig_dst: Option<IpAddr>,
     orig_dport: Option<u16>,
+    /// An ICMPv6 rule: the walker's packets are tcp, udp or untyped, so it
+    /// never matches one.
+    icmp6: bool,
     target: Option<Target>,
 }
 
@@ -122,7 +125,8 @@ fn matches(r: &Rule, p: &Packet) -> bool {
             "DNAT" => p.dnat.is_some(),
             _ => false,
         });
-    r.src.is_none_or(|c| c.contains_ip(p.src))
+    !r.icmp6
+        && r.src.is_none_or(|c| c.contains_ip(p.src))
         && r.dst.is_none_or(|c| c.contains_ip(p.dst))
         && iface(&r.in_if, &p.in_if)
         && iface(&r.out_if, &p.out_if)
@@ -143,10 +147,14 @@ fn parse(text: &str) -> Result<Rule, String> {
             "-d" => rule.dst = Some(arg()?.parse().map_err(|e: CidrError| e.to_string())?),
             "-i" => rule.in_if = Some(arg()?.to_string()),
             "-o" => rule.out_if = Some(arg()?.to_string()),
-            "-p" => rule.proto = Some(arg()?.parse().map_err(|e: ProtoError| e.to_string())?),
+            "-p" => match arg()? {
+                "ipv6-icmp" => rule.icmp6 = true,
+                p => rule.proto = Some(p.parse().map_err(|e: ProtoError| e.to_string())?),
+            },
+            "--icmpv6-type" => drop(arg()?),
             "-m" => {
                 let module = arg()?;
-                if !["tcp", "udp", "multiport", "conntrack"].contains(&module) {
+                if !["tcp", "udp", "multiport", "conntrack", "icmp6"].contains(&module) {
                     return Err(format!("unknown match `{module}`"));
                 }
             }

@@ -13,7 +13,8 @@ use crate::store::{SecretMeta, SecretStore};
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, StatusCode};
 use seg_common::api::{
-    validate_label, GrantTarget, ProjectMatch, PutResult, SecretInfo, StatusReport, TtlRequest,
+    validate_label, FirewallStatus, GrantTarget, ProjectMatch, PutResult, SecretInfo, StatusReport,
+    TtlRequest,
 };
 use seg_common::name::SecretName;
 use std::path::PathBuf;
@@ -144,6 +145,14 @@ impl Admin {
             docker: self.docker.describe().await,
             watches: self.rotation_state.hub.count(),
             agent_socket_status: self.info.agent_socket_health.as_ref().map(|h| h.report()),
+            firewall: match &self.segregation {
+                Some(seg) => {
+                    let (ours, docker) = seg.firewall_backends().await;
+                    let docker_backend = docker.map(|b| b.name().to_owned());
+                    Some(FirewallStatus { backend: ours.name().to_owned(), docker_backend })
+                }
+                None => None,
+            },
         };
         Ok(json(StatusCode::OK, &report))
     }

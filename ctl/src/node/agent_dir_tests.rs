@@ -26,6 +26,7 @@ impl Rig {
             conns_per_container: 64,
             access_log_options: Default::default(),
             resync_interval: Duration::from_secs(30),
+            firewall: crate::firewall::select::Choice::Iptables,
         });
         crate::node::setup::prepare_dirs(&paths).unwrap();
         Rig { dir, paths }

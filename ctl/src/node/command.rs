@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// How often the live firewall rules are re-read and repaired (e.g. 30s, 1s).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_interval)]
     pub resync_interval: std::time::Duration,
+    /// Firewall backend: auto (nftables when `nft` and the kernel support
+    /// it, else iptables), nftables or iptables.
+    #[arg(long, default_value = "iptables", value_name = "BACKEND")]
+    pub firewall: crate::firewall::select::Choice,
 }
 
 /// `64MiB`, `500 KiB`, `1GB`, `4096` (bytes), `0`.
@@ -107,6 +111,7 @@ async fn run_node(args: RunArgs) -> Result<()> {
         },
         conns_per_container: args.max_conns_per_container as usize,
         resync_interval: args.resync_interval,
+        firewall: args.firewall,
     };
     node::run(opts).await.context("cannot start the seg controller")
 }

@@ -68,6 +68,8 @@ pub struct NodeOptions {
     pub conns_per_container: usize,
     /// How often network segregation re-reads and repairs the live rules.
     pub resync_interval: std::time::Duration,
+    /// The firewall backend (`--firewall`).
+    pub firewall: crate::firewall::select::Choice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +104,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     // One Docker connection and event stream for the whole process.
     let docker = crate::docker::DockerLink::new();
     let segregation = crate::segregation::Segregation::start(
-        crate::segregation::Options::new(&paths.state_dir, opts.resync_interval),
+        crate::segregation::Options {
+            firewall: opts.firewall,
+            ..crate::segregation::Options::new(&paths.state_dir, opts.resync_interval)
+        },
         &docker,
     )?;
     let docker_side =

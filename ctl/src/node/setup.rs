@@ -186,6 +186,7 @@ mod tests {
             watch_limits: Default::default(),
             conns_per_container: 64,
             resync_interval: std::time::Duration::from_secs(30),
+            firewall: crate::firewall::select::Choice::Iptables,
         })
     }
 

@@ -11,8 +11,7 @@
 //!   it falls back to the full way at once.
 
 use super::api::RulesReport;
-use crate::firewall::naming::{DOCKER_USER, TOP};
-use crate::firewall::{self, Firewall, FirewallError, Hooks, Ruleset, Table};
+use crate::firewall::{self, Backend, Firewall, FirewallError, Ruleset, Table};
 use crate::policy::Family;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,9 @@ pub struct RuleWriter {
     fw: Box<dyn Firewall + Send>,
     /// What the kernel holds, as far as this process knows; `None`: unknown.
     applied: Option<Ruleset>,
+    /// The backend not in use: its seg rules are removed once this one's
+    /// are in place (never before: no moment without rules).
+    retiring: Option<Box<dyn Firewall + Send>>,
 }
 
 /// One update: what was sent and how long the kernel took.
@@ -42,10 +44,11 @@ impl Applied {
         let count = |prefix: &str| {
             [&self.v4, &self.v6].iter().flat_map(|t| t.lines()).filter(|l| l.starts_with(prefix)).count()
         };
+        // iptables-restore lines, or nft's (an element is nft's rule).
         let removed = count("-X ");
         RulesReport {
-            chains_written: count(":SEG-") - removed,
-            rules_written: count("-A SEG-"),
+            chains_written: count(":SEG-") - removed + count("add chain "),
+            rules_written: count("-A SEG-") + count("add rule ") + count("\t"),
             chains_removed: removed,
             rules_total: desired.rule_count(),
         }
@@ -54,15 +57,42 @@ impl Applied {
 
 impl RuleWriter {
     pub fn new(fw: Box<dyn Firewall + Send>) -> RuleWriter {
-        RuleWriter { fw, applied: None }
+        RuleWriter { fw, applied: None, retiring: None }
+    }
+
+    /// Removes `other`'s seg rules after the next full update succeeds.
+    pub fn retire(&mut self, other: Box<dyn Firewall + Send>) {
+        self.retiring = Some(other);
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.fw.backend()
+    }
+
+    fn finish_retiring(&mut self) {
+        let Some(mut other) = self.retiring.take() else { return };
+        let name = other.backend().name();
+        match firewall::remove_all(other.as_mut()) {
+            Ok(report) if report.changed() => {
+                tracing::info!(backend = name, "removed seg's rules of the other backend")
+            }
+            Ok(_) => {}
+            // Not installed: it holds no rules of seg's.
+            Err(FirewallError::Spawn { .. }) => {}
+            Err(e) => {
+                tracing::warn!(backend = name, error = %e, "cannot remove seg's rules of the other backend; will retry");
+                self.retiring = Some(other);
+            }
+        }
     }
 
     /// Reads the live rules, then writes what differs from `desired`.
     pub fn full(&mut self, desired: &Ruleset) -> Result<Applied, FirewallError> {
         self.applied = None;
         let started = Instant::now();
-        let report = firewall::apply(self.fw.as_mut(), desired)?;
-        self.applied = Some(presumed(desired));
+        let report = self.fw.sync(desired)?;
+        self.applied = Some(desired.clone());
+        self.finish_retiring();
         Ok(Applied { v4: report.v4, v6: report.v6, full: true, restore_time: started.elapsed() })
     }
 
@@ -71,40 +101,22 @@ impl RuleWriter {
     pub fn fast(&mut self, desired: &Ruleset) -> Result<Applied, FirewallError> {
         let Some(last) = self.applied.take() else { return self.full(desired) };
         let started = Instant::now();
-        let mut out = Applied::default();
-        for family in [Family::V4, Family::V6] {
-            let text = desired.table(family).render(Some(last.table(family)));
-            if text.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.fw.restore(family, &text) {
+        let report = match self.fw.update(&last, desired) {
+            Ok(report) => report,
+            Err(e) => {
                 tracing::warn!(error = %e, "the kernel's rules differ from the last applied ones; re-reading them");
                 return self.full(desired);
             }
-            match family {
-                Family::V4 => out.v4 = text,
-                Family::V6 => out.v6 = text,
-            }
-        }
-        out.restore_time = started.elapsed();
-        self.applied = Some(presumed(desired));
-        Ok(out)
+        };
+        self.applied = Some(desired.clone());
+        Ok(Applied { v4: report.v4, v6: report.v6, full: false, restore_time: started.elapsed() })
     }
 
     /// The transactions that would bring the live rules to `desired`
     /// (nothing is written).
     pub fn diff(&mut self, desired: &Ruleset) -> Result<(String, String), FirewallError> {
-        let mut texts = [String::new(), String::new()];
-        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let want = desired.table(family);
-            match self.fw.current(family) {
-                Ok(live) => texts[i] = want.render(Some(&live)),
-                Err(_) if want.is_empty() && family == Family::V6 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let [v4, v6] = texts;
-        Ok((v4, v6))
+        let report = self.fw.plan(desired)?;
+        Ok((report.v4, report.v6))
     }
 
     /// The live IPv4 table (seg's chains and the hooks).
@@ -118,25 +130,10 @@ impl RuleWriter {
     }
 }
 
-/// The tables as they are once `desired` was applied: its chains, the jump
-/// first in `DOCKER-USER` (only when there is a `SEG-FORWARD`), Docker's
-/// `FORWARD` jump in place. Only the hooks' seg-relevant rules are modelled;
-/// rendering against this never touches the hooks.
-fn presumed(desired: &Ruleset) -> Ruleset {
-    let table = |t: &Table| {
-        let jump = t.chains.contains_key(TOP).then(|| format!("-j {TOP}"));
-        let hooks = Hooks {
-            forward: vec![format!("-j {DOCKER_USER}")],
-            docker_user: Some(jump.into_iter().collect()),
-        };
-        Table { chains: t.chains.clone(), hooks: Some(hooks) }
-    };
-    Ruleset { v4: table(&desired.v4), v6: table(&desired.v6) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::naming::TOP;
     use crate::firewall::FakeFirewall;
     use std::sync::{Arc, Mutex};
 

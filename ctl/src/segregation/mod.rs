@@ -40,7 +40,8 @@ pub use events::EventTiming;
 pub use ops::OpError;
 
 use crate::docker::DockerLink;
-use crate::firewall::{Firewall, IptablesFirewall};
+use crate::firewall::select::{self, Choice};
+use crate::firewall::{Backend, Firewall};
 use bollard::Docker;
 use state::State;
 use std::collections::VecDeque;
@@ -59,11 +60,18 @@ pub struct Options {
     pub resync_interval: Duration,
     /// `/proc/sys/net/bridge/bridge-nf-call-iptables`, checked at start.
     pub bridge_nf: PathBuf,
+    /// The firewall backend (`--firewall`).
+    pub firewall: Choice,
 }
 
 impl Options {
     pub fn new(state_dir: &Path, resync_interval: Duration) -> Options {
-        Options { state_dir: state_dir.to_owned(), resync_interval, bridge_nf: host::BRIDGE_NF.into() }
+        Options {
+            state_dir: state_dir.to_owned(),
+            resync_interval,
+            bridge_nf: host::BRIDGE_NF.into(),
+            firewall: Choice::Iptables,
+        }
     }
 }
 
@@ -73,6 +81,8 @@ pub enum SegregationError {
     Host(#[from] host::HostError),
     #[error("cannot load the applied network policies")]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Firewall(#[from] select::Unavailable),
 }
 
 pub struct Segregation {
@@ -90,8 +100,14 @@ impl Segregation {
     /// connects; until it does, the kernel's rules are left as they are).
     pub fn start(opts: Options, docker: &Arc<DockerLink>) -> Result<Arc<Segregation>, SegregationError> {
         host::check_br_netfilter(&opts.bridge_nf, host::modprobe_br_netfilter)?;
-        let firewall = Box::new(IptablesFirewall::new());
-        let seg = Segregation::following(&opts.state_dir, firewall, opts.resync_interval, docker)?;
+        let backend = select::choose(opts.firewall)?;
+        tracing::info!(backend = backend.name(), setting = %opts.firewall, "firewall backend");
+        let (firewall, other) = select::open(backend);
+        let seg = Segregation::open(&opts.state_dir, firewall, opts.resync_interval, docker.clone())?;
+        // Nothing else holds the state yet: no task runs before `follow_events`.
+        seg.state.try_lock().expect("the state is not shared yet").writer.retire(other);
+        drop(seg.follow_events(docker.subscribe()));
+        // Both backends' changes are nftables changes (iptables-nft here).
         match clobber::NetlinkChanges::open() {
             Ok(changes) => drop(seg.repair_on_changes(Box::new(changes))),
             Err(e) => tracing::warn!(
@@ -100,6 +116,12 @@ impl Segregation {
             ),
         }
         Ok(seg)
+    }
+
+    /// The backend in use, and Docker's own (`None`: not detected).
+    pub async fn firewall_backends(&self) -> (Backend, Option<Backend>) {
+        let ours = self.state.lock().await.writer.backend();
+        (ours, blocking(select::docker_backend))
     }
 
     /// Loads the state with any firewall backend and follows `docker`'s
