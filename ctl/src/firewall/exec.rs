@@ -3,8 +3,34 @@
 //! lets tests aim a backend at a network namespace (`ip netns exec NS`).
 
 use super::FirewallError;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The processes this controller started lately, by PID. The kernel's
+/// nftables change notifications name the process that committed each
+/// transaction; one of ours needs no read-back (`segregation::clobber`).
+static STARTED: Mutex<VecDeque<(u32, Instant)>> = Mutex::new(VecDeque::new());
+/// How long a PID stays known as ours (its notifications arrive within
+/// milliseconds; a PID is not reused that fast).
+const KEPT: Duration = Duration::from_secs(10);
+
+fn note_started(pid: u32) {
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    while started.front().is_some_and(|(_, at)| now.duration_since(*at) > KEPT) || started.len() >= 1024 {
+        started.pop_front();
+    }
+    started.push_back((pid, now));
+}
+
+/// Whether `pid` is a firewall tool this process ran in the last few seconds.
+pub fn started_by_us(pid: u32) -> bool {
+    let started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    started.iter().any(|(p, at)| *p == pid && at.elapsed() <= KEPT)
+}
 
 /// Runs `prefix… program args…`; stdout on success.
 pub(super) fn run(
@@ -23,6 +49,7 @@ pub(super) fn run(
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let spawn_err = |cause| FirewallError::Spawn { command: command.clone(), cause };
     let mut child = cmd.spawn().map_err(spawn_err)?;
+    note_started(child.id());
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         // A failed write shows up as the command's own failure below.

@@ -42,6 +42,7 @@ mod trie;
 pub use cache::{compile_cached, CompileCache};
 pub use check::{check, Decision, FlowEnd};
 pub use compile::{compile, compile_with, validate_set, ServiceClash};
+pub use exec::started_by_us;
 #[cfg(any(test, feature = "fakes"))]
 pub use fake::FakeFirewall;
 pub use inventory::{

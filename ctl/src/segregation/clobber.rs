@@ -10,14 +10,13 @@
 //!
 //! Nothing in a notification is parsed: which table changed, and who
 //! changed it, does not matter — the check compares the whole of seg's
-//! rules — except who committed: our own transactions notify too, and a
-//! burst committed only by the programs we write with (`iptables-restore`,
-//! `nft`, as the kernel names them) and first seen while our own write was
-//! running (or within [`OWN_SLACK`] of its end) is taken as ours and not
-//! checked, since reading the whole ruleset back costs ~100 ms at 1,000
-//! services. Another tool's `iptables`, firewalld or a human is always
-//! checked; only a tool running those same programs at that very moment
-//! waits for the next change or the periodic resync. A burst is one change
+//! rules — except who committed: our own transactions notify too, and each
+//! commit names its process (`NFT_MSG_NEWGEN`); a burst committed only by
+//! processes this controller started (`firewall::started_by_us`, the PIDs
+//! of its `iptables-restore` and `nft` runs) is taken as its own and not
+//! read back, since that costs ~100 ms at 1,000 services. Any other
+//! process's change — another tool's `iptables`, `nft`, firewalld — is
+//! always checked. A burst is one change
 //! ([`SETTLE`]), and checks are at least
 //! [`MIN_GAP`] apart, so a tool rewriting the rules in a loop costs a
 //! bounded amount; one that keeps undoing seg's rules is reported.
@@ -33,9 +32,6 @@ const NFNLGRP_NFTABLES: u32 = 7;
 /// After the first notification, wait this long for the rest of its burst
 /// (one transaction sends one message per object it touches).
 pub const SETTLE: Duration = Duration::from_millis(3);
-/// Notifications first seen this soon after our own transaction ended are
-/// still its own (the runtime may take a moment to hand them over).
-pub const OWN_SLACK: Duration = Duration::from_millis(5);
 /// Checks are at least this far apart.
 pub const MIN_GAP: Duration = Duration::from_millis(20);
 /// More repairs than this within [`FIGHT_WINDOW`]: another tool keeps
@@ -43,25 +39,26 @@ pub const MIN_GAP: Duration = Duration::from_millis(20);
 const FIGHT_REPAIRS: usize = 5;
 const FIGHT_WINDOW: Duration = Duration::from_secs(10);
 
-/// Programs this controller writes the ruleset with, as the kernel names
-/// them (`comm`, at most 15 bytes).
-const OUR_WRITERS: [&str; 3] = ["iptables-restor", "ip6tables-resto", "nft"];
+/// One committed transaction, as `NFT_MSG_NEWGEN` names its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub pid: u32,
+    /// `comm`, at most 15 bytes (`iptables-restor`, `nft`, `firewalld`).
+    pub process: String,
+}
 
 /// Who changed the ruleset in one burst of notifications.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Burst {
-    /// The process of each committed transaction (`NFT_MSG_NEWGEN` names it).
-    pub writers: Vec<String>,
+    pub commits: Vec<Commit>,
     /// Notices were lost, or a commit named no process: the writer is unknown.
     pub unknown: bool,
 }
 
 impl Burst {
-    /// Only our own writing programs committed (so, in our write window, it was us).
-    fn only_our_writers(&self) -> bool {
-        !self.unknown
-            && !self.writers.is_empty()
-            && self.writers.iter().all(|w| OUR_WRITERS.contains(&w.as_str()))
+    /// Every commit was made by a process `ours` says is one of ours.
+    fn only_ours(&self, ours: impl Fn(u32) -> bool) -> bool {
+        !self.unknown && !self.commits.is_empty() && self.commits.iter().all(|c| ours(c.pid))
     }
 }
 
@@ -129,7 +126,8 @@ impl ChangeSource for NetlinkChanges {
 
 /// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN`: the end of a transaction.
 const NEWGEN: u16 = (10 << 8) | 15;
-/// `NFTA_GEN_PROC_NAME`: the committing process's name.
+/// `NFTA_GEN_PROC_PID` (big-endian u32) and `NFTA_GEN_PROC_NAME`.
+const GEN_PROC_PID: u16 = 2;
 const GEN_PROC_NAME: u16 = 3;
 
 /// Notes the committing process of every `NEWGEN` message in one datagram
@@ -146,15 +144,21 @@ fn read_commits(datagram: &[u8], burst: &mut Burst) {
             return;
         }
         if kind == NEWGEN {
-            match attribute(rest.get(20..len).unwrap_or(&[]), GEN_PROC_NAME) {
-                Some(name) => {
-                    burst.writers.push(String::from_utf8_lossy(name).trim_end_matches('\0').to_owned())
-                }
+            match commit(rest.get(20..len).unwrap_or(&[])) {
+                Some(c) => burst.commits.push(c),
                 None => burst.unknown = true,
             }
         }
         rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
+}
+
+/// The committing process of a `NEWGEN` message's attributes.
+fn commit(attrs: &[u8]) -> Option<Commit> {
+    let pid = <[u8; 4]>::try_from(attribute(attrs, GEN_PROC_PID)?).ok()?;
+    let name = attribute(attrs, GEN_PROC_NAME)?;
+    let process = String::from_utf8_lossy(name).trim_end_matches('\0').to_owned();
+    Some(Commit { pid: u32::from_be_bytes(pid), process })
 }
 
 /// The value of attribute `wanted` in a run of netlink attributes.
@@ -185,11 +189,10 @@ impl Segregation {
             let mut repairs: Vec<Instant> = Vec::new();
             let mut warned_at: Option<Instant> = None;
             while let Some(mut burst) = source.changed().await {
-                let seen = Instant::now();
                 tokio::time::sleep(SETTLE).await;
                 source.drain(&mut burst);
                 let started = Instant::now();
-                if seg.repair(&burst, seen).await {
+                if seg.repair(&burst).await {
                     tracing::info!(took = ?started.elapsed(), "seg's rules were changed by another tool and are repaired");
                     note_fight(&mut repairs, &mut warned_at);
                 }
@@ -199,17 +202,18 @@ impl Segregation {
     }
 
     /// Reads the kernel and writes back what differs; whether it wrote.
-    /// A burst committed only by our writing programs and first `seen`
-    /// during our own last write is that write's: nothing to check.
-    pub async fn repair(&self, burst: &Burst, seen: Instant) -> bool {
+    /// A burst committed only by processes this controller ran is its own
+    /// write's: nothing to check.
+    pub async fn repair(&self, burst: &Burst) -> bool {
         let mut st = self.state.lock().await;
         if !st.wants_rules_or_managed() {
             return false;
         }
-        if burst.only_our_writers() && st.last_write.is_some_and(|w| own(w, seen)) {
-            tracing::debug!(writers = ?burst.writers, "nftables change by our own write: not checked");
+        if burst.only_ours(crate::firewall::started_by_us) {
+            tracing::debug!(commits = ?burst.commits, "nftables change by our own write: not checked");
             return false;
         }
+        tracing::debug!(commits = ?burst.commits, ours = ?burst.commits.iter().map(|c| crate::firewall::started_by_us(c.pid)).collect::<Vec<_>>(), unknown = burst.unknown, "nftables change: checking seg's rules");
         match blocking(|| st.reconcile(Mode::Repair)) {
             Ok(Some((applied, _))) => applied.changed(),
             Ok(None) => false,
@@ -219,11 +223,6 @@ impl Segregation {
             }
         }
     }
-}
-
-/// Whether a change first seen at `seen` was raised by the write `(began, ended)`.
-fn own((began, ended): (Instant, Instant), seen: Instant) -> bool {
-    seen >= began && seen <= ended + OWN_SLACK
 }
 
 fn note_fight(repairs: &mut Vec<Instant>, warned_at: &mut Option<Instant>) {
@@ -245,16 +244,6 @@ fn note_fight(repairs: &mut Vec<Instant>, warned_at: &mut Option<Instant>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn changes_seen_during_our_own_write_are_ours() {
-        let t0 = Instant::now();
-        let write = (t0, t0 + Duration::from_millis(10));
-        assert!(own(write, t0 + Duration::from_millis(4)));
-        assert!(own(write, t0 + Duration::from_millis(10) + OWN_SLACK));
-        assert!(!own(write, t0 + Duration::from_millis(30)), "later: another tool's");
-        assert!(!own((t0 + Duration::from_millis(1), t0 + Duration::from_millis(2)), t0), "before it began");
-    }
-
     /// One netlink message: header, nfgenmsg, then `attrs` as (type, value).
     fn message(kind: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = vec![2u8, 0, 0, 7]; // nfgenmsg: family, version, res_id
@@ -275,21 +264,23 @@ mod tests {
     #[test]
     fn commits_name_their_process_and_only_ours_are_ours() {
         let rule = message((10 << 8) | 6, &[(1, b"filter\0")]);
-        let gen =
-            |name: &[u8]| message(NEWGEN, &[(1, &7u32.to_be_bytes()), (2, &42u32.to_be_bytes()), (3, name)]);
+        let gen = |pid: u32, name: &[u8]| {
+            message(NEWGEN, &[(1, &7u32.to_be_bytes()), (2, &pid.to_be_bytes()), (3, name)])
+        };
+        let ours = |pid: u32| pid == 42;
         let mut burst = Burst::default();
-        read_commits(&[rule.clone(), gen(b"iptables-restor\0")].concat(), &mut burst);
-        assert_eq!(burst, Burst { writers: vec!["iptables-restor".into()], unknown: false });
-        assert!(burst.only_our_writers());
-        read_commits(&gen(b"iptables\0"), &mut burst);
-        assert!(!burst.only_our_writers(), "another tool's iptables in the same burst");
+        read_commits(&[rule.clone(), gen(42, b"iptables-restor\0")].concat(), &mut burst);
+        assert_eq!(burst.commits, [Commit { pid: 42, process: "iptables-restor".into() }]);
+        assert!(burst.only_ours(ours));
+        read_commits(&gen(43, b"nft\0"), &mut burst);
+        assert!(!burst.only_ours(ours), "another process's nft in the same burst");
         let mut nameless = Burst::default();
         read_commits(&message(NEWGEN, &[(1, &7u32.to_be_bytes())]), &mut nameless);
-        assert!(nameless.unknown && !nameless.only_our_writers());
+        assert!(nameless.unknown && !nameless.only_ours(|_| true));
         let mut torn = Burst::default();
-        read_commits(&gen(b"nft\0")[..20], &mut torn);
+        read_commits(&gen(42, b"nft\0")[..20], &mut torn);
         assert!(torn.unknown, "a truncated message: who is unknown");
-        assert!(!Burst::default().only_our_writers(), "no commit seen: unknown");
+        assert!(!Burst::default().only_ours(|_| true), "no commit seen: unknown");
     }
 
     #[test]

@@ -12,7 +12,6 @@ use super::store::Record;
 use crate::firewall::{compile_cached, CompileCache, FirewallError, HostSettings, Ruleset};
 use crate::policy::Policy;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 /// Docker's name for the docker0 network.
 pub const DOCKER0_NETWORK: &str = "bridge";
@@ -41,9 +40,6 @@ pub struct State {
     /// Service chains kept between compiles (a container event rebuilds
     /// only the services it touches).
     cache: CompileCache,
-    /// When this controller's last transaction that changed the kernel
-    /// began and ended: the change notifications it raised are its own.
-    pub last_write: Option<(Instant, Instant)>,
 }
 
 impl State {
@@ -56,7 +52,6 @@ impl State {
             writer,
             managed: false,
             cache: CompileCache::new(),
-            last_write: None,
         };
         for (record, policy) in loaded {
             state.put(record, policy);
@@ -153,14 +148,10 @@ impl State {
         if !self.ready() {
             return Ok(None);
         }
-        let began = Instant::now();
         let applied = match mode {
             Mode::Fast => self.writer.fast(&desired)?,
             Mode::Full | Mode::Repair => self.writer.full(&desired)?,
         };
-        if applied.changed() {
-            self.last_write = Some((began, Instant::now()));
-        }
         self.managed = self.wants_rules();
         Ok(Some(applied))
     }

@@ -132,16 +132,17 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(dir: &Path, netns: Option<&str>, docker_socket: Option<&str>) -> Controller {
-        Controller::start_resyncing(dir, netns, docker_socket, "1s")
+        Controller::start_with(dir, netns, docker_socket, &["--resync-interval", "1s"])
     }
 
-    /// [`Controller::start`] with another periodic resync (`1h`: only the
-    /// kernel's change notifications can repair in a test's time).
-    pub fn start_resyncing(
+    /// [`Controller::start`] with other `node run` flags: e.g. a resync of
+    /// `1h` (only the kernel's change notifications can repair in a test's
+    /// time) or `--firewall nftables`. Give `--resync-interval` here.
+    pub fn start_with(
         dir: &Path,
         netns: Option<&str>,
         docker_socket: Option<&str>,
-        every: &str,
+        flags: &[&str],
     ) -> Controller {
         std::fs::create_dir_all(dir).unwrap();
         let (run_dir, state_dir) = (dir.join("run"), dir.join("state"));
@@ -155,7 +156,8 @@ impl Controller {
             }
             None => Command::new(SEGCTL),
         };
-        cmd.args(["node", "run", "--resync-interval", every, "--log-level", "info,segctl=debug"])
+        cmd.args(["node", "run", "--log-level", "info,segctl=debug"])
+            .args(flags)
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--run-dir")
