@@ -6,6 +6,7 @@
 //!   a flushed `DOCKER-USER`;
 //! - nftables backend: `nft flush table inet seg`, the hook's base chain
 //!   deleted, the whole table deleted.
+//!
 //! Prints clobber → repaired figures (`docs/benchmarks.md`).
 //!
 //! Takes `/run/seg-host-firewall.lock` and removes seg's chains when done.
