@@ -27,32 +27,6 @@ fn seg_only() -> String {
     seg_rules(None).lines().filter(|l| l.contains("SEG-")).collect::<Vec<_>>().join("\n")
 }
 
-/// seg's nftables table as `nft -j` lists it, without handles (they change
-/// with every rebuild) and with set elements sorted (listed in any order).
-fn seg_table() -> String {
-    let out = run(Command::new("nft").args(["-j", "list", "table", "inet", "seg"]));
-    let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    normalize(&mut json);
-    let mut items: Vec<String> =
-        json["nftables"].as_array().into_iter().flatten().map(|i| i.to_string()).collect();
-    items.sort();
-    items.join("\n")
-}
-
-fn normalize(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.remove("handle");
-            if let Some(serde_json::Value::Array(elems)) = map.get_mut("elem") {
-                elems.sort_by_key(|e| e.to_string());
-            }
-            map.values_mut().for_each(normalize);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
-        _ => {}
-    }
-}
-
 /// Runs `tamper`, then polls until `state()` is `healthy` again; how long that took.
 fn time_repair(ctl: &Controller, healthy: &str, state: fn() -> String, tamper: &mut Command) -> Duration {
     ok(tamper);

@@ -4,10 +4,13 @@
 //!
 //! - ICC off on docker0 at once, and back on (`segctl icc`), daemon.json
 //!   kept intact (a temp copy; the real one is never touched);
-//! - the shop example on a compose project: allowed and refused flows, the
-//!   world through published ports, a replica started later, `verify`,
-//!   `check`, `diff`, repairs after tampering, a controller restart, every
-//!   malformed policy refused with the live rules unchanged;
+//! - the shop example on a compose project, on both firewall backends
+//!   (`--firewall iptables` and `--firewall nftables`): allowed and refused
+//!   flows, the world through published ports, a replica started later,
+//!   `verify`, `check`, `diff`, repairs after tampering, a controller
+//!   restart, every malformed policy refused with the live rules unchanged
+//!   (byte-identical), and switching backends back and forth with no stale
+//!   rules left behind;
 //!
 //! dockerd restarts are in `segregation_dockerd.rs`.
 //!
@@ -139,15 +142,28 @@ impl Shop {
     }
 }
 
+fn controller(dir: &Path, backend: &str) -> Controller {
+    Controller::start_with(dir, None, None, &["--resync-interval", "1s", "--firewall", backend])
+}
+
 #[test]
-fn the_shop_policy_is_enforced_on_a_compose_project() {
+fn the_shop_policy_is_enforced_on_a_compose_project_with_iptables() {
+    shop_is_enforced("iptables");
+}
+
+#[test]
+fn the_shop_policy_is_enforced_on_a_compose_project_with_nftables() {
+    shop_is_enforced("nftables");
+}
+
+fn shop_is_enforced(backend: &str) {
     let _lock = HostLock::take();
     let _reset = FirewallReset;
     build_image();
     let dir = tempfile::tempdir().unwrap();
     let shop = Shop::new(dir.path());
     let _down = Cleanup(vec![shop.down()]);
-    let ctl = Controller::start(dir.path(), None, None);
+    let ctl = controller(dir.path(), backend);
     shop.compose(&["up", "-d"]);
     let policy = shop.policy.to_str().unwrap();
     let out = ctl.ok(&["policy", "apply", "-f", policy]);
@@ -168,15 +184,17 @@ fn the_shop_policy_is_enforced_on_a_compose_project() {
     assert_eq!(world.reach_host(shop.host_port("web", 8080)), Reachable, "the world → web's published port");
     assert_eq!(world.reach_host(shop.host_port("db", 5432)), Blocked, "the world → db's published port");
 
-    check_verify_and_diff(&ctl, &shop);
+    check_verify_and_diff(&ctl, &shop, backend);
     a_replica_started_later_is_covered(&ctl, &shop, db_ip);
-    tampering_is_repaired_by_the_resync(&ctl);
-    let ctl = rules_survive_a_controller_restart(ctl, dir.path(), &shop, db_ip);
-    malformed_policies_change_nothing(&ctl);
+    tampering_is_repaired(&ctl, backend);
+    let ctl = rules_survive_a_controller_restart(ctl, dir.path(), &shop, db_ip, backend);
+    malformed_policies_change_nothing(&ctl, backend);
+    let ctl = switching_backends_leaves_no_stale_rules(ctl, dir.path(), &shop, db_ip, backend);
 
     let out = ctl.ok(&["policy", "rm", &shop.project]);
     assert!(out.contains("removed"), "{out}");
     assert_eq!(seg_rules(None), "-A DOCKER-USER -j RETURN");
+    assert!(!seg_table().contains("SEG-"), "no seg table left: {}", seg_table());
     assert_eq!(reach(None, &web, db_ip, 5432), Blocked, "still no network in common");
     let log = std::fs::read_to_string(ctl.state_dir.join("access.log")).unwrap();
     assert!(
@@ -185,7 +203,7 @@ fn the_shop_policy_is_enforced_on_a_compose_project() {
     );
 }
 
-fn check_verify_and_diff(ctl: &Controller, shop: &Shop) {
+fn check_verify_and_diff(ctl: &Controller, shop: &Shop, backend: &str) {
     let deny = ctl.ok(&["policy", "check", "--from", "web", "--to", "db", "--port", "5432/tcp"]);
     assert!(deny.starts_with("DENY") && deny.contains("services.db: default deny"), "{deny}");
     let allow = ctl.ok(&[
@@ -211,7 +229,7 @@ fn check_verify_and_diff(ctl: &Controller, shop: &Shop) {
             .find(|l| l.starts_with(&shop.container(from, 1)) && l.contains(&shop.container(to, 1)));
         assert!(row.is_some_and(|r| r.contains(seen)), "{from} → {to}:\n{verify}");
     }
-    let before = seg_rules(None);
+    let before = live_rules(backend);
     let policy = shop.policy.to_str().unwrap();
     let same = ctl.segctl(&["policy", "diff", "-f", policy]);
     assert!(same.status.success() && same.stdout.is_empty(), "{same:?}");
@@ -223,11 +241,12 @@ fn check_verify_and_diff(ctl: &Controller, shop: &Shop) {
     let text = std::fs::read_to_string(&shop.policy).unwrap().replace("from: [api]", "from: [api, web]");
     std::fs::write(&wider, text).unwrap();
     let diff = ctl.ok(&["policy", "diff", "-f", wider.to_str().unwrap()]);
-    assert!(
-        diff.starts_with("# iptables-restore --noflush\n*filter\n") && diff.contains("-A SEG-IN-"),
-        "{diff}"
-    );
-    assert_eq!(seg_rules(None), before, "diff writes nothing");
+    let script = match backend {
+        "nftables" => diff.starts_with("# nft -f -\n") && diff.contains("inet seg"),
+        _ => diff.starts_with("# iptables-restore --noflush\n*filter\n") && diff.contains("-A SEG-IN-"),
+    };
+    assert!(script, "{backend}: {diff}");
+    assert_eq!(live_rules(backend), before, "diff writes nothing");
 }
 
 fn a_replica_started_later_is_covered(ctl: &Controller, shop: &Shop, db_ip: std::net::IpAddr) {
@@ -242,28 +261,51 @@ fn a_replica_started_later_is_covered(ctl: &Controller, shop: &Shop, db_ip: std:
     assert!(ctl.log_text().contains("Docker events applied to the rules"));
 }
 
-fn tampering_is_repaired_by_the_resync(ctl: &Controller) {
-    let healthy = seg_rules(None);
-    let chain = healthy
-        .lines()
-        .find_map(|l| l.strip_prefix(":SEG-IN-"))
-        .map(|c| format!("SEG-IN-{}", c.split_whitespace().next().unwrap()))
-        .expect("a service's ingress chain");
-    // Repaired by the kernel's change notification or by the 1 s resync.
+/// Another tool flushes seg's rules (a chain and the jump; the nftables
+/// table and its hook): put back by the kernel's change notification (or,
+/// at worst, the 1 s resync).
+fn tampering_is_repaired(ctl: &Controller, backend: &str) {
+    let healthy = live_rules(backend);
     let repairs = || {
         let log = ctl.log_text();
         log.matches("resync rewrote").count()
             + log.matches("changed by another tool and are repaired").count()
     };
-    let repaired_before = repairs();
-    ok(Command::new("iptables").args(["-F", &chain]));
-    // The repair may come before we look (the flush and the read are two
-    // iptables-nft processes): then its log line proves it.
-    let seen_broken = seg_rules(None) != healthy;
-    eventually("the flushed chain is restored", Duration::from_secs(5), || seg_rules(None) == healthy);
-    assert!(seen_broken || repairs() > repaired_before, "the flush was neither seen nor repaired");
-    ok(Command::new("iptables").args(["-D", "DOCKER-USER", "-j", "SEG-FORWARD"]));
-    eventually("the jump is restored", Duration::from_secs(5), || seg_rules(None) == healthy);
+    let tamperings: Vec<Vec<String>> = match backend {
+        "nftables" => vec![
+            vec!["nft".into(), "flush table inet seg".into()],
+            vec!["nft".into(), "flush chain inet seg SEG-FORWARD\ndelete chain inet seg SEG-FORWARD".into()],
+        ],
+        _ => {
+            let chain = healthy
+                .lines()
+                .find_map(|l| l.strip_prefix(":SEG-IN-"))
+                .map(|c| format!("SEG-IN-{}", c.split_whitespace().next().unwrap()))
+                .expect("a service's ingress chain");
+            vec![
+                vec!["iptables".into(), "-F".into(), chain],
+                vec!["iptables".into(), "-D".into(), "DOCKER-USER".into(), "-j".into(), "SEG-FORWARD".into()],
+            ]
+        }
+    };
+    for tamper in tamperings {
+        let repaired_before = repairs();
+        if tamper[0] == "nft" {
+            let mut nft = Command::new("nft");
+            nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+            let mut child = nft.spawn().unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(tamper[1].as_bytes()).unwrap();
+            assert!(child.wait().unwrap().success(), "nft {}", tamper[1]);
+        } else {
+            ok(Command::new(&tamper[0]).args(&tamper[1..]));
+        }
+        // The repair may come before we look (two processes apart): then
+        // its log line proves it.
+        let seen_broken = live_rules(backend) != healthy;
+        eventually("seg's rules are restored", Duration::from_secs(5), || live_rules(backend) == healthy);
+        assert!(seen_broken || repairs() > repaired_before, "{tamper:?} was neither seen nor repaired");
+    }
 }
 
 fn rules_survive_a_controller_restart(
@@ -271,15 +313,16 @@ fn rules_survive_a_controller_restart(
     dir: &Path,
     shop: &Shop,
     db_ip: std::net::IpAddr,
+    backend: &str,
 ) -> Controller {
-    let before = seg_rules(None);
+    let before = live_rules(backend);
     ctl.stop();
-    assert_eq!(seg_rules(None), before, "rules stay while the controller is down");
+    assert_eq!(live_rules(backend), before, "rules stay while the controller is down");
     assert_eq!(reach(None, &shop.container("web", 1), db_ip, 5432), Blocked, "fail closed");
     assert_eq!(reach(None, &shop.container("api", 1), db_ip, 5432), Reachable);
-    let ctl = Controller::start(dir, None, None);
+    let ctl = controller(dir, backend);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(seg_rules(None), before, "adopted, not rebuilt");
+    assert_eq!(live_rules(backend), before, "adopted, not rebuilt");
     assert!(ctl.ok(&["policy", "ls"]).contains(&shop.project));
     assert!(
         !ctl.log_text().contains("resync rewrote"),
@@ -289,8 +332,23 @@ fn rules_survive_a_controller_restart(
     ctl
 }
 
-fn malformed_policies_change_nothing(ctl: &Controller) {
-    let before = seg_rules(None);
+/// The whole ruleset as the kernel lists it, handles included: a write of
+/// any kind changes it.
+fn ruleset_bytes() -> (Vec<u8>, Vec<u8>) {
+    let nft = run(Command::new("nft").args(["-a", "list", "ruleset"])).stdout;
+    let ipt = run(Command::new("iptables-save").args(["-t", "filter"])).stdout;
+    // Counters move with traffic; the rules are what must not.
+    let ipt = String::from_utf8_lossy(&ipt)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (nft, ipt.into_bytes())
+}
+
+fn malformed_policies_change_nothing(ctl: &Controller, backend: &str) {
+    let before = live_rules(backend);
+    let bytes = ruleset_bytes();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut files: Vec<_> =
         std::fs::read_dir(golden.join("bad-policies")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -318,5 +376,38 @@ fn malformed_policies_change_nothing(ctl: &Controller) {
         let msg = refused.expect_err(&rel).to_string();
         assert_eq!(msg, want.trim(), "{rel}");
     }
-    assert_eq!(seg_rules(None), before, "the live rules are unchanged");
+    assert_eq!(live_rules(backend), before, "the live rules are unchanged");
+    assert!(ruleset_bytes() == bytes, "{backend}: the ruleset is not byte-identical");
+}
+
+/// The controller restarted on the other backend and back: the policy is
+/// enforced throughout, and each time the other backend's rules are gone.
+fn switching_backends_leaves_no_stale_rules(
+    ctl: Controller,
+    dir: &Path,
+    shop: &Shop,
+    db_ip: std::net::IpAddr,
+    backend: &str,
+) -> Controller {
+    let other = if backend == "nftables" { "iptables" } else { "nftables" };
+    let (web, api) = (shop.container("web", 1), shop.container("api", 1));
+    let mut ctl = ctl;
+    for now in [other, backend] {
+        ctl.stop();
+        ctl = controller(dir, now);
+        eventually(
+            &format!("{now} holds the rules and the other backend none"),
+            Duration::from_secs(10),
+            || {
+                let (ipt, nft) = (seg_rules(None), seg_table());
+                match now {
+                    "nftables" => nft.contains("SEG-IN-") && !ipt.contains("SEG-"),
+                    _ => ipt.contains(":SEG-IN-") && !nft.contains("SEG-"),
+                }
+            },
+        );
+        assert_eq!(reach(None, &web, db_ip, 5432), Blocked, "{now}: web → db");
+        assert_eq!(reach(None, &api, db_ip, 5432), Reachable, "{now}: api → db");
+    }
+    ctl
 }

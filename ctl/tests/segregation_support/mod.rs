@@ -50,6 +50,41 @@ pub fn seg_rules(netns: Option<&str>) -> String {
     lines.join("\n")
 }
 
+/// seg's nftables table as `nft -j` lists it, without handles (they change
+/// with every rebuild) and with set elements sorted (listed in any order).
+pub fn seg_table() -> String {
+    let out = run(Command::new("nft").args(["-j", "list", "table", "inet", "seg"]));
+    let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    normalize(&mut json);
+    let mut items: Vec<String> =
+        json["nftables"].as_array().into_iter().flatten().map(|i| i.to_string()).collect();
+    items.sort();
+    items.join("\n")
+}
+
+fn normalize(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("handle");
+            if let Some(serde_json::Value::Array(elems)) = map.get_mut("elem") {
+                elems.sort_by_key(|e| e.to_string());
+            }
+            map.values_mut().for_each(normalize);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// seg's live rules as the backend holds them: `iptables-save`'s seg lines
+/// (iptables) or the `inet seg` table (nftables).
+pub fn live_rules(backend: &str) -> String {
+    match backend {
+        "nftables" => seg_table(),
+        _ => seg_rules(None),
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let shown = format!("{cmd:?}");
     cmd.output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"))

@@ -17,13 +17,21 @@ impl HostLock {
 }
 
 /// Removes every seg chain and the DOCKER-USER jump from the host when
-/// dropped (after the controller that put them there has stopped).
+/// dropped (after the controller that put them there has stopped), and
+/// the nftables backend's `inet seg` table.
 pub struct FirewallReset;
 
 impl Drop for FirewallReset {
     fn drop(&mut self) {
         if let Err(e) = apply(&mut IptablesFirewall::new(), &Ruleset::default()) {
             eprintln!("could not remove seg's chains from the host: {e}");
+        }
+        let listed = std::process::Command::new("nft").args(["list", "table", "inet", "seg"]).output();
+        if listed.is_ok_and(|o| o.status.success()) {
+            let gone = std::process::Command::new("nft").args(["delete", "table", "inet", "seg"]).status();
+            if !gone.is_ok_and(|s| s.success()) {
+                eprintln!("could not remove seg's nftables table from the host");
+            }
         }
     }
 }
