@@ -4,7 +4,7 @@
 //! namespace, containers with `restart: unless-stopped`. Rules stay while
 //! dockerd is down (fail closed); once it is back the event stream
 //! reconnects and the restarted containers (new PIDs, maybe new addresses)
-//! are covered again.
+//! are covered again. On both firewall backends.
 //!
 //! Needs root, dockerd and busybox-static; fails, never skips, without them.
 //! Run: `cargo test -p segctl --test segregation_dockerd`.
@@ -88,7 +88,26 @@ impl Drop for PrivateDocker {
 }
 
 #[test]
-fn a_dockerd_restart_keeps_the_policy_enforced() {
+fn a_dockerd_restart_keeps_the_policy_enforced_with_iptables() {
+    dockerd_restart_keeps_the_policy_enforced("iptables");
+}
+
+#[test]
+fn a_dockerd_restart_keeps_the_policy_enforced_with_nftables() {
+    dockerd_restart_keeps_the_policy_enforced("nftables");
+}
+
+/// seg's rules in the namespace `ns`, as `backend` holds them.
+fn rules_in(ns: &str, backend: &str) -> String {
+    match backend {
+        "nftables" => {
+            ok(Command::new("ip").args(["netns", "exec", ns, "nft", "list", "table", "inet", "seg"]))
+        }
+        _ => seg_rules(Some(ns)),
+    }
+}
+
+fn dockerd_restart_keeps_the_policy_enforced(backend: &str) {
     let _lock = HostLock::take();
     build_image();
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +129,13 @@ fn a_dockerd_restart_keeps_the_policy_enforced() {
             .args(cmd.split(' ')));
     }
     let sock = dir.path().join("docker.sock");
-    let ctl = Controller::start(&dir.path().join("ctl"), Some(&engine.ns), Some(sock.to_str().unwrap()));
+    let flags = ["--resync-interval", "1s", "--firewall", backend];
+    let ctl = Controller::start_with(
+        &dir.path().join("ctl"),
+        Some(&engine.ns),
+        Some(sock.to_str().unwrap()),
+        &flags,
+    );
     let policy = dir.path().join("dk.yaml");
     let text = "version: 1\nproject: segtdk\nservices:\n  db: { ingress: [{ from: [api], ports: [5432/tcp] }] }\n  api: { ingress: any }\n";
     std::fs::write(&policy, text).unwrap();
@@ -122,7 +147,7 @@ fn a_dockerd_restart_keeps_the_policy_enforced() {
     assert!(enforced(), "before the restart");
 
     engine.stop();
-    assert!(seg_rules(Some(&engine.ns)).contains("SEG-FORWARD"), "rules stay while dockerd is down");
+    assert!(rules_in(&engine.ns, backend).contains("SEG-FORWARD"), "rules stay while dockerd is down");
     engine.launch();
     eventually("the containers are back", Duration::from_secs(30), || {
         ok(docker(h).args(["ps", "-q", "--filter", "status=running"])).lines().count() == 3
