@@ -358,11 +358,20 @@ fn icc_finding(args: &[&str]) -> (Option<i32>, Value) {
 /// daemon.json, the audit turns from WARN to PASS, and a second `--fix`
 /// changes nothing. ICC is turned back on at the end (and on failure).
 #[test]
-fn fix_turns_icc_off_live_and_persisted_and_is_idempotent() {
+fn fix_turns_icc_off_live_and_persisted_and_is_idempotent_with_iptables() {
+    icc_fix("iptables");
+}
+
+#[test]
+fn fix_turns_icc_off_live_and_persisted_and_is_idempotent_with_nftables() {
+    icc_fix("nftables");
+}
+
+fn icc_fix(backend: &str) {
     preflight();
     let _lock = support::host::HostLock::take();
     let _reset = support::host::FirewallReset;
-    let node = IccOnAtExit(support::node::Node::start_with_docker(Some(support::SOCKET)));
+    let node = IccOnAtExit(support::node::Node::start_with(Some(support::SOCKET), &["--firewall", backend]));
     let node = &node.0;
     node.ok(&["icc", "enable"]);
     let bridge = docker_cli(&[

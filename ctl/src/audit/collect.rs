@@ -7,7 +7,7 @@ use super::dockerd;
 use super::facts::{is_icc_drop, ContainerFacts, DaemonFacts, Facts, SegFacts, SocketStat};
 use super::setid;
 use super::AuditError;
-use crate::firewall::{Firewall, IptablesFirewall};
+use crate::firewall::{Firewall, IptablesFirewall, NftablesFirewall};
 use crate::policy::Family;
 use crate::segregation::store::Record;
 use bollard::models::{ContainerInspectResponse, SystemInfo};
@@ -159,7 +159,7 @@ pub fn daemon_facts(src: &Sources, read_iptables: bool) -> DaemonFacts {
     let seg_icc_rule = table.as_ref().is_ok_and(|t| {
         let hooked = docker_user.as_ref().is_ok_and(|r| r.iter().any(|r| r == "-j SEG-FORWARD"));
         hooked && t.chains.get(SEG_ICC_DOCKER0).is_some_and(|rules| rules.iter().any(|r| is_icc_drop(r)))
-    });
+    }) || (read_iptables && nft_icc_rule());
     DaemonFacts {
         config,
         socket: socket_stat(&src.docker_socket),
@@ -167,6 +167,18 @@ pub fn daemon_facts(src: &Sources, read_iptables: bool) -> DaemonFacts {
         docker_user,
         seg_icc_rule,
         ..DaemonFacts::default()
+    }
+}
+
+/// seg's docker0 ICC rule in the nftables backend's table: the chain exists
+/// only while the rule is in force, and the base chain hooks it.
+fn nft_icc_rule() -> bool {
+    match NftablesFirewall::new().live() {
+        Ok(Some(t)) => {
+            t.chains.get(SEG_ICC_DOCKER0).is_some_and(|c| !c.tags.is_empty())
+                && t.chains.get(crate::firewall::naming::TOP).is_some_and(|c| c.hook.is_some())
+        }
+        _ => false,
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Node {
     child: Option<Child>,
     dir: tempfile::TempDir,
     docker: PathBuf,
+    /// More `node run` flags (e.g. `--firewall nftables`).
+    flags: Vec<String>,
 }
 
 impl Node {
@@ -23,9 +25,15 @@ impl Node {
     }
 
     pub fn start_with_docker(docker: Option<&str>) -> Node {
+        Node::start_with(docker, &[])
+    }
+
+    /// [`Node::start_with_docker`] with more `node run` flags.
+    pub fn start_with(docker: Option<&str>, flags: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let docker = docker.map(PathBuf::from).unwrap_or_else(|| dir.path().join("no-docker.sock"));
-        let mut node = Node { child: None, dir, docker };
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let mut node = Node { child: None, dir, docker, flags };
         node.spawn();
         node
     }
@@ -48,6 +56,7 @@ impl Node {
             .arg(self.run_dir())
             .arg("--docker-socket")
             .arg(&self.docker)
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
