@@ -28,12 +28,29 @@ use std::process::Command;
 use std::time::Duration;
 
 #[test]
-fn icc_on_docker0_goes_off_at_once_and_back_on() {
+fn icc_on_docker0_goes_off_at_once_and_back_on_with_iptables() {
+    icc_goes_off_at_once_and_back_on("iptables");
+}
+
+#[test]
+fn icc_on_docker0_goes_off_at_once_and_back_on_with_nftables() {
+    icc_goes_off_at_once_and_back_on("nftables");
+}
+
+/// seg's docker0 ICC drop, as `backend` holds it.
+fn icc_rule_live(backend: &str) -> bool {
+    match backend {
+        "nftables" => seg_table().contains("SEG-ICC-docker0") && seg_table().contains("\"oifname\""),
+        _ => seg_rules(None).contains("-A SEG-ICC-docker0 -i docker0 -o docker0 -j DROP"),
+    }
+}
+
+fn icc_goes_off_at_once_and_back_on(backend: &str) {
     let _lock = HostLock::take();
     let _reset = FirewallReset;
     build_image();
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(dir.path(), None, None);
+    let ctl = controller(dir.path(), backend);
     let (a, b) = (format!("segt-icc-{}-a", tag()), format!("segt-icc-{}-b", tag()));
     let _cleanup = Cleanup(vec![docker_rm(None, &a), docker_rm(None, &b)]);
     for (name, cmd) in
@@ -50,7 +67,7 @@ fn icc_on_docker0_goes_off_at_once_and_back_on() {
     assert_eq!(reach(None, &b, a_ip, 7000), Blocked, "off at once, no daemon restart");
     let status = ctl.ok(&["icc", "status", "--daemon-json", "/nonexistent/daemon.json"]);
     assert!(status.contains("off (rule in force)"), "{status}");
-    assert!(seg_rules(None).contains("-A SEG-ICC-docker0 -i docker0 -o docker0 -j DROP"));
+    assert!(icc_rule_live(backend), "{backend}: the ICC rule is not live");
 
     // --persist keeps every other key; an unreadable file refuses the whole
     // request with nothing changed.
@@ -71,6 +88,7 @@ fn icc_on_docker0_goes_off_at_once_and_back_on() {
     ctl.ok(&["icc", "enable"]);
     assert_eq!(reach(None, &b, a_ip, 7000), Reachable, "back on at once");
     assert_eq!(seg_rules(None), "-A DOCKER-USER -j RETURN", "nothing to enforce: no seg chain left");
+    assert!(!seg_table().contains("SEG-"), "nothing to enforce: no seg table left");
     let log = std::fs::read_to_string(ctl.state_dir.join("access.log")).unwrap();
     assert!(log.contains("\"action\":\"icc_set\"") && log.contains("docker0 icc disabled"), "{log}");
 }
@@ -410,4 +428,17 @@ fn switching_backends_leaves_no_stale_rules(
         assert_eq!(reach(None, &api, db_ip, 5432), Reachable, "{now}: api → db");
     }
     ctl
+}
+
+#[test]
+fn the_default_backend_is_nftables_where_the_kernel_takes_it() {
+    let _lock = HostLock::take();
+    let _reset = FirewallReset;
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(dir.path(), None, None);
+    let status = ctl.ok(&["status"]);
+    let line = status.lines().find(|l| l.starts_with("firewall")).unwrap_or_else(|| panic!("{status}"));
+    // This kernel and nft 1.0.6 take seg's table (the probe), so `auto` is nftables.
+    assert!(line.contains("nftables") && line.contains("(Docker: iptables)"), "{line}");
+    assert!(ctl.log_text().contains("backend=\"nftables\" setting=auto"), "{}", ctl.log_text());
 }

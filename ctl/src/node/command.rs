@@ -54,7 +54,7 @@ pub struct RunArgs {
     pub resync_interval: std::time::Duration,
     /// Firewall backend: auto (nftables when `nft` and the kernel support
     /// it, else iptables), nftables or iptables.
-    #[arg(long, default_value = "iptables", value_name = "BACKEND")]
+    #[arg(long, default_value = "auto", value_name = "BACKEND")]
     pub firewall: crate::firewall::select::Choice,
 }
 
