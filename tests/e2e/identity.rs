@@ -62,7 +62,9 @@ fn a_reused_pid_does_not_inherit_a_granted_containers_identity() {
     let granted = standalone("granted", &[], FORKING_LOOP);
     let (attack, sock) = (attack_bin(), ctl.agent_socket());
     let mut reused = 0;
-    for _ in 0..40 {
+    // Steering can lose the race to any other process forking on the host
+    // (a busy build machine): try often enough.
+    for _ in 0..200 {
         let drop = DropSocket::new();
         let mut child = Command::new(&attack)
             .arg("pass")
@@ -89,7 +91,7 @@ fn a_reused_pid_does_not_inherit_a_granted_containers_identity() {
             break;
         }
     }
-    assert!(reused > 0, "the granted container's process never took over the attacker's PID in 40 tries");
+    assert!(reused > 0, "the granted container's process never took over the attacker's PID in 200 tries");
     eprintln!("PID taken over by the granted container {reused} time(s); nothing was served");
     let log = ctl.access_log();
     assert!(
