@@ -97,7 +97,12 @@ impl Kek {
     }
 
     /// Seals `value` as version `version` of `name` under a fresh DEK.
-    pub fn seal(&self, name: &SecretName, version: u64, value: &SecretBytes) -> Result<Vec<u8>, EnvelopeError> {
+    pub fn seal(
+        &self,
+        name: &SecretName,
+        version: u64,
+        value: &SecretBytes,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         let dek_bytes = Kek::random_bytes()?;
         let dek = aes_key(dek_bytes.expose())?;
         let mut out = Vec::with_capacity(OVERHEAD + value.len());
@@ -140,7 +145,11 @@ impl Kek {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| EnvelopeError::Random)?;
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf.as_mut_bytes())
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                buf.as_mut_bytes(),
+            )
             .map_err(|_| EnvelopeError::TooLarge)?;
         out.extend_from_slice(&nonce);
         out.extend_from_slice(buf.expose());

@@ -74,9 +74,11 @@ impl Drop for EtcdStore {
 /// What the caller is told happened to its write when etcd failed it.
 const NOT_WRITTEN: &str = "nothing was written; this node keeps serving reads from its last known state — \
                            check the members with `etcdctl endpoint health`, then retry";
-const UNCONFIRMED: &str = "the write was sent but not confirmed, so etcd may still apply it: once etcd answers, \
+const UNCONFIRMED: &str =
+    "the write was sent but not confirmed, so etcd may still apply it: once etcd answers, \
                            check the secret's version before retrying";
-const NOT_OPENED: &str = "the store was not opened; check the endpoints, the certificates and the members";
+const NOT_OPENED: &str =
+    "the store was not opened; check the endpoints, that the client certificate is signed by etcd's CA, and the members";
 
 impl EtcdStore {
     /// Connects with mutual TLS, reads every secret under the prefix once
@@ -95,30 +97,20 @@ impl EtcdStore {
             .thread_name("seg-etcd")
             .enable_all()
             .build()
-            .map_err(|cause| StoreError::Io { action: "starting", path: "the etcd client runtime".into(), cause })?;
+            .map_err(|cause| StoreError::Io {
+                action: "starting",
+                path: "the etcd client runtime".into(),
+                cause,
+            })?;
         let endpoints = cfg.endpoints.join(",");
         let options = connect_options(&cfg)?;
         let prefix = cfg.prefix.trim_end_matches('/');
-        let decoder =
-            Arc::new(Decoder { key_prefix: format!("{prefix}/secrets/"), kek_id: cfg.kek.id() });
-        let unreachable = |e: &dyn std::fmt::Display| unreachable(&endpoints, e, NOT_OPENED);
-        let mut client = runtime
+        let decoder = Arc::new(Decoder { key_prefix: format!("{prefix}/secrets/"), kek_id: cfg.kek.id() });
+        let client = runtime
             .block_on(Client::connect(&cfg.endpoints, Some(options)))
-            .map_err(|e| unreachable(&chain(&e)))?;
-        let loaded = runtime.block_on(timed(cfg.timeout, cache::load(&mut client, &decoder)));
-        let (records, revision) = match loaded {
-            Some(Ok(loaded)) => loaded,
-            Some(Err(cache::LoadError::Store(e))) => return Err(e),
-            Some(Err(cache::LoadError::Etcd(e))) => return Err(unreachable(&chain(&e))),
-            None => return Err(unreachable(&format!("no answer within {:?}", cfg.timeout))),
-        };
-        let mut fresh = Cache::default();
-        fresh.reload(records, revision);
-        let cache = Arc::new(RwLock::new(fresh));
-        runtime.spawn(cache::watch(client.clone(), decoder.clone(), cache.clone()));
-        tracing::info!(%endpoints, prefix, revision, kek = %cfg.kek.id(), "opened the etcd store");
-        Ok(EtcdStore {
-            cache,
+            .map_err(|e| unreachable(&endpoints, &chain(&e), NOT_OPENED))?;
+        let store = EtcdStore {
+            cache: Arc::new(RwLock::new(Cache::default())),
             decoder,
             kek: cfg.kek,
             client,
@@ -126,7 +118,31 @@ impl EtcdStore {
             timeout: cfg.timeout,
             writer: Mutex::new(()),
             runtime: Some(runtime),
-        })
+        };
+        let revision = store.load()?;
+        let watch = cache::watch(store.client.clone(), store.decoder.clone(), store.cache.clone());
+        store.runtime.as_ref().expect("just set").spawn(watch);
+        tracing::info!(endpoints = %store.endpoints, prefix, revision, kek = %store.kek.id(), "opened the etcd store");
+        Ok(store)
+    }
+
+    /// Fills the cache with everything under the prefix; returns the
+    /// revision it was read at.
+    fn load(&self) -> Result<i64, StoreError> {
+        let loaded = self.block_on(self.call(true, || {
+            let (mut client, decoder) = (self.client.clone(), self.decoder.clone());
+            async move {
+                match cache::load(&mut client, &decoder).await {
+                    Ok(loaded) => Ok(Ok(loaded)),
+                    Err(cache::LoadError::Etcd(e)) => Err(e),
+                    Err(cache::LoadError::Store(e)) => Ok(Err(e)),
+                }
+            }
+        }));
+        let (records, revision) =
+            loaded.map_err(|f| unreachable(&self.endpoints, &f.cause, NOT_OPENED))??;
+        cache::write(&self.cache).reload(records, revision);
+        Ok(revision)
     }
 
     /// The etcd revision the cache reflects (for tests and status).
@@ -139,10 +155,11 @@ impl EtcdStore {
     }
 
     fn unseal(&self, record: &Record, v: &SealedVersion) -> Result<SecretVersion, StoreError> {
-        let value = self.kek.open(&record.meta.name, v.version, &v.blob).map_err(|e| StoreError::Corrupt {
-            path: format!("etcd key {}", self.decoder.key(&record.meta.name)).into(),
-            reason: format!("version {} {e}", v.version),
-        })?;
+        let value =
+            self.kek.open(&record.meta.name, v.version, &v.blob).map_err(|e| StoreError::Corrupt {
+                path: format!("etcd key {}", self.decoder.key(&record.meta.name)).into(),
+                reason: format!("version {} {e}", v.version),
+            })?;
         Ok(SecretVersion { value, version: v.version, ttl_ms: record.meta.ttl_ms })
     }
 
@@ -177,12 +194,15 @@ impl EtcdStore {
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
             .and_then([op])
             .or_else([TxnOp::get(key.as_str(), None)]);
-        let mut client = self.client.clone();
-        let resp = match self.block_on(timed(self.timeout, client.txn(txn))) {
-            Some(Ok(resp)) => resp,
-            Some(Err(e)) => return Err(unreachable(&self.endpoints, &chain(&e), UNCONFIRMED)),
-            None => return Err(unreachable(&self.endpoints, &self.no_answer(), UNCONFIRMED)),
-        };
+        let resp = self
+            .block_on(self.call(false, || {
+                let (mut client, txn) = (self.client.clone(), txn.clone());
+                async move { client.txn(txn).await }
+            }))
+            .map_err(|f| {
+                let outcome = if f.maybe_applied { UNCONFIRMED } else { NOT_WRITTEN };
+                unreachable(&self.endpoints, &f.cause, outcome)
+            })?;
         let at = resp.header().map_or(0, |h| h.revision());
         if !resp.succeeded() {
             self.learn_from_conflict(name, &resp.op_responses());
@@ -194,12 +214,12 @@ impl EtcdStore {
 
     /// The record of `name` in etcd now, with its `mod_revision` (0: absent).
     fn fetch(&self, name: &SecretName, key: &str) -> Result<(Option<Record>, i64), StoreError> {
-        let mut client = self.client.clone();
-        let resp = match self.block_on(timed(self.timeout, client.get(key, None))) {
-            Some(Ok(resp)) => resp,
-            Some(Err(e)) => return Err(unreachable(&self.endpoints, &chain(&e), NOT_WRITTEN)),
-            None => return Err(unreachable(&self.endpoints, &self.no_answer(), NOT_WRITTEN)),
-        };
+        let resp = self
+            .block_on(self.call(true, || {
+                let mut client = self.client.clone();
+                async move { client.get(key, None).await }
+            }))
+            .map_err(|f| unreachable(&self.endpoints, &f.cause, NOT_WRITTEN))?;
         match resp.kvs().first() {
             Some(kv) => Ok((Some(self.decoder.record(name, kv.value())?), kv.mod_revision())),
             None => Ok((None, 0)),
@@ -224,13 +244,44 @@ impl EtcdStore {
         }
     }
 
-    fn no_answer(&self) -> String {
-        format!("no answer within {} ms", self.timeout.as_millis())
+    /// Runs one etcd request, retried within the store's timeout while a
+    /// retry is safe: always for a read (`idempotent`), and for a write
+    /// only when the request provably did not reach a member that could
+    /// apply it. The client spreads requests over the members, and one that
+    /// is down answers "connection refused" instead of being skipped.
+    async fn call<T, Fut>(&self, idempotent: bool, mut op: impl FnMut() -> Fut) -> Result<T, Failed>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut last: Option<String> = None;
+        loop {
+            let Ok(result) = tokio::time::timeout_at(deadline, op()).await else {
+                let waited = format!("no answer within {} ms", self.timeout.as_millis());
+                let cause = last.map_or(waited.clone(), |l| format!("{l}; then {waited}"));
+                return Err(Failed { cause, maybe_applied: !idempotent });
+            };
+            let e = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let cause = chain(&e);
+            let not_sent = never_reached_etcd(&cause);
+            if !(idempotent || not_sent) || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Failed { cause, maybe_applied: !idempotent && !not_sent });
+            }
+            last = Some(cause);
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     /// Applies `change` to the metadata of an existing secret; writes only
     /// when it reports a modification.
-    fn modify(&self, name: &SecretName, change: impl FnOnce(&mut SecretMeta) -> bool) -> Result<bool, StoreError> {
+    fn modify(
+        &self,
+        name: &SecretName,
+        change: impl FnOnce(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError> {
         self.read_modify_write(name, |current| {
             let mut record = current.ok_or_else(|| StoreError::NotFound(name.clone()))?;
             if !change(&mut record.meta) {
@@ -242,9 +293,19 @@ impl EtcdStore {
     }
 }
 
-/// Runs `f`, giving up after `limit`; `None` means no answer in time.
-async fn timed<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
-    tokio::time::timeout(limit, f).await.ok()
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why an etcd request failed, and whether it may still take effect.
+struct Failed {
+    cause: String,
+    maybe_applied: bool,
+}
+
+/// A request that failed to connect, or that a member without a leader
+/// refused (`require_leader`), was applied nowhere. tonic reports both only
+/// as text, so this reads the error's text.
+fn never_reached_etcd(cause: &str) -> bool {
+    ["tcp connect error", "Connection refused", "no leader"].iter().any(|m| cause.contains(m))
 }
 
 fn unreachable(endpoints: &str, cause: &dyn std::fmt::Display, outcome: &'static str) -> StoreError {
@@ -275,8 +336,8 @@ fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
     let ca = std::fs::read(&cfg.ca).map_err(disk::io_err("reading the etcd CA certificate", &cfg.ca))?;
     let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
     if let Some((cert_path, key_path)) = &cfg.identity {
-        let cert =
-            std::fs::read(cert_path).map_err(disk::io_err("reading the etcd client certificate", cert_path))?;
+        let cert = std::fs::read(cert_path)
+            .map_err(disk::io_err("reading the etcd client certificate", cert_path))?;
         let key = read_key(key_path)?;
         tls = tls.identity(Identity::from_pem(cert, key.expose()));
     }

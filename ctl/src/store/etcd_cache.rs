@@ -161,9 +161,17 @@ pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, cache: Arc<
         }
         match ended {
             Ok(Ended::Compacted(at)) => {
-                tracing::warn!(compacted = at, "etcd compacted the revisions this node had not seen; reloading");
+                tracing::warn!(
+                    compacted = at,
+                    "etcd compacted the revisions this node had not seen; reloading"
+                );
                 match load(&mut client, &decoder).await {
-                    Ok((loaded, revision)) => write(&cache).reload(loaded, revision),
+                    Ok((loaded, revision)) => {
+                        write(&cache).reload(loaded, revision);
+                        // etcd answers again: watch from the reload at once.
+                        backoff = Backoff::default();
+                        continue;
+                    }
                     Err(e) => tracing::warn!(error = %e, "reloading the secrets from etcd failed; retrying"),
                 }
             }
