@@ -16,12 +16,12 @@
 
 use super::envelope::Kek;
 use super::etcd_cache::{self as cache, Cache, Decoder};
+use super::etcd_conn::{call, chain, connect_options, unreachable};
 use super::record::{Record, SealedVersion};
 use super::*;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use seg_common::api::{Hooks, DEFAULT_TTL_MS};
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -129,7 +129,7 @@ impl EtcdStore {
     /// Fills the cache with everything under the prefix; returns the
     /// revision it was read at.
     fn load(&self) -> Result<i64, StoreError> {
-        let loaded = self.block_on(self.call(true, || {
+        let loaded = self.block_on(call(self.timeout, true, || {
             let (mut client, decoder) = (self.client.clone(), self.decoder.clone());
             async move {
                 match cache::load(&mut client, &decoder).await {
@@ -195,7 +195,7 @@ impl EtcdStore {
             .and_then([op])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let resp = self
-            .block_on(self.call(false, || {
+            .block_on(call(self.timeout, false, || {
                 let (mut client, txn) = (self.client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             }))
@@ -215,7 +215,7 @@ impl EtcdStore {
     /// The record of `name` in etcd now, with its `mod_revision` (0: absent).
     fn fetch(&self, name: &SecretName, key: &str) -> Result<(Option<Record>, i64), StoreError> {
         let resp = self
-            .block_on(self.call(true, || {
+            .block_on(call(self.timeout, true, || {
                 let mut client = self.client.clone();
                 async move { client.get(key, None).await }
             }))
@@ -244,37 +244,6 @@ impl EtcdStore {
         }
     }
 
-    /// Runs one etcd request, retried within the store's timeout while a
-    /// retry is safe: always for a read (`idempotent`), and for a write
-    /// only when the request provably did not reach a member that could
-    /// apply it. The client spreads requests over the members, and one that
-    /// is down answers "connection refused" instead of being skipped.
-    async fn call<T, Fut>(&self, idempotent: bool, mut op: impl FnMut() -> Fut) -> Result<T, Failed>
-    where
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut last: Option<String> = None;
-        loop {
-            let Ok(result) = tokio::time::timeout_at(deadline, op()).await else {
-                let waited = format!("no answer within {} ms", self.timeout.as_millis());
-                let cause = last.map_or(waited.clone(), |l| format!("{l}; then {waited}"));
-                return Err(Failed { cause, maybe_applied: !idempotent });
-            };
-            let e = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let cause = chain(&e);
-            let not_sent = never_reached_etcd(&cause);
-            if !(idempotent || not_sent) || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(Failed { cause, maybe_applied: !idempotent && !not_sent });
-            }
-            last = Some(cause);
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
     /// Applies `change` to the metadata of an existing secret; writes only
     /// when it reports a modification.
     fn modify(
@@ -291,75 +260,6 @@ impl EtcdStore {
             Ok((Some(Some(record)), true))
         })
     }
-}
-
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// Why an etcd request failed, and whether it may still take effect.
-struct Failed {
-    cause: String,
-    maybe_applied: bool,
-}
-
-/// A request that failed to connect, or that a member without a leader
-/// refused (`require_leader`), was applied nowhere. tonic reports both only
-/// as text, so this reads the error's text.
-fn never_reached_etcd(cause: &str) -> bool {
-    ["tcp connect error", "Connection refused", "no leader"].iter().any(|m| cause.contains(m))
-}
-
-fn unreachable(endpoints: &str, cause: &dyn std::fmt::Display, outcome: &'static str) -> StoreError {
-    StoreError::Unreachable { endpoints: endpoints.to_owned(), cause: cause.to_string(), outcome }
-}
-
-/// An error and its sources, each said once (tonic's transport errors put
-/// the useful part — refused, handshake failure — in the sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// TLS (CA, and the client certificate when given) and timeouts. The key
-/// is read into `SecretBytes`; tonic keeps its own copy for the
-/// connection's life (heap copies are wiped on free by segctl's allocator).
-fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
-    use etcd_client::{Certificate, Identity, TlsOptions};
-    let ca = std::fs::read(&cfg.ca).map_err(disk::io_err("reading the etcd CA certificate", &cfg.ca))?;
-    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
-    if let Some((cert_path, key_path)) = &cfg.identity {
-        let cert = std::fs::read(cert_path)
-            .map_err(disk::io_err("reading the etcd client certificate", cert_path))?;
-        let key = read_key(key_path)?;
-        tls = tls.identity(Identity::from_pem(cert, key.expose()));
-    }
-    Ok(ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(cfg.timeout)
-        .with_timeout(cfg.timeout)
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-        .with_keep_alive_while_idle(true)
-        // A member cut off from the others answers at once instead of
-        // holding the request until it times out.
-        .with_require_leader(true))
-}
-
-/// The client key: a private regular file, read into locked memory.
-fn read_key(path: &Path) -> Result<SecretBytes, StoreError> {
-    let meta = std::fs::metadata(path).map_err(disk::io_err("inspecting the etcd client key", path))?;
-    disk::check_private_file(path, &meta)?;
-    let bytes = std::fs::read(path).map_err(disk::io_err("reading the etcd client key", path))?;
-    let key = SecretBytes::from_slice(&bytes);
-    drop(zeroize::Zeroizing::new(bytes));
-    Ok(key)
 }
 
 impl SecretStore for EtcdStore {

@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod envelope;
 pub mod etcd;
 mod etcd_cache;
+mod etcd_conn;
 pub mod memory;
 mod record;
 pub mod seal;
