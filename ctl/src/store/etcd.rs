@@ -16,6 +16,7 @@
 
 use super::envelope::Kek;
 use super::etcd_cache::{self as cache, Cache, Decoder};
+pub use super::etcd_conn::EtcdConfig;
 use super::etcd_conn::{call, chain, connect_options, unreachable};
 use super::record::{Record, SealedVersion};
 use super::*;
@@ -24,23 +25,6 @@ use seg_common::api::{Hooks, DEFAULT_TTL_MS};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
-
-/// How to reach etcd and what to seal with.
-#[derive(Debug)]
-pub struct EtcdConfig {
-    /// `https://host:port` of each member.
-    pub endpoints: Vec<String>,
-    /// PEM CA that signed the members' certificates.
-    pub ca: PathBuf,
-    /// PEM client certificate and key (mode 0600) for mutual TLS; `None`
-    /// connects without one, which a `--client-cert-auth` etcd refuses.
-    pub identity: Option<(PathBuf, PathBuf)>,
-    /// Key prefix of this seg cluster, e.g. `/seg`.
-    pub prefix: String,
-    pub kek: Kek,
-    /// Bound on each etcd request of a write or of the first load.
-    pub timeout: Duration,
-}
 
 pub struct EtcdStore {
     cache: Arc<RwLock<Cache>>,

@@ -1,13 +1,30 @@
 //! The cluster store's link to etcd: TLS options, the client key, and
 //! requests retried while that is safe, with errors said once.
 
-use super::etcd::EtcdConfig;
+use super::envelope::Kek;
 use super::{disk, StoreError};
 use etcd_client::ConnectOptions;
 use seg_common::secret::SecretBytes;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How to reach etcd and what to seal with.
+#[derive(Debug)]
+pub struct EtcdConfig {
+    /// `https://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// PEM CA that signed the members' certificates.
+    pub ca: PathBuf,
+    /// PEM client certificate and key (mode 0600) for mutual TLS; `None`
+    /// connects without one, which a `--client-cert-auth` etcd refuses.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Key prefix of this seg cluster, e.g. `/seg`.
+    pub prefix: String,
+    pub kek: Kek,
+    /// Bound on each etcd request of a write or of the first load.
+    pub timeout: Duration,
+}
 
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
