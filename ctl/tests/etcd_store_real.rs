@@ -364,3 +364,28 @@ fn a_node_behind_a_compaction_reloads_everything() {
     a.put(&name("kept"), &value("k6"), None).unwrap();
     wait_until("b's watch runs again", Duration::from_secs(5), || has_version(&b, "kept", 6));
 }
+
+#[test]
+fn a_damaged_record_or_another_kek_is_named_and_loses_nothing() {
+    let cluster = Cluster::start();
+    let key = kek();
+    let a = cluster.store(&key);
+    a.put(&name("db"), &value("good"), None).unwrap();
+    let err = EtcdStore::open(cluster.config(&cluster.endpoints, &kek())).unwrap_err().to_string();
+    assert!(err.contains("etcd key /seg/secrets/db") && err.contains("key-encryption key"), "{err}");
+    // Damage arriving through the watch: the last good version stays served.
+    cluster.etcdctl(&["put", "/seg/secrets/db", "{not a record"]);
+    a.put(&name("other"), &value("x"), None).unwrap();
+    wait_until("a's watch is past the damage", Duration::from_secs(2), || a.revision() >= 4);
+    assert!(a.get(&name("db")).unwrap().value.ct_eq(b"good"));
+    // A node opening now refuses to start with a secret silently missing.
+    let err = EtcdStore::open(cluster.config(&cluster.endpoints, &key)).unwrap_err().to_string();
+    assert!(err.starts_with("etcd key /seg/secrets/db is damaged: it is not a valid secret file"), "{err}");
+    // A write over the damage fails the same way and writes nothing.
+    let err = a.put(&name("db"), &value("new"), None).unwrap_err().to_string();
+    assert!(err.contains("is damaged"), "{err}");
+    // The way out: remove the damaged record, put the secret again.
+    a.remove(&name("db")).unwrap();
+    assert_eq!(a.put(&name("db"), &value("new"), None).unwrap(), 1);
+    cluster.store(&key);
+}

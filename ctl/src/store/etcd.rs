@@ -62,7 +62,8 @@ const UNCONFIRMED: &str =
     "the write was sent but not confirmed, so etcd may still apply it: once etcd answers, \
                            check the secret's version before retrying";
 const NOT_OPENED: &str =
-    "the store was not opened; check the endpoints, that the client certificate is signed by etcd's CA, and the members";
+    "the store was not opened; check the endpoints, that the client certificate is signed \
+                          by etcd's CA, and the members";
 
 impl EtcdStore {
     /// Connects with mutual TLS, reads every secret under the prefix once
@@ -142,7 +143,7 @@ impl EtcdStore {
         let value =
             self.kek.open(&record.meta.name, v.version, &v.blob).map_err(|e| StoreError::Corrupt {
                 path: format!("etcd key {}", self.decoder.key(&record.meta.name)).into(),
-                reason: format!("version {} {e}", v.version),
+                reason: format!("version {} {e}; remove the secret and put it again", v.version),
             })?;
         Ok(SecretVersion { value, version: v.version, ttl_ms: record.meta.ttl_ms })
     }
@@ -167,17 +168,32 @@ impl EtcdStore {
     ) -> Result<T, StoreError> {
         let _writer = self.lock_writer();
         let key = self.decoder.key(name);
-        let (current, revision) = self.fetch(name, &key)?;
+        let (raw, revision) = self.fetch(&key)?;
+        let current = raw.map(|value| self.decoder.record(name, &value)).transpose()?;
         let (new, out) = change(current)?;
-        let Some(new) = new else { return Ok(out) };
+        if let Some(new) = new {
+            self.commit(name, &key, revision, new)?;
+        }
+        Ok(out)
+    }
+
+    /// Writes `new` (`None`: removes) if the key is still at `revision`.
+    /// Call with the writer lock held.
+    fn commit(
+        &self,
+        name: &SecretName,
+        key: &str,
+        revision: i64,
+        new: Option<Record>,
+    ) -> Result<(), StoreError> {
         let op = match &new {
-            Some(record) => TxnOp::put(key.as_str(), record.encode(&self.kek.id()), None),
-            None => TxnOp::delete(key.as_str(), None),
+            Some(record) => TxnOp::put(key, record.encode(&self.kek.id()), None),
+            None => TxnOp::delete(key, None),
         };
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
+            .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
             .and_then([op])
-            .or_else([TxnOp::get(key.as_str(), None)]);
+            .or_else([TxnOp::get(key, None)]);
         let resp = self
             .block_on(call(self.timeout, false, || {
                 let (mut client, txn) = (self.client.clone(), txn.clone());
@@ -193,21 +209,24 @@ impl EtcdStore {
             return Err(StoreError::Conflict { name: name.clone() });
         }
         cache::write(&self.cache).apply(name, new, at);
-        Ok(out)
+        Ok(())
     }
 
-    /// The record of `name` in etcd now, with its `mod_revision` (0: absent).
-    fn fetch(&self, name: &SecretName, key: &str) -> Result<(Option<Record>, i64), StoreError> {
-        let resp = self
+    /// The stored bytes of `key` now, with its `mod_revision` (0: absent).
+    fn fetch(&self, key: &str) -> Result<(Option<Vec<u8>>, i64), StoreError> {
+        let mut resp = self
             .block_on(call(self.timeout, true, || {
                 let mut client = self.client.clone();
                 async move { client.get(key, None).await }
             }))
             .map_err(|f| unreachable(&self.endpoints, &f.cause, NOT_WRITTEN))?;
-        match resp.kvs().first() {
-            Some(kv) => Ok((Some(self.decoder.record(name, kv.value())?), kv.mod_revision())),
-            None => Ok((None, 0)),
-        }
+        Ok(match resp.take_kvs().pop() {
+            Some(kv) => {
+                let revision = kv.mod_revision();
+                (Some(kv.into_key_value().1), revision)
+            }
+            None => (None, 0),
+        })
     }
 
     /// A lost race still tells what won: put it in the cache now rather
@@ -282,11 +301,15 @@ impl SecretStore for EtcdStore {
         Ok(cache::read(&self.cache).records().map(|r| r.meta.clone()).collect())
     }
 
+    /// Works on a damaged record too (it is not decoded): removing and
+    /// putting again is the way out of damage in etcd.
     fn remove(&self, name: &SecretName) -> Result<(), StoreError> {
-        self.read_modify_write(name, |current| match current {
-            Some(_) => Ok((Some(None), ())),
-            None => Err(StoreError::NotFound(name.clone())),
-        })
+        let _writer = self.lock_writer();
+        let key = self.decoder.key(name);
+        match self.fetch(&key)? {
+            (Some(_), revision) => self.commit(name, &key, revision, None),
+            (None, _) => Err(StoreError::NotFound(name.clone())),
+        }
     }
 
     fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
