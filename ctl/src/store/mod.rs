@@ -4,6 +4,10 @@
 
 mod disk;
 pub mod embedded;
+pub mod envelope;
+pub mod etcd;
+mod etcd_cache;
+mod etcd_conn;
 pub mod memory;
 mod record;
 pub mod seal;
@@ -51,6 +55,17 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{0}")]
     BadHook(String),
+    /// Another writer (another node) changed the secret between this
+    /// write's read and its commit (cluster store).
+    #[error(
+        "secret {name} was changed by another writer while this change was being made: nothing was written; \
+         read it again and retry"
+    )]
+    Conflict { name: SecretName },
+    /// etcd did not answer (cluster store); `outcome` says what became of
+    /// the request and what to do.
+    #[error("etcd at {endpoints} is unreachable or has no quorum ({cause}): {outcome}")]
+    Unreachable { endpoints: String, cause: String, outcome: &'static str },
 }
 
 /// Where secrets live. Methods are synchronous. Reads (`get`,
