@@ -111,7 +111,9 @@ impl Net {
     fn link(&self, ns: &str, addr: &str, gw: &str, r_if: &str) {
         let ip = |args: &[&str], ns: &str| support::run(&[&["ip", "-n", ns], args].concat());
         let rtr = &self.rtr;
-        support::run(&["ip", "link", "add", "e0", "netns", ns, "type", "veth", "peer", "name", r_if, "netns", rtr]);
+        support::run(&[
+            "ip", "link", "add", "e0", "netns", ns, "type", "veth", "peer", "name", r_if, "netns", rtr,
+        ]);
         ip(&["addr", "add", &format!("{addr}/32"), "dev", "e0"], ns);
         ip(&["link", "set", "e0", "up"], ns);
         ip(&["route", "add", gw, "dev", "e0"], ns);

@@ -141,13 +141,19 @@ async fn inside(backend: Backend, projects: usize, replicas: usize, starts: usiz
 fn bare_floor(backend: Backend, rules: usize) {
     let nft = backend == Backend::Nftables;
     if nft {
-        support::nft_script("add table inet seg-bare\nadd map inet seg-bare m { type ipv4_addr : verdict; }\n");
+        support::nft_script(
+            "add table inet seg-bare\nadd map inet seg-bare m { type ipv4_addr : verdict; }\n",
+        );
     }
     let one = |i: usize| match backend {
         Backend::Iptables => support::iptables_restore(&format!(
             "*filter\n:SEG-ZZ-BARE - [0:0]\n-A SEG-ZZ-BARE -s 10.9.9.{i}/32 -j RETURN\nCOMMIT\n"
         )),
-        Backend::Nftables => support::nft_script(&format!("add element inet seg-bare m {{ 10.9.{}.{} : return }}\n", i / 250, i % 250)),
+        Backend::Nftables => support::nft_script(&format!(
+            "add element inet seg-bare m {{ 10.9.{}.{} : return }}\n",
+            i / 250,
+            i % 250
+        )),
     };
     let mut times: Vec<Duration> = (0..100).map(one).collect();
     match backend {
@@ -159,7 +165,8 @@ fn bare_floor(backend: Backend, rules: usize) {
         }
     }
     times.sort();
-    let what = if nft { "nft -f of one map element" } else { "iptables-restore --noflush of one 1-rule chain" };
+    let what =
+        if nft { "nft -f of one map element" } else { "iptables-restore --noflush of one 1-rule chain" };
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
     println!(
         " bare: {what}, {rules} rules in seg's table: p50 {} p99 {} ms",

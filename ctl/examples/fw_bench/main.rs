@@ -12,12 +12,12 @@
 //!   and from memory (`update`, the controller's event path);
 //! - iptables only: rules a packet traverses in the worst case at 10 / 100 / 1,000 services.
 
+mod nft;
 #[path = "../support/mod.rs"]
 mod support;
-mod nft;
 
 use segctl::firewall::sim::{Packet, Walker};
-use segctl::firewall::{apply, compile, synth, Backend, Ruleset};
+use segctl::firewall::{apply, compile, synth, Backend, Firewall, Ruleset};
 use segctl::policy::Proto;
 use std::net::IpAddr;
 use std::process::Command;
@@ -151,27 +151,58 @@ fn one_more_container(backend: Backend, projects: usize, replicas: usize) {
     let report = apply(fw.as_mut(), &after).unwrap();
     let read_back = t.elapsed();
     let (chains, lines) = written(&report.v4);
-    // The controller's event path: the difference to what it applied last,
-    // without reading the kernel; removed and added 20 times, medians.
-    let (mut adds, mut removals) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
-        let t = Instant::now();
-        fw.update(&after, &before).unwrap();
-        removals.push(t.elapsed());
-        let t = Instant::now();
-        fw.update(&before, &after).unwrap();
-        adds.push(t.elapsed());
-    }
     println!(
-        "one container added: {} with read-back ({chains} chains / {lines} rules or elements written); \
-         from memory (controller's event path), median of 20: added {}, removed {}",
-        ms(read_back),
-        ms(median(&mut adds)),
-        ms(median(&mut removals))
+        "one container added: {} with read-back ({chains} chains / {lines} rules or elements written)",
+        ms(read_back)
     );
+    event_path(backend, fw.as_mut(), &before, &after);
     let t = Instant::now();
     assert!(!apply(fw.as_mut(), &compile(&policies, &inv)).unwrap().changed());
     println!("reconcile with nothing to change: {}", ms(t.elapsed()));
+}
+
+/// The controller's event path: the difference to what it applied last,
+/// without reading the kernel, one container removed and added 20 times;
+/// then the very same texts through the bare tool, and (nftables) what
+/// translating the whole ruleset costs, which every update does.
+fn event_path(backend: Backend, fw: &mut dyn Firewall, before: &Ruleset, after: &Ruleset) {
+    let (mut adds, mut removals, mut texts) = (Vec::new(), Vec::new(), (String::new(), String::new()));
+    for _ in 0..20 {
+        let t = Instant::now();
+        texts.1 = fw.update(after, before).unwrap().v4;
+        removals.push(t.elapsed());
+        let t = Instant::now();
+        texts.0 = fw.update(before, after).unwrap().v4;
+        adds.push(t.elapsed());
+    }
+    fw.update(after, before).unwrap();
+    let (mut bare_adds, mut bare_removals) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        bare_adds.push(bare(backend, &texts.0));
+        bare_removals.push(bare(backend, &texts.1));
+    }
+    // Leave the kernel as `after`, as the caller expects.
+    bare(backend, &texts.0);
+    let mut translate: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = segctl::firewall::nft_render::to_nft(after).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    let translated = if backend == Backend::Nftables {
+        format!("; translating the ruleset to nft (every update): {}", ms(median(&mut translate)))
+    } else {
+        String::new()
+    };
+    println!(
+        "  from memory (controller's event path), medians of 20: added {}, removed {}; \
+         the same texts through the bare tool: {} / {}{translated}",
+        ms(median(&mut adds)),
+        ms(median(&mut removals)),
+        ms(median(&mut bare_adds)),
+        ms(median(&mut bare_removals)),
+    );
 }
 
 /// Chains and rules a transaction writes (iptables-restore or nft script;
