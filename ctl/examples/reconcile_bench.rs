@@ -236,7 +236,8 @@ async fn measure(
             docker.create_container(Some(opts), body).await.expect("create (is seg-busybox:dev built?)").id;
         docker.start_container(&id, None).await.expect("start");
         started.push(wait_for(seg, &id, "container start").await);
-        if i < 3 {
+        // Read back once: listing seg's table takes ~25 s at 10,000 services with nft.
+        if i == 0 {
             assert_live(docker, &id, backend).await;
         }
         let force = RemoveContainerOptionsBuilder::new().force(true).build();
@@ -247,7 +248,8 @@ async fn measure(
 }
 
 async fn wait_for(seg: &Segregation, id: &str, action: &str) -> Sample {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: at 10,000 services one nft process takes seconds (see docs/benchmarks.md).
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen: Vec<EventTiming> = Vec::new();
     loop {
         seen.extend(seg.take_timings().into_iter().filter(|t| t.container == id));
@@ -262,7 +264,7 @@ async fn wait_for(seg: &Segregation, id: &str, action: &str) -> Sample {
                 timing: writer.clone(),
             };
         }
-        assert!(Instant::now() < deadline, "no `{action}` handled for {id} within 10 s");
+        assert!(Instant::now() < deadline, "no `{action}` handled for {id} within 120 s");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
