@@ -8,12 +8,12 @@ use super::agent::{Agent, Identify, IdentifyError};
 use super::rotation_state::{AppContainer, Containers, ContainersError, RotationState};
 use super::watch::{Hub, WatchLimits};
 use crate::attest::{AttestError, Attested};
-use crate::store::{check_hooks, check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
+use crate::store::{check_ttl, check_value, SecretMeta, SecretStore, SecretVersion, StoreError};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::Full;
 use hyper::Request;
-use seg_common::api::{GrantTarget, Hooks, Identity, DEFAULT_TTL_MS};
+use seg_common::api::{Hooks, Identity, DEFAULT_TTL_MS};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,25 +86,13 @@ impl SecretStore for FakeStore {
             ttl_ms: current.ttl_ms,
         }))
     }
-    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
-        check_hooks(hooks)?;
+    fn change_meta(
+        &self,
+        name: &SecretName,
+        change: &mut dyn FnMut(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError> {
         let mut map = self.secrets.lock().unwrap();
-        let meta = &mut map.get_mut(name).ok_or_else(|| missing(name))?.1;
-        Ok(std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
-    }
-    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
-        let mut map = self.secrets.lock().unwrap();
-        Ok(map.get_mut(name).ok_or_else(|| missing(name))?.1.grants.insert(to.clone()))
-    }
-    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
-        let mut map = self.secrets.lock().unwrap();
-        Ok(map.get_mut(name).ok_or_else(|| missing(name))?.1.grants.remove(from))
-    }
-    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
-        check_ttl(ttl_ms)?;
-        let mut map = self.secrets.lock().unwrap();
-        map.get_mut(name).ok_or_else(|| missing(name))?.1.ttl_ms = ttl_ms;
-        Ok(())
+        Ok(change(&mut map.get_mut(name).ok_or_else(|| missing(name))?.1))
     }
     fn kind(&self) -> &'static str {
         "fake"

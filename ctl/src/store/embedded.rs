@@ -14,7 +14,7 @@
 use super::record::{Record, SealedVersion, MAX_FILE_LEN};
 use super::seal::{MasterKey, SealError};
 use super::*;
-use seg_common::api::{Hooks, DEFAULT_TTL_MS};
+use seg_common::api::DEFAULT_TTL_MS;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
@@ -212,23 +212,12 @@ impl SecretStore for EmbeddedStore {
         disk::fsync_dir(&self.secrets_dir)
     }
 
-    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
-        self.modify(name, |meta| meta.grants.insert(to.clone()))
-    }
-
-    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
-        self.modify(name, |meta| meta.grants.remove(from))
-    }
-
-    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
-        check_ttl(ttl_ms)?;
-        self.modify(name, |meta| std::mem::replace(&mut meta.ttl_ms, ttl_ms) != ttl_ms)?;
-        Ok(())
-    }
-
-    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
-        check_hooks(hooks)?;
-        self.modify(name, |meta| std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
+    fn change_meta(
+        &self,
+        name: &SecretName,
+        change: &mut dyn FnMut(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError> {
+        self.modify(name, change)
     }
 
     fn kind(&self) -> &'static str {

@@ -21,7 +21,7 @@ use super::etcd_conn::{call, chain, connect_options, unreachable};
 use super::record::{Record, SealedVersion};
 use super::*;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use seg_common::api::{Hooks, DEFAULT_TTL_MS};
+use seg_common::api::DEFAULT_TTL_MS;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -312,23 +312,12 @@ impl SecretStore for EtcdStore {
         }
     }
 
-    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
-        self.modify(name, |meta| meta.grants.insert(to.clone()))
-    }
-
-    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
-        self.modify(name, |meta| meta.grants.remove(from))
-    }
-
-    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
-        check_ttl(ttl_ms)?;
-        self.modify(name, |meta| std::mem::replace(&mut meta.ttl_ms, ttl_ms) != ttl_ms)?;
-        Ok(())
-    }
-
-    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
-        check_hooks(hooks)?;
-        self.modify(name, |meta| std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
+    fn change_meta(
+        &self,
+        name: &SecretName,
+        change: &mut dyn FnMut(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError> {
+        self.modify(name, change)
     }
 
     fn kind(&self) -> &'static str {

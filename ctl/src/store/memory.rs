@@ -4,7 +4,7 @@
 //! restarts at 1) but keeps values unsealed in `SecretBytes`, on no disk.
 
 use super::*;
-use seg_common::api::{Hooks, DEFAULT_TTL_MS};
+use seg_common::api::DEFAULT_TTL_MS;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -104,23 +104,12 @@ impl SecretStore for MemoryStore {
         self.lock().remove(name).map(drop).ok_or_else(|| StoreError::NotFound(name.clone()))
     }
 
-    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
-        self.with_meta(name, |meta| touch(meta, |m| m.grants.insert(to.clone())))
-    }
-
-    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
-        self.with_meta(name, |meta| touch(meta, |m| m.grants.remove(from)))
-    }
-
-    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
-        check_ttl(ttl_ms)?;
-        self.with_meta(name, |meta| touch(meta, |m| std::mem::replace(&mut m.ttl_ms, ttl_ms) != ttl_ms))?;
-        Ok(())
-    }
-
-    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
-        check_hooks(hooks)?;
-        self.with_meta(name, |meta| touch(meta, |m| std::mem::replace(&mut m.hooks, hooks.clone()) != *hooks))
+    fn change_meta(
+        &self,
+        name: &SecretName,
+        change: &mut dyn FnMut(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError> {
+        self.with_meta(name, |meta| touch(meta, change))
     }
 
     fn kind(&self) -> &'static str {

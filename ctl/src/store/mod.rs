@@ -80,13 +80,33 @@ pub trait SecretStore: Send + Sync {
     fn meta(&self, name: &SecretName) -> Result<SecretMeta, StoreError>;
     fn list(&self) -> Result<Vec<SecretMeta>, StoreError>;
     fn remove(&self, name: &SecretName) -> Result<(), StoreError>;
+    /// Applies `change` to `name`'s metadata in one write. `change` says
+    /// whether it changed anything; only then is the record written (with
+    /// a new `updated_at`). Returns that answer. The one primitive behind
+    /// grants, TTLs and hooks, so every backend changes them alike.
+    fn change_meta(
+        &self,
+        name: &SecretName,
+        change: &mut dyn FnMut(&mut SecretMeta) -> bool,
+    ) -> Result<bool, StoreError>;
     /// Returns whether the grant was new.
-    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError>;
+    fn grant(&self, name: &SecretName, to: &GrantTarget) -> Result<bool, StoreError> {
+        self.change_meta(name, &mut |meta| meta.grants.insert(to.clone()))
+    }
     /// Returns whether the grant existed.
-    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError>;
-    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError>;
+    fn revoke(&self, name: &SecretName, from: &GrantTarget) -> Result<bool, StoreError> {
+        self.change_meta(name, &mut |meta| meta.grants.remove(from))
+    }
+    fn set_ttl(&self, name: &SecretName, ttl_ms: u64) -> Result<(), StoreError> {
+        check_ttl(ttl_ms)?;
+        self.change_meta(name, &mut |meta| std::mem::replace(&mut meta.ttl_ms, ttl_ms) != ttl_ms)?;
+        Ok(())
+    }
     /// Replaces the hooks of `name`; returns whether they changed.
-    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError>;
+    fn set_hooks(&self, name: &SecretName, hooks: &Hooks) -> Result<bool, StoreError> {
+        check_hooks(hooks)?;
+        self.change_meta(name, &mut |meta| std::mem::replace(&mut meta.hooks, hooks.clone()) != *hooks)
+    }
     /// Short backend name for `segctl status`.
     fn kind(&self) -> &'static str;
     /// A kept version of a secret: the current one or the one before it
