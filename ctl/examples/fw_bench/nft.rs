@@ -36,11 +36,12 @@ fn commands(table: &NftTable) -> Vec<String> {
 fn declarations(table: &NftTable) -> NftTable {
     let mut empty = table.clone();
     for chain in empty.chains.values_mut() {
+        let chain = std::sync::Arc::make_mut(chain);
         chain.rules.clear();
         chain.tags.clear();
     }
     for set in empty.sets.values_mut() {
-        set.elems.clear();
+        std::sync::Arc::make_mut(set).elems.clear();
     }
     empty
 }

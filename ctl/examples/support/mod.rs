@@ -28,10 +28,15 @@ pub fn args(default: &[Backend]) -> (Vec<Backend>, Vec<usize>) {
     (backends, words.iter().map(|a| a.parse().expect("numbers after the backend")).collect())
 }
 
-/// The firewall of the current network namespace for `backend`.
+/// The firewall of the current network namespace for `backend`. With
+/// `SEG_BENCH_NFT_SCRIPT=1` the nftables backend writes every change with
+/// `nft -f` (no netlink batches): the baseline of the netlink path.
 pub fn firewall(backend: Backend) -> Box<dyn Firewall + Send> {
     match backend {
         Backend::Iptables => Box::new(IptablesFirewall::new()),
+        Backend::Nftables if std::env::var_os("SEG_BENCH_NFT_SCRIPT").is_some() => {
+            Box::new(NftablesFirewall::new().nft_only())
+        }
         Backend::Nftables => Box::new(NftablesFirewall::new()),
     }
 }

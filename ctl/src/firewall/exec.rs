@@ -17,7 +17,7 @@ static STARTED: Mutex<VecDeque<(u32, Instant)>> = Mutex::new(VecDeque::new());
 /// milliseconds; a PID is not reused that fast).
 const KEPT: Duration = Duration::from_secs(10);
 
-fn note_started(pid: u32) {
+pub(super) fn note_started(pid: u32) {
     let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     while started.front().is_some_and(|(_, at)| now.duration_since(*at) > KEPT) || started.len() >= 1024 {

@@ -25,7 +25,10 @@ mod groups;
 mod inventory;
 mod iptables;
 pub mod naming;
+mod nft_cache;
+pub mod nft_link;
 pub mod nft_model;
+pub mod nft_netlink;
 pub mod nft_render;
 mod nft_rules;
 mod nftables;
@@ -50,6 +53,7 @@ pub use inventory::{
     PublishedPort,
 };
 pub use iptables::IptablesFirewall;
+pub use nft_cache::NftCache;
 pub use nftables::NftablesFirewall;
 pub use ruleset::{Hooks, Rules, Ruleset, Table};
 pub use trie::FLAT_MAX;
@@ -74,6 +78,10 @@ pub enum FirewallError {
     Failed { command: String, status: String, stderr: String },
     #[error(transparent)]
     Untranslatable(#[from] nft_render::Untranslatable),
+    #[error(
+        "the kernel refused seg's element changes to table inet seg ({what}): {cause}; nothing was changed"
+    )]
+    Netlink { what: String, cause: std::io::Error },
     #[error("cannot read `{command}`'s JSON output: {cause}")]
     BadJson { command: String, cause: String },
     /// The fake backend refused a transaction the way the kernel would.

@@ -18,12 +18,14 @@
 //! maps are named `SEG6-…`, in the same `inet` table.
 
 use super::naming::{owned_prefix, EGRESS, INGRESS, PREFIX, TOP};
+use super::nft_cache::{NftCache, Piece};
 use super::nft_model::{Chain, Elem, NftTable, Part, Set};
 use super::nft_rules::{self, Rule};
 use super::ruleset::{Ruleset, Table};
 use crate::policy::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// The base chain's declaration.
 pub const HOOK: &str = "type filter hook forward priority filter - 10; policy accept;";
@@ -40,16 +42,26 @@ pub struct Untranslatable {
 
 /// The nftables table for `rs` (empty when seg has no rules).
 pub fn to_nft(rs: &Ruleset) -> Result<NftTable, Untranslatable> {
+    to_nft_cached(rs, &mut NftCache::new())
+}
+
+/// [`to_nft`], reusing the pieces of `cache` whose chains did not change
+/// since the last call with it ([`super::nft_cache`]).
+pub fn to_nft_cached(rs: &Ruleset, cache: &mut NftCache) -> Result<NftTable, Untranslatable> {
     let mut out = NftTable::default();
     let mut base: Vec<String> = Vec::new();
     for family in [Family::V4, Family::V6] {
         let table = rs.table(family);
         if table.chains.contains_key(TOP) {
-            FamilyTable::new(table, family).translate(&mut out, &mut base)?;
+            if let Err(e) = FamilyTable::new(table, family).translate(&mut out, &mut base, cache) {
+                *cache = NftCache::new();
+                return Err(e);
+            }
         }
     }
+    cache.finish();
     if !base.is_empty() {
-        out.chains.insert(TOP.to_string(), Chain::new(Some(HOOK.to_string()), base));
+        out.chains.insert(TOP.to_string(), Arc::new(Chain::new(Some(HOOK.to_string()), base)));
     }
     Ok(out)
 }
@@ -108,14 +120,18 @@ impl<'t> FamilyTable<'t> {
         Untranslatable { chain: chain.into(), rule: rule.into(), reason: reason.into() }
     }
 
-    fn translate(&self, out: &mut NftTable, base: &mut Vec<String>) -> Result<(), Untranslatable> {
+    fn translate(
+        &self,
+        out: &mut NftTable,
+        base: &mut Vec<String>,
+        cache: &mut NftCache,
+    ) -> Result<(), Untranslatable> {
         let mut consumed: BTreeSet<String> = BTreeSet::new();
         for rule in self.table.chains[TOP].iter() {
             let parsed = self.parse(TOP, rule)?;
             let line = match &parsed.target {
                 Some((false, root)) if root == EGRESS || root == INGRESS => {
-                    let rules = self.tree(root, out, &mut consumed)?;
-                    out.chains.insert(self.name(root), Chain::new(None, rules));
+                    self.cached(root, out, &mut consumed, cache, |t, local, read| t.tree(root, local, read))?;
                     let nfproto = if self.family == Family::V4 { "ipv4" } else { "ipv6" };
                     format!("meta nfproto {nfproto} jump {}", self.name(root))
                 }
@@ -127,16 +143,47 @@ impl<'t> FamilyTable<'t> {
         }
         let services: Vec<&String> = self.table.chains.keys().filter(|n| is_service_tree(n)).collect();
         for name in services {
-            let rules = self.tree(name, out, &mut consumed)?;
-            out.chains.insert(self.name(name), Chain::new(None, rules));
+            self.cached(name, out, &mut consumed, cache, |t, local, read| t.tree(name, local, read))?;
         }
         for (name, rules) in &self.table.chains {
             if name == TOP || consumed.contains(name) || is_service_tree(name) {
                 continue;
             }
-            let rules = self.plain_chain(name, rules, out)?;
-            out.chains.insert(self.name(name), Chain::new(None, rules));
+            let plain = |t: &Self, local: &mut NftTable, read: &mut BTreeSet<String>| {
+                read.insert(name.clone());
+                t.plain_chain(name, rules, local)
+            };
+            self.cached(name, out, &mut consumed, cache, plain)?;
         }
+        Ok(())
+    }
+
+    /// The chain `name` (and the sets it looks up) into `out`: from
+    /// `cache` while the chains it was made from are unchanged, else made
+    /// by `make` (which says which chains it read).
+    fn cached(
+        &self,
+        name: &str,
+        out: &mut NftTable,
+        consumed: &mut BTreeSet<String>,
+        cache: &mut NftCache,
+        make: impl FnOnce(&Self, &mut NftTable, &mut BTreeSet<String>) -> Result<Vec<String>, Untranslatable>,
+    ) -> Result<(), Untranslatable> {
+        let piece = match cache.get(self.family, name, self.table) {
+            Some(piece) => piece,
+            None => {
+                let (mut local, mut read) = (NftTable::default(), BTreeSet::new());
+                let rules = make(self, &mut local, &mut read)?;
+                let read = read.into_iter().map(|n| (n.clone(), self.table.chains[&n].clone())).collect();
+                let chain = Arc::new(Chain::new(None, rules));
+                let piece = Piece { read, chain, sets: local.sets.into_iter().collect() };
+                cache.put(self.family, name, piece.clone());
+                piece
+            }
+        };
+        consumed.extend(piece.read.into_iter().map(|(n, _)| n));
+        out.chains.insert(self.name(name), piece.chain);
+        out.sets.extend(piece.sets);
         Ok(())
     }
 
@@ -173,11 +220,12 @@ impl<'t> FamilyTable<'t> {
             .collect();
         let (hosts_map, nets_map) = (self.name(root), format!("{}-nets", self.name(root)));
         let key = vec![self.key_type()];
+        let hosts_set = Set { key: key.clone(), verdicts: true, interval: false, elems: host_elems };
+        out.sets.insert(hosts_map.clone(), Arc::new(hosts_set));
         out.sets.insert(
-            hosts_map.clone(),
-            Set { key: key.clone(), verdicts: true, interval: false, elems: host_elems },
+            nets_map.clone(),
+            Arc::new(Set { key, verdicts: true, interval: true, elems: net_elems }),
         );
-        out.sets.insert(nets_map.clone(), Set { key, verdicts: true, interval: true, elems: net_elems });
         let side = if root == INGRESS || root.starts_with("SEG-OUT-") { "daddr" } else { "saddr" };
         let mut rules = vec![
             format!("{} {side} vmap @{hosts_map}", self.ip),
@@ -287,7 +335,7 @@ impl<'t> FamilyTable<'t> {
             let set = format!("{}-{proto}{}", self.name(name), if host { "-h" } else { "" });
             lookups.push(nft_rules::published_rule(self.ip, &proto, host, &set));
             let key = nft_rules::published_key(&self.key_type(), host);
-            out.sets.insert(set, Set { key, verdicts: false, interval: false, elems });
+            out.sets.insert(set, Arc::new(Set { key, verdicts: false, interval: false, elems }));
         }
         // Without an accept yet, the lookups go before the final drop.
         if let Some(at) = at.or_else(|| world.then(|| lines.len().saturating_sub(1))) {

@@ -9,14 +9,18 @@
 //! iptables-nft, Docker 29's `ip docker-bridges`) are never touched.
 
 use super::exec::run;
-use super::nft_model::{render, Elem, NftTable, Part, Set};
-use super::nft_render::{nft_name, to_nft};
+use super::nft_cache::NftCache;
+use super::nft_link::{LinkError, NftLink};
+use super::nft_model::{element_delta, render, render_delta, Elem, NftTable, Part, Set, SetDelta};
+use super::nft_render::{nft_name, to_nft, to_nft_cached};
 use super::{ApplyReport, Backend, Firewall, FirewallError, Ruleset, Table};
 use crate::policy::Family;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Default)]
 pub struct NftablesFirewall {
@@ -24,6 +28,25 @@ pub struct NftablesFirewall {
     /// The table as this process last wrote it (translating a ruleset again
     /// for every container event would double the work).
     applied: Option<NftTable>,
+    /// Where element changes go as netlink batches ([`super::nft_netlink`]).
+    netlink: Netlink,
+    link: Arc<Mutex<Option<NftLink>>>,
+    /// Translations of unchanged chains, reused ([`super::nft_cache`]).
+    cache: NftCache,
+    /// Netlink batches the kernel took (tests and benchmarks read it).
+    batches: Arc<AtomicU64>,
+}
+
+/// The network namespace a netlink batch is sent in.
+#[derive(Clone, Debug, Default)]
+enum Netlink {
+    /// This process's own.
+    #[default]
+    Here,
+    /// A named namespace (`ip netns exec NS`).
+    Named(PathBuf),
+    /// A command prefix seg cannot follow with a socket: `nft -f` only.
+    Off,
 }
 
 impl NftablesFirewall {
@@ -34,12 +57,29 @@ impl NftablesFirewall {
 
     /// The ruleset of network namespace `ns` (via `ip netns exec`).
     pub fn in_netns(ns: &str) -> NftablesFirewall {
-        NftablesFirewall::with_prefix(["ip", "netns", "exec", ns])
+        let mut fw = NftablesFirewall::with_prefix(["ip", "netns", "exec", ns]);
+        fw.netlink = Netlink::Named(PathBuf::from("/run/netns").join(ns));
+        fw
     }
 
-    /// Runs every command behind `prefix` (e.g. `nsenter --net=/proc/N/ns/net`).
+    /// Runs every command behind `prefix` (e.g. `nsenter --net=/proc/N/ns/net`);
+    /// element changes then go through `nft -f` too.
     pub fn with_prefix<S: Into<String>>(prefix: impl IntoIterator<Item = S>) -> NftablesFirewall {
-        NftablesFirewall { prefix: prefix.into_iter().map(Into::into).collect(), applied: None }
+        let prefix: Vec<String> = prefix.into_iter().map(Into::into).collect();
+        let netlink = if prefix.is_empty() { Netlink::Here } else { Netlink::Off };
+        NftablesFirewall { prefix, netlink, ..NftablesFirewall::default() }
+    }
+
+    /// Without netlink batches: every change through `nft -f` (the
+    /// benchmark's baseline).
+    pub fn nft_only(mut self) -> NftablesFirewall {
+        self.netlink = Netlink::Off;
+        self
+    }
+
+    /// How many changes went to the kernel as netlink batches.
+    pub fn netlink_batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// seg's table as live now; `None` when there is none.
@@ -72,13 +112,69 @@ impl NftablesFirewall {
         run(&self.prefix, "nft", &["-f", "-"], Some(script)).map(drop)
     }
 
-    fn write(&mut self, want: NftTable, script: String) -> Result<ApplyReport, FirewallError> {
+    /// Brings the table from `against` (`None`: no seg table) to `want` in
+    /// one transaction: element changes as a netlink batch when they can
+    /// be, anything else as an `nft -f` script. The report holds the script
+    /// either way (what `policy diff` and the debug log show).
+    fn write(&mut self, want: NftTable, against: Option<&NftTable>) -> Result<ApplyReport, FirewallError> {
         self.applied = None;
+        let delta = against.filter(|_| !want.is_empty()).and_then(|live| element_delta(&want, live));
+        let script = match &delta {
+            Some(delta) => render_delta(delta),
+            None => render(&want, against),
+        };
         if !script.is_empty() {
-            run(&self.prefix, "nft", &["-f", "-"], Some(&script))?;
+            let batched = match &delta {
+                Some(delta) => self.commit_elements(delta)?,
+                None => false,
+            };
+            if !batched {
+                run(&self.prefix, "nft", &["-f", "-"], Some(&script))?;
+            }
         }
+        drop(delta);
         self.applied = Some(want);
         Ok(ApplyReport { v4: script, v6: String::new() })
+    }
+
+    /// Sends `delta` as one netlink batch; `Ok(false)` when it should go
+    /// through `nft -f` instead (not encodable, or no socket).
+    fn commit_elements(&self, delta: &[SetDelta<'_>]) -> Result<bool, FirewallError> {
+        let netns = match &self.netlink {
+            Netlink::Off => return Ok(false),
+            Netlink::Here => None,
+            Netlink::Named(path) => Some(path.as_path()),
+        };
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        if link.is_none() {
+            match NftLink::open(netns) {
+                Ok(opened) => *link = Some(opened),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no netlink socket to nf_tables; using nft -f");
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(open) = link.as_mut() else { return Ok(false) };
+        match open.commit(delta) {
+            Ok(()) => {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(LinkError::NotEncodable(why)) => {
+                tracing::debug!(%why, "element change goes through nft -f");
+                Ok(false)
+            }
+            Err(LinkError::Io(e)) => {
+                // The batch may or may not have been applied: the script
+                // then fails on what is already there, and the caller reads
+                // the kernel (a full sync).
+                tracing::debug!(error = %e, "netlink batch failed; trying nft -f");
+                *link = None;
+                Ok(false)
+            }
+            Err(LinkError::Refused { what, cause }) => Err(FirewallError::Netlink { what, cause }),
+        }
     }
 }
 
@@ -113,9 +209,9 @@ impl Firewall for NftablesFirewall {
     }
 
     fn sync(&mut self, desired: &Ruleset) -> Result<ApplyReport, FirewallError> {
-        let want = to_nft(desired)?;
-        let script = render(&want, self.live()?.as_ref());
-        self.write(want, script)
+        let want = to_nft_cached(desired, &mut self.cache)?;
+        let live = self.live()?;
+        self.write(want, live.as_ref())
     }
 
     fn plan(&mut self, desired: &Ruleset) -> Result<ApplyReport, FirewallError> {
@@ -128,9 +224,8 @@ impl Firewall for NftablesFirewall {
             Some(t) => t,
             None => to_nft(last)?,
         };
-        let want = to_nft(desired)?;
-        let script = render(&want, Some(&before).filter(|t| !t.is_empty()));
-        self.write(want, script)
+        let want = to_nft_cached(desired, &mut self.cache)?;
+        self.write(want, Some(&before).filter(|t| !t.is_empty()))
     }
 }
 
@@ -144,14 +239,14 @@ pub fn from_json(json: &Value) -> NftTable {
         if let Some(c) = obj.get("chain") {
             let name = c["name"].as_str().unwrap_or_default().to_string();
             let hook = c.get("hook").map(|_| hook_text(c));
-            table.chains.entry(name).or_default().hook = hook;
+            Arc::make_mut(table.chains.entry(name).or_default()).hook = hook;
         } else if let Some(r) = obj.get("rule") {
             let chain = r["chain"].as_str().unwrap_or_default().to_string();
             let tag = r.get("comment").and_then(Value::as_str).unwrap_or("(untagged)").to_string();
-            table.chains.entry(chain).or_default().tags.push(tag);
+            Arc::make_mut(table.chains.entry(chain).or_default()).tags.push(tag);
         } else if let Some(s) = obj.get("set").or_else(|| obj.get("map")) {
             let name = s["name"].as_str().unwrap_or_default().to_string();
-            table.sets.insert(name, set_from_json(s));
+            table.sets.insert(name, Arc::new(set_from_json(s)));
         }
     }
     table
