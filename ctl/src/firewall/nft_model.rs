@@ -284,18 +284,11 @@ mod tests {
     #[test]
     fn the_merged_diff_matches_lookups() {
         let elem = |i: u16| Elem(vec![Part::Port(i)]);
-        let mut seed = 7u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            seed >> 16
-        };
+        let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
             let mut pick = || -> Elems {
-                (0..40)
-                    .filter_map(|_| {
-                        (next() % 3 != 0)
-                            .then(|| (elem((next() % 30) as u16), Some(format!("v{}", next() % 2))))
-                    })
+                (0..rng.usize(..40))
+                    .map(|_| (elem(rng.u16(..30)), Some(format!("v{}", rng.u8(..2)))))
                     .collect()
             };
             let (had, want) = (pick(), pick());
