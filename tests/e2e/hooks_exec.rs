@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 /// A long-running busybox "replica" of `project/service` called `name`.
 fn replica(project: &str, service: &str, name: &str) -> Container {
-    let (p, s) = (format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}"));
+    let (p, s) =
+        (format!("com.docker.compose.project={project}"), format!("com.docker.compose.service={service}"));
     let args = ["--name", name, "--label", &p, "--label", &s, "--network", "none", "--tmpfs", "/tmp"];
     Container::run(&[&args[..], &[BUSYBOX_IMAGE, "sleep", "3600"]].concat())
 }
@@ -46,7 +47,12 @@ fn exec_hooks(ctl: &Controller) -> Vec<Json> {
 /// `GET PATH` on Docker's API, parsed (curl: the docker CLI cannot inspect an exec).
 fn docker_api(path: &str) -> Json {
     let out = run(
-        Command::new("curl").args(["-sf", "--unix-socket", "/var/run/docker.sock", &format!("http://localhost{path}")]),
+        Command::new("curl").args([
+            "-sf",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            &format!("http://localhost{path}"),
+        ]),
         Duration::from_secs(10),
     );
     assert!(out.success(), "curl {path}: {}", out.text());
@@ -97,7 +103,10 @@ fn a_pre_rotate_exec_hook_reaches_each_replica_with_the_value_on_stdin_only() {
     assert_eq!(inspected.len(), 2, "expected to inspect one exec per replica while it ran");
     for (id, exec) in &inspected {
         let text = exec.to_string();
-        assert!(!text.contains(std::str::from_utf8(&v2).unwrap()), "the value is in the inspection of exec {id}: {text}");
+        assert!(
+            !text.contains(std::str::from_utf8(&v2).unwrap()),
+            "the value is in the inspection of exec {id}: {text}"
+        );
         assert_eq!(exec["ProcessConfig"]["entrypoint"], "sh", "{text}");
     }
     for r in &replicas {
@@ -113,7 +122,10 @@ fn a_pre_rotate_exec_hook_reaches_each_replica_with_the_value_on_stdin_only() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(containers[0].starts_with(&v2_name) || containers[0].starts_with(&v1_name), "{containers:?}");
     for l in &lines {
-        assert_eq!((l["hook"]["kind"].as_str(), l["hook"]["target"].as_str()), (Some("pre-rotate"), Some(target.as_str())));
+        assert_eq!(
+            (l["hook"]["kind"].as_str(), l["hook"]["target"].as_str()),
+            (Some("pre-rotate"), Some(target.as_str()))
+        );
         assert_eq!((l["attempted_version"].as_u64(), l["outcome"].as_str()), (Some(2), Some("allowed")));
         assert!(l["ts"].as_str().unwrap().ends_with('Z') && l["ts"].as_str().unwrap().contains('.'), "{l}");
     }
@@ -130,13 +142,31 @@ fn a_bare_service_reaches_that_service_in_each_consumer_project() {
     let _rb = replica(&b, "db", &format!("{b}-db-1"));
     let rc = replica(&c, "db", &format!("{c}-db-1"));
     secret(&ctl, &[&a, &b]);
-    ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate-exec", "db", "--", "sh", "-c", "set -e; cat > /tmp/got"]);
+    ctl.segctl_ok(&[
+        "secret",
+        "hook",
+        SECRET_NAME,
+        "--pre-rotate-exec",
+        "db",
+        "--",
+        "sh",
+        "-c",
+        "set -e; cat > /tmp/got",
+    ]);
     let v2 = random_text(32);
     let out = rotate(&ctl, &v2);
     assert!(out.success(), "rotate failed: {}", out.text());
-    let reached: Vec<String> = exec_hooks(&ctl).iter().map(|l| l["hook"]["target"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(reached, [format!("{a}/db"), format!("{b}/db")], "project {c} holds no grant: it is not reached");
-    assert!(!docker(&["exec", &rc.id, "cat", "/tmp/got"]).success(), "a non-consumer project's db got the value");
+    let reached: Vec<String> =
+        exec_hooks(&ctl).iter().map(|l| l["hook"]["target"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        reached,
+        [format!("{a}/db"), format!("{b}/db")],
+        "project {c} holds no grant: it is not reached"
+    );
+    assert!(
+        !docker(&["exec", &rc.id, "cat", "/tmp/got"]).success(),
+        "a non-consumer project's db got the value"
+    );
 }
 
 #[test]
@@ -160,10 +190,24 @@ fn a_failing_missing_or_hanging_exec_hook_aborts_the_rotation() {
     assert_eq!(ctl.admin_get(SECRET_NAME), (200, v1.clone()));
     let line = exec_hooks(&ctl).pop().unwrap();
     assert_eq!((line["outcome"].as_str(), line["attempted_version"].as_u64()), (Some("error"), Some(2)));
-    assert!(line["version"].is_null(), "a refused rotation's hook line names a version that never existed: {line}");
+    assert!(
+        line["version"].is_null(),
+        "a refused rotation's hook line names a version that never existed: {line}"
+    );
 
     // A hook that hangs is killed at its timeout (through a pidfd of its host PID).
-    ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate-exec", &target, "--timeout", "1s", "--", "sleep", "37"]);
+    ctl.segctl_ok(&[
+        "secret",
+        "hook",
+        SECRET_NAME,
+        "--pre-rotate-exec",
+        &target,
+        "--timeout",
+        "1s",
+        "--",
+        "sleep",
+        "37",
+    ]);
     let started = Instant::now();
     let out = rotate(&ctl, &v2);
     assert!(!out.success() && out.text().contains("timed out after 1s"), "{}", out.text());
@@ -176,6 +220,10 @@ fn a_failing_missing_or_hanging_exec_hook_aborts_the_rotation() {
     // No running container of the service: refused too, saying so.
     docker_ok(&["stop", "-t", "0", &r.id]);
     let out = rotate(&ctl, &v2);
-    assert!(!out.success() && out.text().contains(&format!("no running container of service {target}")), "{}", out.text());
+    assert!(
+        !out.success() && out.text().contains(&format!("no running container of service {target}")),
+        "{}",
+        out.text()
+    );
     assert_eq!(ctl.admin_get(SECRET_NAME), (200, v1));
 }

@@ -111,9 +111,15 @@ fn postgres_rotates_its_password_under_load_without_restarts_or_leaks() {
 
     // Neither password is in the server's log, although every statement is logged.
     let server_log = project.logs("db");
-    assert!(server_log.contains("ALTER USER postgres PASSWORD 'SCRAM-SHA-256$"), "the change was not logged:\n{server_log}");
+    assert!(
+        server_log.contains("ALTER USER postgres PASSWORD 'SCRAM-SHA-256$"),
+        "the change was not logged:\n{server_log}"
+    );
     for (v, which) in [(&v1, "first"), (&v2, "new")] {
-        assert!(!server_log.contains(std::str::from_utf8(v).unwrap()), "the {which} password is in the server log");
+        assert!(
+            !server_log.contains(std::str::from_utf8(v).unwrap()),
+            "the {which} password is in the server log"
+        );
     }
     let access = std::fs::read_to_string(ctl.access_log_path()).unwrap();
     assert!(!access.contains(std::str::from_utf8(&v2).unwrap()), "the value reached the access log");
