@@ -140,13 +140,15 @@ impl DockerStatus for FakeDocker {
     }
 }
 
-/// App containers by identity; records the signals sent.
+/// One exec run: container, argv, stdin.
+pub type ExecSeen = (String, Vec<String>, Vec<u8>);
+
+/// App containers by identity; records the signals sent and the execs run.
 #[derive(Default)]
 pub struct FakeContainers {
     pub apps: Mutex<BTreeMap<Identity, Vec<AppContainer>>>,
     pub signals: Mutex<Vec<(String, String)>>,
-    /// Exec runs: container, argv, stdin.
-    pub execs: Mutex<Vec<(String, Vec<String>, Vec<u8>)>>,
+    pub execs: Mutex<Vec<ExecSeen>>,
     /// What an exec in a container answers (default: exit 0, no output).
     pub exec_results: Mutex<BTreeMap<String, Result<crate::docker::ExecOutput, crate::docker::ExecError>>>,
 }
