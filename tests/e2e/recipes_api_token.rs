@@ -51,7 +51,8 @@ fn a_cached_token_is_reloaded_by_a_post_rotate_exec_hook_in_each_replica() {
     wait_loaded(&project, &v1);
     let out = project.compose(&["up", "-d", "--no-recreate", "--scale", "app=2"]);
     assert!(out.success(), "scaling the app to 2: {}", out.text());
-    let ids: Vec<String> = project.compose(&["ps", "-q", "app"]).stdout_str().split_whitespace().map(str::to_owned).collect();
+    let ids: Vec<String> =
+        project.compose(&["ps", "-q", "app"]).stdout_str().split_whitespace().map(str::to_owned).collect();
     assert_eq!(ids.len(), 2, "two app replicas");
     let before: Vec<String> = ids.iter().map(|id| lifetime(id)).collect();
 
@@ -69,11 +70,16 @@ fn a_cached_token_is_reloaded_by_a_post_rotate_exec_hook_in_each_replica() {
     let runs: Vec<_> = ctl
         .access_log()
         .into_iter()
-        .filter(|e| e["action"] == "hook" && e["hook"]["kind"] == "post-rotate" && e["hook"]["action"] == "exec")
+        .filter(|e| {
+            e["action"] == "hook" && e["hook"]["kind"] == "post-rotate" && e["hook"]["action"] == "exec"
+        })
         .collect();
     assert_eq!(runs.len(), 2, "{runs:?}");
     for r in &runs {
-        assert_eq!((r["version"].as_u64(), r["outcome"].as_str(), r["hook"]["status"].as_str()), (Some(2), Some("allowed"), Some("exit 0")));
+        assert_eq!(
+            (r["version"].as_u64(), r["outcome"].as_str(), r["hook"]["status"].as_str()),
+            (Some(2), Some("allowed"), Some("exit 0"))
+        );
     }
     let after: Vec<String> = ids.iter().map(|id| lifetime(id)).collect();
     assert_eq!(after, before, "a replica restarted");

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const RECIPE: &str = "examples/postgres/docker-compose.yml";
 const IMAGE: &str = "seg-postgres:dev";
-/// The hook the recipe documents (README.md, docs/segctl.md).
-const SET_PASSWORD: &str = r#"IFS= read -r pw || [ -n "$pw" ]; printf "%s\n%s\n" "$pw" "$pw" | exec psql -X -q -v ON_ERROR_STOP=1 -c "\password postgres""#;
+/// The hook the recipe documents (README.md, docs/segctl.md), byte for byte
+/// what the shell passes after `sh -c` there.
+const SET_PASSWORD: &str = r#"IFS= read -r pw || [ -n "$pw" ]; printf "%s\n%s\n" "$pw" "$pw" | exec psql -X -q -v ON_ERROR_STOP=1 -c "\\password postgres""#;
 
 /// Builds the image if its inputs changed (a no-op otherwise).
 fn build_image() {

@@ -13,14 +13,15 @@ use seg_common::api::{
 };
 use seg_common::name::SecretName;
 
-pub const HOOK_EXAMPLES: &str = "Examples:
-  # Change the role's password inside the db service (new value on psql's stdin, not in argv):
-  segctl secret hook db-password --pre-rotate-exec shop/db -- \\
-      sh -c 'exec psql -v ON_ERROR_STOP=1 -U postgres -c \"\\set pw `cat`\" -f /etc/seg/rotate.sql'
+pub const HOOK_EXAMPLES: &str = r#"Examples:
+  # Change the role's password inside the db service: psql's \password reads the new
+  # value on stdin and sends only its SCRAM verifier (no value in argv or the server log):
+  segctl secret hook db-password --pre-rotate-exec shop/db --exec-user postgres -- \
+    sh -c 'IFS= read -r pw || [ -n "$pw" ]; printf "%s\n%s\n" "$pw" "$pw" | exec psql -X -q -v ON_ERROR_STOP=1 -c "\\password postgres"'
   # Make every replica of the web service reload its key once it has the new one:
-  segctl secret hook tls-key --post-rotate-exec web -- kill -HUP 1
+  segctl secret hook tls.key --post-rotate-exec web -- kill -HUP 1
 A bare SERVICE means that service in each project of the secret's consumers; a scaled
-service runs the hook in every running replica (pre-rotate: all must succeed).";
+service runs the hook in every running replica (pre-rotate: all must succeed)."#;
 
 pub fn parse_hook_timeout(raw: &str) -> Result<u64, String> {
     let ms = parse_ms(raw).map_err(|e| e.to_string())?;

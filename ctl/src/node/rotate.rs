@@ -112,7 +112,10 @@ async fn pre_rotate(
     next: u64,
     before: Option<&SecretMeta>,
 ) -> Result<HookRun, Failure> {
-    if let (Some(exec), Some(meta)) = (&spec.exec, before) {
+    if let Some(exec) = &spec.exec {
+        // Hooks are stored with a secret, so a secret with a hook exists;
+        // never fall back to running the exec hook's display text on the host.
+        let Some(meta) = before else { return Err(aborted(r, None, "the secret vanished", "")) };
         return pre_rotate_exec(rotation_state, r, spec, exec, next, meta).await;
     }
     let env = [
