@@ -59,6 +59,35 @@ fn docker_api(path: &str) -> Json {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{path}: not JSON ({e})"))
 }
 
+/// Rotates to `value` while inspecting, on Docker's API, every exec that
+/// runs in `replicas` (an exec leaves the container's list once it ended).
+fn rotate_inspecting_execs(
+    ctl: &Controller,
+    value: &[u8],
+    replicas: &[Container],
+) -> (Out, Vec<(String, Json)>) {
+    std::thread::scope(|s| {
+        let rotation = s.spawn(|| rotate(ctl, value));
+        let mut seen: Vec<(String, Json)> = Vec::new();
+        let started = Instant::now();
+        while seen.len() < replicas.len()
+            && started.elapsed() < Duration::from_secs(20)
+            && !rotation.is_finished()
+        {
+            for r in replicas {
+                let ids = docker_api(&format!("/containers/{}/json", r.id))["ExecIDs"].clone();
+                for id in ids.as_array().into_iter().flatten().filter_map(Json::as_str) {
+                    if !seen.iter().any(|(i, _)| i == id) {
+                        seen.push((id.to_owned(), docker_api(&format!("/exec/{id}/json"))));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (rotation.join().unwrap(), seen)
+    })
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -80,24 +109,7 @@ fn a_pre_rotate_exec_hook_reaches_each_replica_with_the_value_on_stdin_only() {
     ctl.segctl_ok(&["secret", "hook", SECRET_NAME, "--pre-rotate-exec", &target, "--", "sh", "-c", script]);
 
     let v2 = random_text(32);
-    let ctl_ref = &ctl;
-    let (out, inspected) = std::thread::scope(|s| {
-        let rotation = s.spawn(|| rotate(ctl_ref, &v2));
-        let mut seen = Vec::new();
-        let started = Instant::now();
-        while seen.len() < 2 && started.elapsed() < Duration::from_secs(20) && !rotation.is_finished() {
-            for r in &replicas {
-                let ids = docker_api(&format!("/containers/{}/json", r.id))["ExecIDs"].clone();
-                for id in ids.as_array().into_iter().flatten().filter_map(Json::as_str) {
-                    if !seen.iter().any(|(i, _): &(String, Json)| i == id) {
-                        seen.push((id.to_owned(), docker_api(&format!("/exec/{id}/json"))));
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (rotation.join().unwrap(), seen)
-    });
+    let (out, inspected) = rotate_inspecting_execs(&ctl, &v2, &replicas);
     assert!(out.success(), "rotate failed ({}): {}\n{}", out.code(), out.text(), ctl.log_tail(20));
     assert!(out.text().contains("exit 0 in 2 container(s)"), "{}", out.text());
     assert_eq!(inspected.len(), 2, "expected to inspect one exec per replica while it ran");
