@@ -25,9 +25,11 @@
 //!
 //! Every error is a non-2xx status with an [`ApiError`] body.
 
+pub mod hook_exec;
 pub mod network;
 pub mod policy;
 pub mod rotation;
+pub use hook_exec::*;
 pub use rotation::*;
 
 use crate::name::SecretName;

@@ -63,8 +63,12 @@ fn secrets_round_trip_through_the_cli() {
     assert_fails(&node.cli(&["secret", "get", "token"]), 1, "does not exist");
     assert_fails(&node.cli(&["secret", "rm", "token"]), 1, "does not exist");
 
-    let status = node.ok(&["status"]);
+    let status = node.ok(&["status", "--exit-zero"]);
     assert!(status.contains("2 secret(s)") && status.contains("unreachable"), "{status}");
+    // Not ready while Docker is unreachable: a script waiting for readiness can tell.
+    let out = node.cli(&["status"]);
+    assert_fails(&out, 3, "not ready: the controller cannot reach Docker");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unreachable"), "the report is printed too");
 
     let log = node.access_log();
     for value in ["hunter2", "s3cr3t", std::str::from_utf8(&token).unwrap()] {
@@ -182,7 +186,7 @@ fn a_second_controller_refuses_to_start() {
         .output()
         .unwrap();
     assert_fails(&out, 1, "another seg controller is already running");
-    assert!(node.ok(&["status"]).contains("controller"), "the first one must keep running");
+    assert!(node.ok(&["status", "--exit-zero"]).contains("controller"), "the first one must keep running");
 }
 
 #[test]
@@ -204,13 +208,14 @@ fn status_reports_a_live_docker() {
     let node = Node::start_with_docker(Some("/var/run/docker.sock"));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let status = node.ok(&["status"]);
+        let status = node.ok(&["status", "--exit-zero"]);
         if status.contains("ok (API") {
             break;
         }
         assert!(Instant::now() < deadline, "Docker never became ready; is dockerd running?\n{status}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Ready: plain `status` exits 0 now.
     let json: serde_json::Value = serde_json::from_str(&node.ok(&["status", "-o", "json"])).unwrap();
     assert!(json["docker"].as_str().unwrap().starts_with("ok (API"), "{json}");
 }

@@ -177,16 +177,23 @@ impl fmt::Display for PostRotate {
     }
 }
 
-/// A host command run by the controller (`/bin/sh -c COMMAND`).
+/// A hook: a host command run by the controller (`/bin/sh -c COMMAND`),
+/// or, with `exec`, a command run inside the containers of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookSpec {
+    /// The host command; for an exec hook, [`ExecHook::shown`] (display only).
     pub command: String,
     pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<super::ExecHook>,
 }
 
 impl HookSpec {
     /// Why this hook cannot be stored, if it cannot.
     pub fn problem(&self) -> Option<String> {
+        if let Some(problem) = self.exec.as_ref().and_then(super::ExecHook::problem) {
+            return Some(problem);
+        }
         if self.command.trim().is_empty() {
             return Some("the hook command is empty".into());
         }
@@ -344,7 +351,7 @@ mod tests {
 
     #[test]
     fn hook_specs_are_checked() {
-        let ok = HookSpec { command: "true".into(), timeout_ms: 1000 };
+        let ok = HookSpec { command: "true".into(), timeout_ms: 1000, exec: None };
         assert!(ok.problem().is_none());
         assert!(HookSpec { command: " ".into(), ..ok.clone() }.problem().is_some());
         assert!(HookSpec { timeout_ms: 10, ..ok.clone() }.problem().is_some());

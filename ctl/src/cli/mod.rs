@@ -10,6 +10,7 @@
 //! controller (`segctl node run` lives in [`crate::node::command`]).
 
 pub mod duration;
+mod hook;
 pub mod icc;
 pub mod input;
 pub mod net;

@@ -6,10 +6,7 @@ use super::Output;
 use crate::client::AdminClient;
 use crate::table::Table;
 use anyhow::{bail, Context, Result};
-use seg_common::api::{
-    HookSpec, Hooks, RotateResult, SecretStatus, SetHooks, DEFAULT_HOOK_TIMEOUT_MS, MAX_GRACE_MS,
-    MAX_HOOK_TIMEOUT_MS, MAX_WAIT_MS, MIN_HOOK_TIMEOUT_MS,
-};
+use seg_common::api::{RotateResult, SecretStatus, MAX_GRACE_MS, MAX_WAIT_MS};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::time::Duration;
@@ -29,14 +26,6 @@ pub fn parse_wait(raw: &str) -> Result<u64, String> {
     let ms = parse_ms(raw).map_err(|e| e.to_string())?;
     if !(100..=MAX_WAIT_MS).contains(&ms) {
         return Err(format!("timeout {raw} is out of range: use 100ms to 1h"));
-    }
-    Ok(ms)
-}
-
-pub fn parse_hook_timeout(raw: &str) -> Result<u64, String> {
-    let ms = parse_ms(raw).map_err(|e| e.to_string())?;
-    if !(MIN_HOOK_TIMEOUT_MS..=MAX_HOOK_TIMEOUT_MS).contains(&ms) {
-        return Err(format!("hook timeout {raw} is out of range: use 100ms to 10m"));
     }
     Ok(ms)
 }
@@ -185,56 +174,6 @@ pub fn status_table(st: &SecretStatus) -> String {
     out
 }
 
-/// What `segctl secret hook` was asked to change.
-pub struct HookArgs {
-    pub pre_rotate: Option<String>,
-    pub post_rotate: Option<String>,
-    pub timeout_ms: Option<u64>,
-    pub no_pre_rotate: bool,
-    pub no_post_rotate: bool,
-}
-
-pub async fn hook(client: &AdminClient, name: &SecretName, a: HookArgs, output: Output) -> Result<()> {
-    let path = format!("/v1/secrets/{name}/hooks");
-    let changing = a.pre_rotate.is_some() || a.post_rotate.is_some() || a.no_pre_rotate || a.no_post_rotate;
-    let hooks: Hooks = if changing {
-        let timeout_ms = a.timeout_ms.unwrap_or(DEFAULT_HOOK_TIMEOUT_MS);
-        let spec = |command: String| HookSpec { command, timeout_ms };
-        let change = SetHooks {
-            pre_rotate: a.pre_rotate.map(spec),
-            post_rotate: a.post_rotate.map(spec),
-            clear_pre_rotate: a.no_pre_rotate,
-            clear_post_rotate: a.no_post_rotate,
-        };
-        client
-            .call("PUT", &path, Some(&change))
-            .await
-            .with_context(|| format!("cannot set the hooks of {name}"))?
-    } else {
-        if a.timeout_ms.is_some() {
-            bail!("--timeout applies to a hook set in the same command: add --pre-rotate CMD or --post-rotate CMD");
-        }
-        client.get(&path).await.with_context(|| format!("cannot read the hooks of {name}"))?
-    };
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&hooks)?),
-        Output::Table => print!("{}", hooks_table(name, &hooks)),
-    }
-    Ok(())
-}
-
-pub fn hooks_table(name: &SecretName, hooks: &Hooks) -> String {
-    let show = |h: &Option<HookSpec>| match h {
-        Some(h) => format!("{} (timeout {})", h.command, format_ms(h.timeout_ms)),
-        None => "-".into(),
-    };
-    format!(
-        "{name}\n  pre-rotate   {}\n  post-rotate  {}\n",
-        show(&hooks.pre_rotate),
-        show(&hooks.post_rotate)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,18 +244,6 @@ mod tests {
         assert!(parse_grace("2d").is_err());
         assert_eq!(parse_wait("30s"), Ok(30_000));
         assert!(parse_wait("2h").is_err());
-        assert!(parse_hook_timeout("50ms").is_err());
-        assert_eq!(parse_hook_timeout("10m"), Ok(600_000));
-    }
-
-    #[test]
-    fn hooks_show_command_and_timeout() {
-        let hooks = Hooks {
-            pre_rotate: Some(HookSpec { command: "psql -f rotate.sql".into(), timeout_ms: 30_000 }),
-            post_rotate: None,
-        };
-        let text = hooks_table(&SecretName::parse("db").unwrap(), &hooks);
-        assert_eq!(text, "db\n  pre-rotate   psql -f rotate.sql (timeout 30s)\n  post-rotate  -\n");
     }
 
     mod parsing {
@@ -345,14 +272,6 @@ mod tests {
                 parse(&["rotate", "db", "--generate", "3", "--timeout", "5s"]).is_err(),
                 "--timeout needs --wait"
             );
-        }
-
-        #[test]
-        fn hook_flags_conflict_sensibly() {
-            assert!(parse(&["hook", "db", "--pre-rotate", "true", "--timeout", "5s"]).is_ok());
-            assert!(parse(&["hook", "db", "--pre-rotate", "true", "--no-pre-rotate"]).is_err());
-            assert!(parse(&["hook", "db", "--no-pre-rotate", "--post-rotate", "x"]).is_ok());
-            assert!(parse(&["status", "db", "-o", "json"]).is_ok());
         }
     }
 

@@ -1,10 +1,12 @@
 //! `segctl secret …`: manage secrets on the controller. Values never reach
 //! argv, the environment or the terminal by accident: they come from a
 //! file, stdin or the random generator, and `get` refuses a TTY stdout.
-//! `rotate`, `status` and `hook` are implemented in [`super::rotation`].
+//! `rotate` and `status` are implemented in [`super::rotation`], `hook` in
+//! [`super::hook`].
 
 use super::duration::{format_ms, parse_ttl};
-use super::rotation::{self, parse_grace, parse_hook_timeout, parse_wait, HookArgs, RotateOpts};
+use super::hook::{self, HookArgs};
+use super::rotation::{self, parse_grace, parse_wait, RotateOpts};
 use super::{input, AdminOpts, Output};
 use crate::client::method::{DELETE, POST, PUT};
 use crate::client::AdminClient;
@@ -109,27 +111,14 @@ pub enum SecretCmd {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Show or set the rotation hooks of a secret (commands run on this host).
+    /// Show or set the rotation hooks of a secret: commands run on this
+    /// host, or inside the running containers of a service (`--…-exec`).
+    #[command(after_help = hook::HOOK_EXAMPLES)]
     Hook {
         /// Secret name.
         name: SecretName,
-        /// Run CMD (`sh -c`) before a rotation is distributed, with the new
-        /// value on stdin; a failure or timeout aborts the rotation.
-        #[arg(long, value_name = "CMD")]
-        pre_rotate: Option<String>,
-        /// Run CMD when a sidecar declaring SEG_ON_ROTATE=command reports
-        /// that the secret changed on its disk (event JSON on stdin, no value).
-        #[arg(long, value_name = "CMD")]
-        post_rotate: Option<String>,
-        /// Time limit of the hook(s) set by this command, 100ms..10m [default: 30s].
-        #[arg(long, value_name = "DURATION", value_parser = parse_hook_timeout)]
-        timeout: Option<u64>,
-        /// Remove the pre-rotate hook.
-        #[arg(long, conflicts_with = "pre_rotate")]
-        no_pre_rotate: bool,
-        /// Remove the post-rotate hook.
-        #[arg(long, conflicts_with = "post_rotate")]
-        no_post_rotate: bool,
+        #[command(flatten)]
+        args: HookArgs,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -220,10 +209,7 @@ pub async fn run(args: SecretArgs) -> Result<()> {
                 .await?;
         }
         SecretCmd::Status { name, output } => rotation::status(&client, &name, output).await?,
-        SecretCmd::Hook { name, pre_rotate, post_rotate, timeout, no_pre_rotate, no_post_rotate, output } => {
-            let a = HookArgs { pre_rotate, post_rotate, timeout_ms: timeout, no_pre_rotate, no_post_rotate };
-            rotation::hook(&client, &name, a, output).await?;
-        }
+        SecretCmd::Hook { name, args, output } => hook::hook(&client, &name, args, output).await?,
     }
     Ok(())
 }

@@ -1,4 +1,7 @@
-//! `segctl status`: is the controller up, and what does it see.
+//! `segctl status`: is the controller up, and what does it see. It exits
+//! [`NOT_READY_EXIT`] while the controller says Docker is unreachable, so a
+//! script can wait for readiness with `until segctl status; do sleep 1; done`
+//! (`--exit-zero` just prints).
 
 use super::{AdminOpts, Output};
 use anyhow::Result;
@@ -12,7 +15,15 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Exit 0 whenever the controller answered, even while it cannot reach
+    /// Docker (by default that exits 3).
+    #[arg(long)]
+    pub exit_zero: bool,
 }
+
+/// The exit status while the controller answers but Docker is unreachable
+/// (1 is any other error: the controller itself is unreachable; 2 is usage).
+pub const NOT_READY_EXIT: i32 = 3;
 
 pub async fn run(args: StatusArgs) -> Result<()> {
     let report: StatusReport = args.admin.client().get("/v1/status").await?;
@@ -20,7 +31,18 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print!("{}", render(&report)),
     }
+    if !args.exit_zero && !docker_ready(&report) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!("segctl: not ready: the controller cannot reach Docker (see the docker line)");
+        std::process::exit(NOT_READY_EXIT);
+    }
     Ok(())
+}
+
+/// The controller reports `ok (API …)` once its Docker link is up.
+pub fn docker_ready(r: &StatusReport) -> bool {
+    r.docker.starts_with("ok")
 }
 
 pub fn render(r: &StatusReport) -> String {
@@ -95,5 +117,8 @@ mod tests {
         assert!(text.contains("controller    segctl 0.1.0, pid 7, up 1m15s"), "{text}");
         assert!(text.contains("docker        ok (API 1.41)"), "{text}");
         assert!(text.contains("agent.sock (3 watch stream(s) open)"), "{text}");
+        assert!(docker_ready(&r));
+        let down = StatusReport { docker: "unreachable, retrying: connection refused".into(), ..r };
+        assert!(!docker_ready(&down));
     }
 }

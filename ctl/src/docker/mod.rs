@@ -9,6 +9,8 @@
 //! - [`EventSource`]: the seam the pump reads events through; the bollard
 //!   backend (`bollard_backend.rs`) is the only implementation shipped, a
 //!   scripted fake (`fake.rs`) exists in test builds only.
+//! - `exec.rs`: a command run inside a container with bytes on its stdin
+//!   (exec hooks).
 //! - `map.rs`: inspect/list responses → seg's structs, in one place.
 //! - [`DockerNetworks`] (`networks.rs`): the network module's [`crate::network::NetworkApi`]
 //!   on the engine.
@@ -17,6 +19,7 @@
 //! every container's labels, hence its identity.
 
 mod bollard_backend;
+mod exec;
 #[cfg(test)]
 pub(crate) mod fake;
 mod link;
@@ -26,6 +29,7 @@ mod networks;
 mod tests;
 
 pub use bollard_backend::{connect, describe, DockerLookup};
+pub use exec::{exec, ExecError, ExecOutput, ExecRun};
 pub use link::{Backoff, DockerLink, NotConnected, Subscription, FIRST_ATTEMPT_WAIT};
 pub use map::container_info;
 pub use networks::DockerNetworks;

@@ -68,7 +68,9 @@ async fn the_pre_rotate_hook_gets_the_new_value_on_stdin_before_anything_changes
         (hook["hook"]["kind"].as_str(), hook["hook"]["status"].as_str()),
         (Some("pre-rotate"), Some("exit 0"))
     );
-    assert_eq!((hook["secret"].as_str(), hook["version"].as_u64()), (Some("db"), Some(2)));
+    // The version does not exist while the hook runs: `attempted_version`.
+    assert_eq!((hook["secret"].as_str(), hook["attempted_version"].as_u64()), (Some("db"), Some(2)));
+    assert!(hook["version"].is_null());
     assert!(!rig.log_text().contains("new-value"), "a value reached the access log");
 }
 

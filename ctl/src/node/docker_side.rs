@@ -136,6 +136,16 @@ impl Containers for DockerSide {
                 .map_err(|cause| ContainersError::Signal { signal: signal.to_owned(), cause })
         })
     }
+
+    fn exec<'a>(
+        &'a self,
+        run: docker::ExecRun<'a>,
+    ) -> BoxFuture<'a, Result<docker::ExecOutput, ContainersError>> {
+        Box::pin(async move {
+            let docker = self.link.current().map_err(ContainersError::Unreachable)?;
+            docker::exec(&docker, run).await.map_err(ContainersError::Exec)
+        })
+    }
 }
 
 /// `c` if it is a running app container of `who` (never a sidecar: those

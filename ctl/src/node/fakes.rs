@@ -140,11 +140,17 @@ impl DockerStatus for FakeDocker {
     }
 }
 
-/// App containers by identity; records the signals sent.
+/// One exec run: container, argv, stdin.
+pub type ExecSeen = (String, Vec<String>, Vec<u8>);
+
+/// App containers by identity; records the signals sent and the execs run.
 #[derive(Default)]
 pub struct FakeContainers {
     pub apps: Mutex<BTreeMap<Identity, Vec<AppContainer>>>,
     pub signals: Mutex<Vec<(String, String)>>,
+    pub execs: Mutex<Vec<ExecSeen>>,
+    /// What an exec in a container answers (default: exit 0, no output).
+    pub exec_results: Mutex<BTreeMap<String, Result<crate::docker::ExecOutput, crate::docker::ExecError>>>,
 }
 
 impl FakeContainers {
@@ -180,6 +186,16 @@ impl Containers for FakeContainers {
     fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), ContainersError>> {
         self.signals.lock().unwrap().push((id.to_owned(), signal.to_owned()));
         Box::pin(async { Ok(()) })
+    }
+    fn exec<'a>(
+        &'a self,
+        run: crate::docker::ExecRun<'a>,
+    ) -> BoxFuture<'a, Result<crate::docker::ExecOutput, ContainersError>> {
+        let id = run.container.to_owned();
+        self.execs.lock().unwrap().push((id.clone(), run.argv.to_vec(), run.stdin.to_vec()));
+        let ok = crate::docker::ExecOutput { exit_code: Some(0), stdout: vec![], stderr: vec![] };
+        let answer = self.exec_results.lock().unwrap().get(&id).cloned().unwrap_or(Ok(ok));
+        Box::pin(async move { answer.map_err(ContainersError::Exec) })
     }
 }
 

@@ -145,7 +145,7 @@ async fn capture(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
     }
 }
 
-fn tail(bytes: &[u8]) -> String {
+pub(super) fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
     let skip = text.chars().count().saturating_sub(SHOW_OUTPUT);
@@ -170,7 +170,7 @@ mod tests {
     use super::*;
 
     fn spec(cmd: &str, timeout_ms: u64) -> HookSpec {
-        HookSpec { command: cmd.into(), timeout_ms }
+        HookSpec { command: cmd.into(), timeout_ms, exec: None }
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@ pub mod consumers;
 pub mod docker_side;
 pub mod gate;
 pub mod hangup;
+pub mod hook_exec;
 pub mod hooks;
 pub mod http;
 pub mod notify;

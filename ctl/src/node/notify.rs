@@ -79,6 +79,7 @@ pub async fn notify(
                 kind: "post-rotate",
                 action: action.to_string(),
                 target: d.target.clone(),
+                container: None,
                 status: d.status.clone(),
                 duration_ms: d.millis,
             };
@@ -86,6 +87,7 @@ pub async fn notify(
                 socket: Socket::Agent,
                 secret: &c.name,
                 version: c.version,
+                attempted: false,
                 who: Some(who),
                 hook,
                 ok: d.ok,
@@ -275,7 +277,8 @@ async fn commands(
 ) -> Vec<Done> {
     let mut done = Vec::new();
     for (c, spec) in hooks {
-        let Some(spec) = spec else {
+        // An exec hook is run by the controller after each rotation, not here.
+        let Some(spec) = spec.filter(|s| s.exec.is_none()) else {
             let target = format!("{}: no post-rotate command registered", c.name);
             done.push(Done { about: vec![c], target, status: "skipped".into(), ok: true, millis: 0 });
             continue;

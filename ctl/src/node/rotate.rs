@@ -5,21 +5,28 @@
 //!
 //! Nothing is distributed before the hook succeeded: a failing or hanging
 //! hook leaves the store, the streams and every consumer untouched.
+//!
+//! A pre-rotate hook is a host command (`hooks.rs`) or an exec hook in the
+//! containers of a service (`hook_exec.rs`). A post-rotate exec hook runs
+//! after the rotation was distributed, once every consumer watching at
+//! rotation time acknowledged the new version (or its timeout passed
+//! waiting), in the background: the rotation's answer does not wait for it.
 
 use super::access_log::{Entry, HookLog, Socket};
 use super::consumers::now_ms;
-use super::hooks::{self, Input};
+use super::hook_exec::{self, Call};
+use super::hooks::{self, HookResult, Input};
 use super::http::Failure;
 use super::rotation_state::{shorten, HookRecord, RotationState};
 use super::{read_store, store_failure, with_store};
 use crate::store::{SecretMeta, SecretStore, StoreError};
 use hyper::StatusCode;
-use seg_common::api::{HookRun, HookSpec, RotateResult, DEFAULT_GRACE_MS, MAX_GRACE_MS};
+use seg_common::api::{ExecHook, HookRun, HookSpec, RotateResult, DEFAULT_GRACE_MS, MAX_GRACE_MS};
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Rotation {
     pub name: SecretName,
@@ -44,7 +51,7 @@ pub fn grace_policy(grace_ms: Option<u64>) -> Result<Duration, Failure> {
 
 pub async fn rotate(
     store: &Arc<dyn SecretStore>,
-    rotation_state: &RotationState,
+    rotation_state: &Arc<RotationState>,
     r: Rotation,
     entry: &mut Entry,
 ) -> Result<RotateResult, Failure> {
@@ -78,6 +85,9 @@ pub async fn rotate(
     };
     let previous = before.as_ref().map(|m| m.version);
     rotation_state.consumers.rotated(&r.name, previous, version, r.grace, expected, rotated_at_ms);
+    if let Some(meta) = after.filter(|m| m.hooks.post_rotate.as_ref().is_some_and(|h| h.exec.is_some())) {
+        tokio::spawn(post_rotate_exec(rotation_state.clone(), meta, previous));
+    }
     entry.reason = format!("version {version} pushed to {consumers} stream(s)");
     Ok(RotateResult { name: r.name, version, previous, consumers, pre_rotate, rotated_at_ms })
 }
@@ -102,6 +112,12 @@ async fn pre_rotate(
     next: u64,
     before: Option<&SecretMeta>,
 ) -> Result<HookRun, Failure> {
+    if let Some(exec) = &spec.exec {
+        // Hooks are stored with a secret, so a secret with a hook exists;
+        // never fall back to running the exec hook's display text on the host.
+        let Some(meta) = before else { return Err(aborted(r, None, "the secret vanished", "")) };
+        return pre_rotate_exec(rotation_state, r, spec, exec, next, meta).await;
+    }
     let env = [
         ("SEG_HOOK", "pre-rotate".to_owned()),
         ("SEG_SECRET_NAME", r.name.to_string()),
@@ -112,24 +128,130 @@ async fn pre_rotate(
         kind: "pre-rotate",
         action: "command".into(),
         target: shorten(&spec.command),
+        container: None,
         status: outcome.run.status.clone(),
         duration_ms: outcome.run.duration_ms,
     };
-    let record =
-        HookRecord { socket: Socket::Admin, secret: &r.name, version: next, who: None, hook, ok: outcome.ok };
+    let record = HookRecord {
+        socket: Socket::Admin,
+        secret: &r.name,
+        version: next,
+        attempted: true,
+        who: None,
+        hook,
+        ok: outcome.ok,
+    };
     rotation_state.log_hook(record);
     if outcome.ok {
         return Ok(outcome.run);
     }
-    let output = hooks::redact(&outcome.output, &r.value);
+    Err(aborted(r, before, &outcome.run.status, &outcome.output))
+}
+
+/// The exec variant: every running replica of the service must succeed.
+async fn pre_rotate_exec(
+    rotation_state: &RotationState,
+    r: &Rotation,
+    spec: &HookSpec,
+    exec: &ExecHook,
+    next: u64,
+    meta: &SecretMeta,
+) -> Result<HookRun, Failure> {
+    let started = Instant::now();
+    let call = Call {
+        kind: "pre-rotate",
+        secret: &r.name,
+        version: next,
+        exec,
+        timeout: Duration::from_millis(spec.timeout_ms),
+        stdin: r.value.expose(),
+        stop_on_failure: true,
+    };
+    let targets = match hook_exec::resolve(rotation_state, meta, exec).await {
+        Ok(t) => t,
+        Err(why) => {
+            let run = HookRun { status: why.clone(), duration_ms: started.elapsed().as_millis() as u64 };
+            hook_exec::log(
+                rotation_state,
+                &call,
+                None,
+                &HookResult { run, ok: false, output: String::new() },
+            );
+            return Err(aborted(r, Some(meta), &why, ""));
+        }
+    };
+    let done = hook_exec::run(rotation_state, &call, &targets).await;
+    let names: Vec<String> =
+        done.iter().filter(|(_, h)| h.ok).map(|(t, _)| t.container.name.clone()).collect();
+    if let Some((t, failed)) = done.iter().find(|(_, h)| !h.ok) {
+        let mut what = format!("{} in {}", failed.run.status, t.shown());
+        if !names.is_empty() {
+            what.push_str(&format!("; it had already succeeded in {}", names.join(", ")));
+        }
+        return Err(aborted(r, Some(meta), &what, &failed.output));
+    }
+    let status = format!("exit 0 in {} container(s): {}", names.len(), names.join(", "));
+    Ok(HookRun { status, duration_ms: started.elapsed().as_millis() as u64 })
+}
+
+/// The answer to an aborted rotation; `output` is shown unless it could
+/// contain the value.
+fn aborted(r: &Rotation, before: Option<&SecretMeta>, what: &str, output: &str) -> Failure {
+    let output = hooks::redact(output, &r.value);
     let stays = before.map(|m| format!("version {} stays current", m.version)).unwrap_or_default();
     let msg = format!(
-        "the pre-rotate hook of {} failed ({}); the rotation was aborted: nothing was distributed and {stays}{}",
+        "the pre-rotate hook of {} failed ({what}); the rotation was aborted: nothing was distributed and {stays}{}",
         r.name,
-        outcome.run.status,
         if output.is_empty() { String::new() } else { format!(". Hook output: {output}") }
     );
-    Err(Failure::new(StatusCode::CONFLICT, "hook_failed", msg))
+    Failure::new(StatusCode::CONFLICT, "hook_failed", msg)
+}
+
+/// Waits until the consumers have the new version (at most the hook's
+/// timeout), then runs the post-rotate exec hook in every replica.
+async fn post_rotate_exec(rotation_state: Arc<RotationState>, meta: SecretMeta, previous: Option<u64>) {
+    let Some(spec) = meta.hooks.post_rotate.clone() else { return };
+    let Some(exec) = spec.exec.as_ref() else { return };
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    wait_for_acks(&rotation_state, &meta, timeout).await;
+    let event = serde_json::json!({"secret": meta.name, "version": meta.version, "previous": previous});
+    let stdin = event.to_string().into_bytes();
+    let call = Call {
+        kind: "post-rotate",
+        secret: &meta.name,
+        version: meta.version,
+        exec,
+        timeout,
+        stdin: &stdin,
+        stop_on_failure: false,
+    };
+    match hook_exec::resolve(&rotation_state, &meta, exec).await {
+        Ok(targets) => drop(hook_exec::run(&rotation_state, &call, &targets).await),
+        Err(why) => {
+            let run = HookRun { status: why, duration_ms: 0 };
+            hook_exec::log(
+                &rotation_state,
+                &call,
+                None,
+                &HookResult { run, ok: false, output: String::new() },
+            );
+        }
+    }
+}
+
+/// True once every watching consumer acknowledged `meta`'s version.
+async fn wait_for_acks(rotation_state: &RotationState, meta: &SecretMeta, limit: Duration) -> bool {
+    let mut changes = rotation_state.consumers.subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if rotation_state.consumers.status(meta, &rotation_state.hub.views(), None).complete {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum ContainersError {
     List(bollard::errors::Error),
     #[error("sending {signal}: {cause}")]
     Signal { signal: String, cause: bollard::errors::Error },
+    #[error("exec: {0}")]
+    Exec(crate::docker::ExecError),
 }
 
 /// The Docker seam of post-rotate actions (a fake in tests).
@@ -47,6 +49,11 @@ pub trait Containers: Send + Sync {
     fn find<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Vec<AppContainer>, ContainersError>>;
     /// Sends `signal` (e.g. `SIGHUP`) to a container's main process.
     fn signal<'a>(&'a self, id: &'a str, signal: &'a str) -> BoxFuture<'a, Result<(), ContainersError>>;
+    /// Runs a command inside a running container (exec hooks).
+    fn exec<'a>(
+        &'a self,
+        run: crate::docker::ExecRun<'a>,
+    ) -> BoxFuture<'a, Result<crate::docker::ExecOutput, ContainersError>>;
 }
 
 /// Post-rotate notifications a container may send in a burst…
@@ -131,7 +138,11 @@ impl RotationState {
     pub fn log_hook(&self, h: HookRecord<'_>) {
         let mut e = Entry::new(h.socket, "hook");
         e.secret = Some(h.secret.to_string());
-        e.version = Some(h.version);
+        if h.attempted {
+            e.attempted_version = Some(h.version);
+        } else {
+            e.version = Some(h.version);
+        }
         if let Some(who) = h.who {
             e.identity = Some(who.identity.to_string());
             e.container_id = Some(seg_common::api::short_id(&who.container_id));
@@ -148,6 +159,9 @@ pub struct HookRecord<'a> {
     pub socket: Socket,
     pub secret: &'a SecretName,
     pub version: u64,
+    /// `version` does not exist yet (a pre-rotate hook): logged as
+    /// `attempted_version`.
+    pub attempted: bool,
     pub who: Option<&'a Attested>,
     pub hook: HookLog,
     pub ok: bool,

@@ -97,6 +97,7 @@ fn hooks_are_kept_with_the_metadata_and_checked() {
         pre_rotate: Some(HookSpec {
             command: "psql -c 'ALTER USER app PASSWORD …'".into(),
             timeout_ms: 5_000,
+            exec: None,
         }),
         post_rotate: None,
     };
@@ -105,8 +106,10 @@ fn hooks_are_kept_with_the_metadata_and_checked() {
     assert!(store.set_hooks(&name("db"), &hooks).unwrap());
     assert!(!store.set_hooks(&name("db"), &hooks).unwrap(), "the same hooks are no change");
     store.put(&name("db"), &value("v2"), None).unwrap();
-    let bad =
-        Hooks { post_rotate: Some(HookSpec { command: String::new(), timeout_ms: 5_000 }), ..hooks.clone() };
+    let bad = Hooks {
+        post_rotate: Some(HookSpec { command: String::new(), timeout_ms: 5_000, exec: None }),
+        ..hooks.clone()
+    };
     assert!(matches!(store.set_hooks(&name("db"), &bad), Err(StoreError::BadHook(_))));
     drop(store);
     let store = EmbeddedStore::open(dir.path()).unwrap();

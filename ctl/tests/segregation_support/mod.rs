@@ -203,7 +203,7 @@ impl Controller {
         let child = cmd.spawn().expect("start segctl node run");
         let ctl = Controller { child, run_dir, state_dir, log };
         eventually("the controller answers", Duration::from_secs(10), || {
-            ctl.segctl(&["status"]).status.success()
+            ctl.segctl(&["status", "--exit-zero"]).status.success()
         });
         ctl
     }

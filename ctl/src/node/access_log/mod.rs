@@ -54,6 +54,9 @@ pub struct Entry {
     pub uid: Option<u32>,
     pub secret: Option<String>,
     pub version: Option<u64>,
+    /// A pre-rotate hook's line: the version the rotation would create (it
+    /// does not exist yet, and never will if the hook fails).
+    pub attempted_version: Option<u64>,
     pub outcome: RequestOutcome,
     pub reason: String,
     /// Set on hook runs only.
@@ -68,10 +71,14 @@ pub struct Entry {
 pub struct HookLog {
     /// `pre-rotate` or `post-rotate`.
     pub kind: &'static str,
-    /// `command`, `signal:HUP`, `http://app:8080/reload`.
+    /// `command`, `exec`, `signal:HUP`, `http://app:8080/reload`.
     pub action: String,
-    /// What it acted on: the command line, a container, a URL.
+    /// What it acted on: the command line, a container, a URL; for `exec`,
+    /// the service (`PROJECT/SERVICE`).
     pub target: String,
+    /// An exec hook's container (`name (short id)`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// `exit 0`, `exit 3`, `timed out after 30s`, `ok`, `HTTP 500`, …
     pub status: String,
     pub duration_ms: u64,
@@ -103,6 +110,7 @@ impl Entry {
             uid: None,
             secret: None,
             version: None,
+            attempted_version: None,
             outcome: RequestOutcome::Allowed,
             reason: String::new(),
             hook: None,
@@ -122,6 +130,8 @@ struct Line<'a> {
     uid: Option<u32>,
     secret: Option<&'a str>,
     version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempted_version: Option<u64>,
     outcome: RequestOutcome,
     reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,10 +140,11 @@ struct Line<'a> {
     suppressed: Option<&'a SuppressedLog>,
 }
 
-/// Renders one entry as a JSON line (with the trailing newline).
-pub fn render(entry: &Entry, now_secs: u64) -> String {
+/// Renders one entry as a JSON line (with the trailing newline), stamped
+/// with milliseconds: several lines of one rotation fall in one second.
+pub fn render(entry: &Entry, now_ms: u64) -> String {
     let line = Line {
-        ts: rfc3339(now_secs),
+        ts: crate::timefmt::rfc3339_ms(now_ms),
         socket: entry.socket,
         action: entry.action,
         identity: entry.identity.as_deref().unwrap_or("-"),
@@ -142,6 +153,7 @@ pub fn render(entry: &Entry, now_secs: u64) -> String {
         uid: entry.uid,
         secret: entry.secret.as_deref(),
         version: entry.version,
+        attempted_version: entry.attempted_version,
         outcome: entry.outcome,
         reason: &entry.reason,
         hook: entry.hook.as_ref(),
@@ -175,8 +187,8 @@ pub fn summary_entry(s: &Summary) -> Entry {
     e.suppressed = Some(SuppressedLog {
         count: s.count,
         code: s.key.code.clone(),
-        first: rfc3339(s.first_ms / 1000),
-        last: rfc3339(s.last_ms / 1000),
+        first: crate::timefmt::rfc3339_ms(s.first_ms),
+        last: crate::timefmt::rfc3339_ms(s.last_ms),
         ongoing: s.ongoing,
     });
     e
@@ -236,7 +248,7 @@ impl AccessLog {
         if state.limiter.check(entry, now_ms) == Verdict::Suppress {
             return;
         }
-        let line = render(entry, now_ms / 1000);
+        let line = render(entry, now_ms);
         tracing::debug!("access: {}", line.trim_end());
         state.sink.write_line(line.as_bytes());
     }
@@ -264,7 +276,7 @@ impl AccessLog {
 
 fn write_summaries(sink: &mut Sink, due: &[Summary], now_ms: u64) {
     for s in due {
-        let line = render(&summary_entry(s), now_ms / 1000);
+        let line = render(&summary_entry(s), now_ms);
         tracing::debug!("access: {}", line.trim_end());
         sink.write_line(line.as_bytes());
     }
