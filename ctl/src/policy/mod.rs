@@ -11,6 +11,7 @@ mod dupcheck;
 mod error;
 mod model;
 pub mod net;
+mod secrets;
 mod values;
 
 pub use error::PolicyError;
@@ -18,6 +19,7 @@ pub use model::{
     Egress, Ingress, IngressRule, Name, NetRef, NetworkDecl, Peer, Peers, Policy, Ports, ServiceKey,
     ServiceRef, ServiceSpec, Version,
 };
+pub use secrets::{FileMode, SecretDecl, Secrets, DEFAULT_MODE};
 pub use net::{Cidr, CidrError, Family, PortRange, PortRangeError, Proto, ProtoError};
 
 use dupcheck::NoDuplicates;

@@ -26,6 +26,9 @@ pub struct Policy {
     pub networks: BTreeMap<Name, NetworkDecl>,
     #[serde(default)]
     pub services: BTreeMap<ServiceKey, ServiceSpec>,
+    /// `secrets:`: which services get which secret (granted on apply).
+    #[serde(default)]
+    pub secrets: super::secrets::Secrets,
     /// Where the policy came from, for messages (`shop.yaml`, `compose.yml#x-seg`).
     #[serde(skip)]
     pub origin: String,
