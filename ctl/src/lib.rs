@@ -10,6 +10,7 @@
 pub mod attest;
 pub mod audit;
 pub mod cli;
+pub mod compose;
 pub mod client;
 pub mod daemon_json;
 pub mod docker;

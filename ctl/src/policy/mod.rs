@@ -106,6 +106,16 @@ pub fn parse_compose(text: &str, file: &str, dir_project: Option<&str>) -> Resul
     Ok(policy)
 }
 
+/// An error for a `Deserialize` impl outside this module (the compose
+/// generator's): `message` may say where the YAML path goes with
+/// [`PATH_SLOT`]; [`PolicyError::from_yaml`] then reads it with its line
+/// and column.
+pub fn located<E: serde::de::Error>(message: String) -> E {
+    model::own(message)
+}
+
+pub use model::PATH_SLOT;
+
 /// Compose's project name rule: lowercase, only `[a-z0-9_-]`.
 pub fn normalize_project(dir: &str) -> String {
     dir.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()

@@ -12,7 +12,7 @@ use std::fmt;
 /// Marks a message written by seg (not serde): the parser puts the YAML path
 /// where [`PATH_SLOT`] stands. See `error.rs`.
 pub(crate) const OWN: char = '\u{1}';
-pub(crate) const PATH_SLOT: char = '\u{2}';
+pub const PATH_SLOT: char = '\u{2}';
 
 /// A whole policy: one compose project (or the standalone containers when
 /// `project` is absent), its networks and its services.
@@ -156,7 +156,7 @@ pub(crate) struct ParseContext {
     pub compose_services: Option<Vec<String>>,
 }
 
-pub(super) fn own<E: de::Error>(msg: String) -> E {
+pub(crate) fn own<E: de::Error>(msg: String) -> E {
     E::custom(format!("{OWN}{msg}"))
 }
 
