@@ -10,8 +10,8 @@
 pub mod attest;
 pub mod audit;
 pub mod cli;
-pub mod compose;
 pub mod client;
+pub mod compose;
 pub mod daemon_json;
 pub mod docker;
 pub mod firewall;

@@ -29,8 +29,8 @@ pub struct ComposeArgs {
 }
 
 pub async fn run(args: ComposeArgs) -> Result<()> {
-    let text =
-        std::fs::read_to_string(&args.file).with_context(|| format!("{}: cannot read", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("{}: cannot read", args.file.display()))?;
     let shown = args.file.display().to_string();
     let agent_dir = args.run_dir.join("agent").display().to_string();
     let opts = Options { agent_dir, image: args.image.clone(), file: shown.clone() };

@@ -45,7 +45,9 @@ pub enum ComposeError {
     NoSecrets { file: String },
     #[error("{file}: the generator would add {what} `{name}`, but the file has one already; rename yours")]
     Taken { file: String, what: &'static str, name: String },
-    #[error("{file}: the agent directory {dir:?} must be an absolute path without `:` (it becomes a bind mount)")]
+    #[error(
+        "{file}: the agent directory {dir:?} must be an absolute path without `:` (it becomes a bind mount)"
+    )]
     BadAgentDir { file: String, dir: String },
 }
 

@@ -1,7 +1,11 @@
 use super::*;
 
 fn opts() -> Options {
-    Options { agent_dir: "/run/seg/agent".into(), image: DEFAULT_IMAGE.into(), file: "docker-compose.yml".into() }
+    Options {
+        agent_dir: "/run/seg/agent".into(),
+        image: DEFAULT_IMAGE.into(),
+        file: "docker-compose.yml".into(),
+    }
 }
 
 /// Compares with a golden file; `SEG_UPDATE_GOLDEN=1` rewrites it.
@@ -36,12 +40,18 @@ x-seg:
 #[test]
 fn every_service_gets_its_own_sidecar_volume_and_mode() {
     let opts = Options { agent_dir: "/srv/seg run/agent".into(), ..opts() };
-    let text = THREE.replace("    api-token: { to: [app] }\n", "    api-token: { to: [app] }\n    tls.key: { to: [web], mode: \"0440\" }\n");
+    let text = THREE.replace(
+        "    api-token: { to: [app] }\n",
+        "    api-token: { to: [app] }\n    tls.key: { to: [web], mode: \"0440\" }\n",
+    );
     let text = text.replace("user: www-data", "user: \"33:33\"");
     golden("ctl/src/compose/golden/three.seg.yml", &generate(&text, &opts).unwrap());
     let plan = plan(&text, &opts).unwrap();
     let app = plan.iter().find(|d| d.service == "app").unwrap();
-    assert_eq!((app.secrets.join(","), app.user.to_string()), ("api-token,db-password".into(), "1000".into()));
+    assert_eq!(
+        (app.secrets.join(","), app.user.to_string()),
+        ("api-token,db-password".into(), "1000".into())
+    );
 }
 
 #[test]
@@ -59,7 +69,9 @@ fn refusals_say_where_and_what_to_write() {
     assert!(e.contains("would add the service `app-secrets`, but the file has one already"), "{e}");
     let e = err(&format!("{THREE}volumes:\n  db-secrets: {{}}\n"));
     assert!(e.contains("would add the volume `db-secrets`"), "{e}");
-    let e = err(&THREE.replace("  secrets:\n    db-password: { to: [db, app] }\n    api-token: { to: [app] }\n", ""));
+    let e =
+        err(&THREE
+            .replace("  secrets:\n    db-password: { to: [db, app] }\n    api-token: { to: [app] }\n", ""));
     assert!(e.contains("`x-seg:` has no `secrets:`"), "{e}");
     let e = err(&THREE.replace("[db, app]", "[db, ap]"));
     assert!(e.starts_with("docker-compose.yml:9:29: `ap` is not a service of this compose file"), "{e}");

@@ -173,7 +173,8 @@ pub fn parse_user(v: &str) -> Result<User, String> {
         Some((u, g)) => (u, Some(g)),
         None => (v, None),
     };
-    let num = |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten();
+    let num =
+        |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten();
     let uid = num(uid).ok_or_else(bad)?;
     let gid = match gid {
         Some(g) => Some(num(g).ok_or_else(bad)?),

@@ -9,6 +9,7 @@
 
 mod dupcheck;
 mod error;
+pub mod grants;
 mod model;
 pub mod net;
 mod secrets;
@@ -19,7 +20,7 @@ pub use model::{
     Egress, Ingress, IngressRule, Name, NetRef, NetworkDecl, Peer, Peers, Policy, Ports, ServiceKey,
     ServiceRef, ServiceSpec, Version,
 };
-pub use secrets::{FileMode, SecretDecl, Secrets, DEFAULT_MODE};
+pub use model::{FileMode, SecretDecl, Secrets, DEFAULT_MODE};
 pub use net::{Cidr, CidrError, Family, PortRange, PortRangeError, Proto, ProtoError};
 
 use dupcheck::NoDuplicates;

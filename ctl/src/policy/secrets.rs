@@ -15,56 +15,13 @@
 //! secrets given to the same service with different modes are refused where
 //! the second one names that service or states its mode.
 
-use super::model::{own, str_with, ServiceKey, PATH_SLOT};
+use super::model::{own, str_with, FileMode, SecretDecl, Secrets, ServiceKey, DEFAULT_MODE, PATH_SLOT};
 use seg_common::name::SecretName;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// The file mode when a declaration gives none.
-pub const DEFAULT_MODE: FileMode = FileMode(0o400);
-
-/// The declared secrets, by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Secrets(pub BTreeMap<SecretName, SecretDecl>);
-
-/// One secret's declaration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretDecl {
-    /// The services it is granted to and delivered to, sorted.
-    pub to: Vec<String>,
-    pub mode: FileMode,
-}
-
-/// A file mode a secret may have: read bits only, the owner's included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FileMode(pub u32);
-
-impl fmt::Display for FileMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04o}", self.0)
-    }
-}
-
-impl Secrets {
-    /// Each service that gets secrets, with their names (sorted) and their one mode.
-    pub fn by_service(&self) -> BTreeMap<String, (Vec<SecretName>, FileMode)> {
-        let mut out: BTreeMap<String, (Vec<SecretName>, FileMode)> = BTreeMap::new();
-        for (name, decl) in &self.0 {
-            for service in &decl.to {
-                let entry = out.entry(service.clone()).or_insert_with(|| (Vec::new(), decl.mode));
-                entry.0.push(name.clone());
-            }
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// What one parse of `secrets:` has seen so far: the mode each service got
 /// (and from which secret), and the declaration being read.

@@ -96,8 +96,13 @@ fn one_mode_per_service() {
     let text = APP
         .replace("{ to: [db, app] }", "{ to: [db, app], mode: \"0444\" }")
         .replace("{ to: [web], mode: \"0440\" }", "{ to: [web, app] }");
-    assert!(located(&text).contains("gets `db-password` with mode 0444 and `tls.key` with mode 0400"), "{}", located(&text));
+    assert!(
+        located(&text).contains("gets `db-password` with mode 0444 and `tls.key` with mode 0400"),
+        "{}",
+        located(&text)
+    );
     // The same mode twice is fine.
-    let text = APP.replace("{ to: [db, app] }", "{ to: [db, app], mode: \"0440\" }").replace("[web]", "[web, app]");
+    let text =
+        APP.replace("{ to: [db, app] }", "{ to: [db, app], mode: \"0440\" }").replace("[web]", "[web, app]");
     assert_eq!(parsed(&text).by_service()["app"].0.len(), 2);
 }
