@@ -87,7 +87,7 @@ fn short_form_delivers_and_policy_apply_grants_and_revokes_to_match() {
     let diff = ctl.segctl_ok(&["policy", "diff", "-f", &file]);
     let (app, db) = (project.target("app"), project.target("db"));
     assert!(diff.contains(&format!("+ grant {PW} to {app}\n+ grant {PW} to {db}\n")), "{diff}");
-    assert_eq!(grants_of(&ctl, PW), [by_hand.clone()], "diff changed the grants");
+    assert_eq!(grants_of(&ctl, PW), std::slice::from_ref(&by_hand), "diff changed the grants");
     let applied = ctl.segctl_ok(&["policy", "apply", "-f", &file]);
     assert!(applied.contains(&format!("granted {PW} to {app}\ngranted {PW} to {db}\n")), "{applied}");
     let mut all = vec![app.clone(), db.clone(), by_hand.clone()];

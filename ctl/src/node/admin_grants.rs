@@ -69,7 +69,7 @@ impl Grants<'_> {
         let _one = SERIAL.lock().await;
         let owned = seg.owned_grants(name).await.ok_or_else(|| OpError::NotFound(name.into()))?;
         let owned: BTreeSet<DeclaredGrant> = owned.into_iter().collect();
-        let metas = self.store.list().map_err(OpError::SecretStore)?;
+        let metas = self.store.list().map_err(|e| OpError::SecretStore(Box::new(e)))?;
         let plan = grants::plan(&BTreeSet::new(), &owned, &live(metas, &owned));
         self.execute(&plan).await?;
         match seg.remove(name).await {
@@ -87,7 +87,7 @@ impl Grants<'_> {
     /// The plan for `parsed`; refused if it declares a secret the store lacks.
     fn plan(&self, file: &str, parsed: &Policy, owned: &[DeclaredGrant]) -> Result<GrantPlan, OpError> {
         let declared = grants::declared(parsed);
-        let metas = self.store.list().map_err(OpError::SecretStore)?;
+        let metas = self.store.list().map_err(|e| OpError::SecretStore(Box::new(e)))?;
         let known: BTreeSet<&str> = metas.iter().map(|m| m.name.as_str()).collect();
         let mut missing: Vec<String> =
             declared.iter().map(|g| g.secret.to_string()).filter(|s| !known.contains(s.as_str())).collect();
@@ -108,7 +108,7 @@ impl Grants<'_> {
             if let Err(cause) = self.change(g, grant).await {
                 self.undo(&done.0, &done.1).await;
                 let action = if grant { "grant" } else { "revoke" };
-                return Err(OpError::Grant { action, grant: g.clone(), cause });
+                return Err(OpError::Grant { action, grant: g.to_string(), cause: Box::new(cause) });
             }
             if grant { &mut done.0 } else { &mut done.1 }.push(g.clone());
         }

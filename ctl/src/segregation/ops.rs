@@ -51,10 +51,10 @@ pub enum OpError {
     )]
     UnknownSecrets { file: String, names: Vec<String> },
     #[error("cannot read the secret store's grants: {0}; nothing was changed")]
-    SecretStore(crate::store::StoreError),
+    SecretStore(Box<crate::store::StoreError>),
     /// A grant or revocation of a declaration failed; what was done is undone.
     #[error("cannot {action} {grant}: {cause}; the policy and its grants were left as before")]
-    Grant { action: &'static str, grant: DeclaredGrant, cause: crate::store::StoreError },
+    Grant { action: &'static str, grant: String, cause: Box<crate::store::StoreError> },
 }
 
 // By hand, not `#[from]`: the message already quotes the firewall's error, so
