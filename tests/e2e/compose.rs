@@ -158,3 +158,29 @@ fn bad_declarations_change_nothing(ctl: &Controller, project: &Project, grants: 
     assert_eq!(SegTable::listing(), rules, "a refused declaration changed the firewall");
     project.rewrite(short_form(&project.name, "[app]"));
 }
+
+/// `docker-compose config` of the shipped short form plus its generated
+/// override equals that of the same app written by hand, but for the
+/// volume's name and the one setting the long form leaves at its default.
+#[test]
+fn the_example_short_form_configures_like_the_long_form() {
+    let _serial = begin();
+    let dir = workspace_root().join("examples/secrets");
+    let config = |files: &[&str]| {
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(&dir).args(["-p", "segdemo"]);
+        for f in files {
+            cmd.args(["-f", f]);
+        }
+        let out = run(cmd.arg("config"), DOCKER_TIMEOUT);
+        assert!(out.success(), "docker-compose config {files:?}: {}", out.text());
+        out.stdout_str()
+    };
+    let short = config(&["docker-compose.yml", "docker-compose.seg.yml"]);
+    let by_hand = config(&["by-hand.yml"]);
+    let short = short
+        .replace("app-secrets:/run/secrets", "secrets:/run/secrets")
+        .replace("\n  app-secrets:\n    driver_opts", "\n  secrets:\n    driver_opts");
+    let short = short.replace("      SEG_MODE: '0400'\n", "");
+    assert_eq!(short, by_hand, "the generated form differs from by-hand.yml");
+}
