@@ -165,8 +165,12 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
 fn lint(file: &Path) -> Result<()> {
     let p = policy::lint(file)?;
     let project = p.project().unwrap_or("(standalone containers)");
+    let secrets = match p.secrets.0.len() {
+        0 => String::new(),
+        n => format!(", {n} secret(s) declared"),
+    };
     println!(
-        "{}: ok: project {project}, {} service(s), {} network(s)",
+        "{}: ok: project {project}, {} service(s), {} network(s){secrets}",
         file.display(),
         p.services.len(),
         p.networks.len()
