@@ -8,14 +8,14 @@ fn opts() -> Options {
     }
 }
 
-/// Compares with a golden file; `SEG_UPDATE_GOLDEN=1` rewrites it.
+/// Compares with a golden file; `SEG_BLESS=1` rewrites it.
 fn golden(path: &str, got: &str) {
     let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
-    if std::env::var_os("SEG_UPDATE_GOLDEN").is_some() {
+    if std::env::var_os("SEG_BLESS").is_some() {
         std::fs::write(&full, got).unwrap();
     }
     let want = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
-    assert_eq!(got, want, "{path} differs (SEG_UPDATE_GOLDEN=1 rewrites it)");
+    assert_eq!(got, want, "{path} differs (SEG_BLESS=1 rewrites it)");
 }
 
 #[test]
