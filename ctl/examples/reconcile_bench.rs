@@ -104,7 +104,12 @@ async fn inside(backend: Backend, projects: usize, replicas: usize, starts: usiz
             dir_project: None,
         };
         store
-            .save(&segctl::segregation::store::Record { name: format!("p{k}"), source, applied_at: 0 })
+            .save(&segctl::segregation::store::Record {
+                name: format!("p{k}"),
+                source,
+                applied_at: 0,
+                grants: Vec::new(),
+            })
             .unwrap();
     }
     let docker = segctl::docker::connect("/var/run/docker.sock".as_ref()).await.expect("dockerd");

@@ -11,6 +11,7 @@ pub mod attest;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod compose;
 pub mod daemon_json;
 pub mod docker;
 pub mod firewall;

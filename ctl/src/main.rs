@@ -69,6 +69,8 @@ enum Command {
     Net(cli::net::NetArgs),
     /// Inter-container traffic on docker0: status, disable, enable.
     Icc(cli::icc::IccArgs),
+    /// Write the compose override that delivers `x-seg.secrets` (sidecars, tmpfs volumes).
+    Compose(cli::compose::ComposeArgs),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -80,6 +82,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Policy(args) => cli::policy::run(args).await,
         Command::Net(args) => cli::net::run(args).await,
         Command::Icc(args) => cli::icc::run(args).await,
+        Command::Compose(args) => cli::compose::run(args).await,
     }
 }
 

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("docker", 3),
     ("firewall", 2),
     ("network", 2),
+    ("compose", 2),
     ("policy", 1),
     ("store", 1),
     ("attest", 1),
@@ -185,7 +186,7 @@ fn the_reader_sees_the_imports() {
 /// pure parsing that catches a typo before anything is sent. Not `docker`
 /// (the controller holds the one Docker link), not `daemon_json` (the
 /// controller reads host files), not `node` or `segregation`.
-const CLI_MAY_USE: &[&str] = &["client", "table", "timefmt", "policy", "network"];
+const CLI_MAY_USE: &[&str] = &["client", "table", "timefmt", "policy", "network", "compose"];
 
 #[test]
 fn the_cli_is_a_client_of_the_api_and_nothing_else() {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 pub struct Project {
     pub name: String,
     file: PathBuf,
+    /// More `-f` files after `file` (e.g. the override `segctl compose` writes).
+    overrides: Vec<PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -116,7 +118,23 @@ impl Project {
         let dir = tempfile::Builder::new().prefix("seg-e2e-compose-").tempdir().expect("temp dir");
         let file = dir.path().join("docker-compose.yml");
         fs::write(&file, serde_norway::to_string(&doc).expect("yaml")).expect("write compose file");
-        Project { name, file, dir }
+        Project { name, file, overrides: Vec::new(), dir }
+    }
+
+    /// Replaces the compose file with `doc` (labelled for the sweep).
+    pub fn rewrite(&self, mut doc: Value) {
+        label_everything(&mut doc);
+        fs::write(&self.file, serde_norway::to_string(&doc).expect("yaml")).expect("write compose file");
+    }
+
+    /// The compose file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Adds `-f path` after the compose file to every docker-compose call.
+    pub fn add_override(&mut self, path: PathBuf) {
+        self.overrides.push(path);
     }
 
     /// The example, pointed at `ctl`.
@@ -145,7 +163,11 @@ impl Project {
 
     pub fn compose(&self, args: &[&str]) -> Out {
         let mut cmd = Command::new("docker-compose");
-        cmd.arg("--ansi").arg("never").arg("-p").arg(&self.name).arg("-f").arg(&self.file).args(args);
+        cmd.arg("--ansi").arg("never").arg("-p").arg(&self.name).arg("-f").arg(&self.file);
+        for extra in &self.overrides {
+            cmd.arg("-f").arg(extra);
+        }
+        cmd.args(args);
         run(&mut cmd, DOCKER_TIMEOUT)
     }
 

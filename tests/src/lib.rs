@@ -40,7 +40,7 @@ use std::time::Duration;
 pub const SIDECAR_IMAGE: &str = "seg-sidecar:dev";
 pub const BUSYBOX_IMAGE: &str = "seg-busybox:dev";
 /// The example the tests bring up (relative to the workspace root).
-pub const EXAMPLE: &str = "examples/secrets/docker-compose.yml";
+pub const EXAMPLE: &str = "examples/secrets/by-hand.yml";
 /// Label put on every container and volume the tests create (for the sweep).
 pub const E2E_LABEL: &str = "seg.e2e";
 /// Where the example mounts the agent directory inside its containers.

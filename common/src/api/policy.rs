@@ -9,11 +9,14 @@
 //! | `GET /v1/policies/check?from=A&to=B&port=5432/tcp` | → [`CheckResult`] |
 //! | `GET /v1/policies/verify[?name=NAME]` | probe real flows → [`VerifyReport`] |
 //! | `GET /v1/policies/NAME` | → [`PolicyDetail`] |
-//! | `DELETE /v1/policies/NAME` | → [`RemoveResult`] |
+//! | `DELETE /v1/policies/NAME` | → [`RemoveResult`] (and the grants the policy made revoked) |
 //! | `GET /v1/icc[?daemon_json=PATH]` | → [`IccStatus`] |
 //! | `PUT /v1/icc` | [`IccRequest`] → [`IccStatus`] |
 
+use crate::api::GrantTarget;
+use crate::name::SecretName;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A policy as `segctl` read it: the file's text, parsed by the controller
 /// (so both agree on every error's line and column).
@@ -68,6 +71,33 @@ pub struct RulesReport {
     pub rules_total: usize,
 }
 
+/// A grant a policy's `x-seg.secrets` declares: `db-password` to `shop/app`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeclaredGrant {
+    pub secret: SecretName,
+    pub to: GrantTarget,
+}
+
+impl fmt::Display for DeclaredGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} to {}", self.secret, self.to)
+    }
+}
+
+/// The grants an apply, diff or remove makes and takes back. Only grants
+/// a policy made itself are ever revoked: one made by hand stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantChanges {
+    pub granted: Vec<DeclaredGrant>,
+    pub revoked: Vec<DeclaredGrant>,
+}
+
+impl GrantChanges {
+    pub fn is_empty(&self) -> bool {
+        self.granted.is_empty() && self.revoked.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyResult {
     pub name: String,
@@ -75,12 +105,16 @@ pub struct ApplyResult {
     pub changed: bool,
     pub networks: NetworkReport,
     pub rules: RulesReport,
+    #[serde(default)]
+    pub grants: GrantChanges,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveResult {
     pub name: String,
     pub rules: RulesReport,
+    #[serde(default)]
+    pub grants: GrantChanges,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +125,9 @@ pub struct DiffResult {
     pub v6: String,
     /// Why the diff may differ from what `apply` will do (networks to create, …).
     pub notes: Vec<String>,
+    /// The grants `apply` would make and revoke.
+    #[serde(default)]
+    pub grants: GrantChanges,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! `run`, so `main.rs` adds a group with one enum variant and one match arm.
 //!
 //! - [`status`]: `segctl status`.
+//! - [`compose`]: `segctl compose` (local: writes the secrets override file).
 //! - [`secret`]: `segctl secret put|ls|get|rm|grant|revoke|ttl|rotate|status|hook`
 //!   ([`rotation`] holds the last three).
 //!
@@ -9,6 +10,7 @@
 //! the CLI is a client of the admin API and imports nothing of the
 //! controller (`segctl node run` lives in [`crate::node::command`]).
 
+pub mod compose;
 pub mod duration;
 mod hook;
 pub mod icc;

@@ -10,8 +10,8 @@ use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use seg_common::api::policy::{
-    ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
-    VerifyReport,
+    ApplyResult, CheckResult, DiffResult, GrantChanges, PolicyDetail, PolicySource, PolicySummary,
+    RemoveResult, VerifyReport,
 };
 use std::path::{Path, PathBuf};
 
@@ -123,6 +123,7 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
                 "policy {} removed: {} chain(s) removed, {} rule(s) left in force",
                 r.name, r.rules.chains_removed, r.rules.rules_total
             );
+            print!("{}", render_grants(&r.grants, "granted", "revoked"));
             Ok(())
         }
         PolicyCmd::Check { from, to, port } => {
@@ -164,8 +165,12 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
 fn lint(file: &Path) -> Result<()> {
     let p = policy::lint(file)?;
     let project = p.project().unwrap_or("(standalone containers)");
+    let secrets = match p.secrets.0.len() {
+        0 => String::new(),
+        n => format!(", {n} secret(s) declared"),
+    };
     println!(
-        "{}: ok: project {project}, {} service(s), {} network(s)",
+        "{}: ok: project {project}, {} service(s), {} network(s){secrets}",
         file.display(),
         p.services.len(),
         p.networks.len()
@@ -199,6 +204,15 @@ pub fn render_apply(r: &ApplyResult) -> String {
     out.extend(r.networks.created.iter().map(|n| format!("created network {n}\n")));
     out.extend(r.networks.attachments.iter().map(|a| format!("{a}\n")));
     out.extend(r.networks.warnings.iter().map(|w| format!("warning: {w}\n")));
+    out.push_str(&render_grants(&r.grants, "granted", "revoked"));
+    out
+}
+
+/// One line per grant made or taken back (`granted db-password to shop/app`).
+pub fn render_grants(g: &GrantChanges, plus: &str, minus: &str) -> String {
+    let mut out = String::new();
+    out.extend(g.granted.iter().map(|x| format!("{plus} {x}\n")));
+    out.extend(g.revoked.iter().map(|x| format!("{minus} {x}\n")));
     out
 }
 
@@ -206,8 +220,17 @@ fn print_diff(d: &DiffResult) {
     for note in &d.notes {
         eprintln!("# note: {note}");
     }
+    if !d.grants.is_empty() {
+        println!("# grants (x-seg.secrets)");
+        print!("{}", render_grants(&d.grants, "+ grant", "- grant"));
+    }
     if d.v4.is_empty() && d.v6.is_empty() {
-        eprintln!("# policy {}: no change, the live rules already match", d.name);
+        let what = if d.grants.is_empty() {
+            "no change, the live rules already match"
+        } else {
+            "the live rules already match"
+        };
+        eprintln!("# policy {}: {what}", d.name);
         return;
     }
     if !d.v4.is_empty() {
@@ -268,7 +291,14 @@ pub fn render_verify(r: &VerifyReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seg_common::api::policy::{NetworkReport, Reach, RulesReport, VerifyRow};
+    use seg_common::api::policy::{DeclaredGrant, NetworkReport, Reach, RulesReport, VerifyRow};
+
+    fn grant(secret: &str, to: &str) -> DeclaredGrant {
+        DeclaredGrant {
+            secret: seg_common::name::SecretName::parse(secret).unwrap(),
+            to: seg_common::api::GrantTarget::parse(to).unwrap(),
+        }
+    }
 
     #[test]
     fn apply_and_verify_read_well() {
@@ -281,12 +311,24 @@ mod tests {
                 warnings: vec!["network `x` exists but differs".into()],
             },
             rules: RulesReport { chains_written: 3, rules_written: 9, chains_removed: 1, rules_total: 30 },
+            grants: GrantChanges {
+                granted: vec![grant("db-password", "shop/app")],
+                revoked: vec![grant("db-password", "shop/web")],
+            },
         };
         let text = render_apply(&r);
         assert!(
             text.starts_with("policy shop applied: 3 chain(s) written (9 rule(s)), 1 removed; 30 rule(s)")
         );
         assert!(text.contains("created network shop_backend\nconnect c1 to shop_backend\nwarning: network"));
+        assert!(
+            text.ends_with("granted db-password to shop/app\nrevoked db-password to shop/web\n"),
+            "{text}"
+        );
+        assert_eq!(
+            render_grants(&r.grants, "+ grant", "- grant").lines().next(),
+            Some("+ grant db-password to shop/app")
+        );
         r.changed = false;
         assert!(render_apply(&r).starts_with("policy shop: already applied and in force, nothing written"));
         let row = |observed| VerifyRow {

@@ -75,7 +75,10 @@ impl Admin {
     {
         let path = req.uri().path().to_owned();
         if super::admin_policy::owns(&path) {
-            return super::admin_policy::handle(self.segregation.as_deref(), peer.uid, req, entry).await;
+            let grants =
+                super::admin_grants::Grants { store: &self.store, rotation_state: &self.rotation_state };
+            let seg = self.segregation.as_deref();
+            return super::admin_policy::handle(seg, grants, peer.uid, req, entry).await;
         }
         let route = http::route(&path);
         entry.action = action(req.method(), route);

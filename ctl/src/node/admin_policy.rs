@@ -6,6 +6,7 @@
 //! entry: the action here, what changed in its reason.
 
 use super::access_log::Entry;
+use super::admin_grants::Grants;
 use super::http::{json, Failure, ReqBody, Resp};
 use crate::network::NetworkError;
 use crate::segregation::{OpError, Segregation};
@@ -48,6 +49,7 @@ fn action(method: &Method, parts: &[&str]) -> &'static str {
 
 pub async fn handle<B: ReqBody>(
     seg: Option<&Segregation>,
+    grants: Grants<'_>,
     uid: u32,
     req: Request<B>,
     entry: &mut Entry,
@@ -78,12 +80,13 @@ pub async fn handle<B: ReqBody>(
         ));
     };
     let query = req.uri().query().unwrap_or("").to_owned();
-    let result = route(seg, entry, &parts, &query, req).await;
+    let result = route(seg, grants, entry, &parts, &query, req).await;
     result.map_err(failure)
 }
 
 async fn route<B: ReqBody>(
     seg: &Segregation,
+    grants: Grants<'_>,
     entry: &mut Entry,
     parts: &[&str],
     query: &str,
@@ -93,25 +96,32 @@ async fn route<B: ReqBody>(
         "policy_list" => ok(&seg.list().await),
         "policy_show" => ok(&seg.show(parts[1]).await?),
         "policy_apply" => {
-            let done = seg.apply(read_json::<PolicySource, B>(req).await?).await?;
+            let done = grants.apply(seg, read_json::<PolicySource, B>(req).await?).await?;
             entry.reason = format!(
-                "policy {}: changed={}, {} chain(s) written, {} removed, networks created {:?}, moves {:?}",
+                "policy {}: changed={}, {} chain(s) written, {} removed, networks created {:?}, moves {:?}, \
+                 granted {}, revoked {}",
                 done.name,
                 done.changed,
                 done.rules.chains_written,
                 done.rules.chains_removed,
                 done.networks.created,
-                done.networks.attachments
+                done.networks.attachments,
+                shown(&done.grants.granted),
+                shown(&done.grants.revoked)
             );
             ok(&done)
         }
         "policy_remove" => {
-            let done = seg.remove(parts[1]).await?;
-            entry.reason =
-                format!("policy {} removed, {} chain(s) removed", done.name, done.rules.chains_removed);
+            let done = grants.remove(seg, parts[1]).await?;
+            entry.reason = format!(
+                "policy {} removed, {} chain(s) removed, revoked {}",
+                done.name,
+                done.rules.chains_removed,
+                shown(&done.grants.revoked)
+            );
             ok(&done)
         }
-        "policy_diff" => ok(&seg.diff(read_json::<PolicySource, B>(req).await?).await?),
+        "policy_diff" => ok(&grants.diff(seg, read_json::<PolicySource, B>(req).await?).await?),
         "policy_check" => {
             let q = Query::parse(query, &["from", "to", "port"])?;
             ok(&seg.check(q.need("from")?, q.need("to")?, q.need("port")?).await?)
@@ -155,6 +165,12 @@ async fn route<B: ReqBody>(
     }
 }
 
+/// `[db-password to shop/app, …]` for the access log (names only).
+fn shown(list: &[seg_common::api::policy::DeclaredGrant]) -> String {
+    let items: Vec<String> = list.iter().map(ToString::to_string).collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn ok<T: serde::Serialize>(value: &T) -> Result<Resp, OpError> {
     Ok(json(StatusCode::OK, value))
 }
@@ -171,7 +187,10 @@ fn failure(e: OpError) -> Failure {
         }
         OpError::Network(n) => network_status(n),
         OpError::Firewall(_) => (StatusCode::INTERNAL_SERVER_ERROR, "firewall_error"),
-        OpError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        OpError::Store(_) | OpError::SecretStore(_) | OpError::Grant { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+        }
+        OpError::UnknownSecrets { .. } => (StatusCode::BAD_REQUEST, "unknown_secret"),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("segregation: {e}");
@@ -298,15 +317,17 @@ mod tests {
         let req = |method: &str, path: &str| {
             Request::builder().method(method).uri(path).body(http_body_util::Full::new(Bytes::new())).unwrap()
         };
+        let rig = crate::node::fakes::Rig::new();
+        let grants = Grants { store: &rig.admin.store, rotation_state: &rig.admin.rotation_state };
         let mut entry = Entry::new(Socket::Admin, "unknown");
-        let e = refusal(handle(None, 1000, req("GET", "/v1/policies"), &mut entry).await);
+        let e = refusal(handle(None, grants, 1000, req("GET", "/v1/policies"), &mut entry).await);
         assert_eq!((e.status, entry.action), (StatusCode::FORBIDDEN, "policy_list"));
-        let e = refusal(handle(None, 0, req("PUT", "/v1/icc"), &mut entry).await);
+        let e = refusal(handle(None, grants, 0, req("PUT", "/v1/icc"), &mut entry).await);
         assert_eq!(
             (e.status, e.code, entry.action),
             (StatusCode::SERVICE_UNAVAILABLE, "segregation_off", "icc_set")
         );
-        let e = refusal(handle(None, 0, req("PATCH", "/v1/policies/x"), &mut entry).await);
+        let e = refusal(handle(None, grants, 0, req("PATCH", "/v1/policies/x"), &mut entry).await);
         assert_eq!(e.status, StatusCode::NOT_FOUND);
     }
 }

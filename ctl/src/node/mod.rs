@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod admin_grants;
 mod admin_policy;
 mod admin_rotation;
 pub mod agent;

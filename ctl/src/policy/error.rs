@@ -18,7 +18,7 @@ impl PolicyError {
     /// Turns a serde_norway error into ours. serde_norway renders
     /// `PATH: MESSAGE at line L column C`; seg's own messages start with
     /// [`OWN`] and say where the path goes with [`PATH_SLOT`].
-    pub(crate) fn from_yaml(file: &str, err: &serde_norway::Error) -> PolicyError {
+    pub fn from_yaml(file: &str, err: &serde_norway::Error) -> PolicyError {
         let mut text = err.to_string();
         let Some(loc) = err.location() else {
             return PolicyError::File { file: file.to_string(), message: text };

@@ -9,8 +9,10 @@
 
 mod dupcheck;
 mod error;
+pub mod grants;
 mod model;
 pub mod net;
+mod secrets;
 mod values;
 
 pub use error::PolicyError;
@@ -18,6 +20,7 @@ pub use model::{
     Egress, Ingress, IngressRule, Name, NetRef, NetworkDecl, Peer, Peers, Policy, Ports, ServiceKey,
     ServiceRef, ServiceSpec, Version,
 };
+pub use model::{FileMode, SecretDecl, Secrets, DEFAULT_MODE};
 pub use net::{Cidr, CidrError, Family, PortRange, PortRangeError, Proto, ProtoError};
 
 use dupcheck::NoDuplicates;
@@ -103,6 +106,16 @@ pub fn parse_compose(text: &str, file: &str, dir_project: Option<&str>) -> Resul
     policy.origin = format!("{file}#x-seg");
     Ok(policy)
 }
+
+/// An error for a `Deserialize` impl outside this module (the compose
+/// generator's): `message` may say where the YAML path goes with
+/// [`PATH_SLOT`]; [`PolicyError::from_yaml`] then reads it with its line
+/// and column.
+pub fn located<E: serde::de::Error>(message: String) -> E {
+    model::own(message)
+}
+
+pub use model::PATH_SLOT;
 
 /// Compose's project name rule: lowercase, only `[a-z0-9_-]`.
 pub fn normalize_project(dir: &str) -> String {

@@ -3,6 +3,7 @@
 //! serde_norway pins the error to that value's line and column.
 
 use super::net::{Cidr, PortRange};
+use seg_common::name::SecretName;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -12,7 +13,7 @@ use std::fmt;
 /// Marks a message written by seg (not serde): the parser puts the YAML path
 /// where [`PATH_SLOT`] stands. See `error.rs`.
 pub(crate) const OWN: char = '\u{1}';
-pub(crate) const PATH_SLOT: char = '\u{2}';
+pub const PATH_SLOT: char = '\u{2}';
 
 /// A whole policy: one compose project (or the standalone containers when
 /// `project` is absent), its networks and its services.
@@ -26,6 +27,9 @@ pub struct Policy {
     pub networks: BTreeMap<Name, NetworkDecl>,
     #[serde(default)]
     pub services: BTreeMap<ServiceKey, ServiceSpec>,
+    /// `secrets:`: which services get which secret (granted on apply).
+    #[serde(default)]
+    pub secrets: Secrets,
     /// Where the policy came from, for messages (`shop.yaml`, `compose.yml#x-seg`).
     #[serde(skip)]
     pub origin: String,
@@ -137,6 +141,51 @@ impl std::borrow::Borrow<str> for ServiceKey {
     }
 }
 
+// `x-seg.secrets`: the values; `secrets.rs` reads them.
+
+/// The file mode when a declaration gives none.
+pub const DEFAULT_MODE: FileMode = FileMode(0o400);
+
+/// `x-seg.secrets`, by secret name (read in `secrets.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Secrets(pub BTreeMap<SecretName, SecretDecl>);
+
+/// One secret's declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretDecl {
+    /// The services it is granted to and delivered to, sorted.
+    pub to: Vec<String>,
+    pub mode: FileMode,
+}
+
+/// A file mode a secret may have: read bits only, the owner's included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileMode(pub u32);
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Secrets {
+    /// Each service that gets secrets, with their names (sorted) and their one mode.
+    pub fn by_service(&self) -> BTreeMap<String, (Vec<SecretName>, FileMode)> {
+        let mut out: BTreeMap<String, (Vec<SecretName>, FileMode)> = BTreeMap::new();
+        for (name, decl) in &self.0 {
+            for service in &decl.to {
+                let entry = out.entry(service.clone()).or_insert_with(|| (Vec::new(), decl.mode));
+                entry.0.push(name.clone());
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 thread_local! {
     /// What the current parse knows (serde has no context argument, and the
     /// derived types cannot take a seed): set by `parse.rs` around one parse.
@@ -153,7 +202,7 @@ pub(crate) struct ParseContext {
     pub compose_services: Option<Vec<String>>,
 }
 
-pub(super) fn own<E: de::Error>(msg: String) -> E {
+pub(crate) fn own<E: de::Error>(msg: String) -> E {
     E::custom(format!("{OWN}{msg}"))
 }
 

@@ -5,7 +5,8 @@
 //! the rules and the stored state as they were.
 
 use super::api::{
-    ApplyResult, CheckResult, DiffResult, PolicyDetail, PolicySource, PolicySummary, RemoveResult,
+    ApplyResult, CheckResult, DeclaredGrant, DiffResult, PolicyDetail, PolicySource, PolicySummary,
+    RemoveResult,
 };
 use super::events::fix_attachments;
 use super::state::{Mode, State};
@@ -40,6 +41,20 @@ pub enum OpError {
     DaemonJson(#[from] crate::daemon_json::DaemonJsonError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    /// `x-seg.secrets` names secrets the store does not hold.
+    #[error(
+        "{file}: x-seg.secrets names {} the store does not hold: {}; put {} first (`segctl secret put NAME`); \
+         nothing was changed",
+        if names.len() == 1 { "a secret" } else { "secrets" },
+        names.join(", "),
+        if names.len() == 1 { "it" } else { "them" }
+    )]
+    UnknownSecrets { file: String, names: Vec<String> },
+    #[error("cannot read the secret store's grants: {0}; nothing was changed")]
+    SecretStore(Box<crate::store::StoreError>),
+    /// A grant or revocation of a declaration failed; what was done is undone.
+    #[error("cannot {action} {grant}: {cause}; the policy and its grants were left as before")]
+    Grant { action: &'static str, grant: String, cause: Box<crate::store::StoreError> },
 }
 
 // By hand, not `#[from]`: the message already quotes the firewall's error, so
@@ -89,14 +104,24 @@ impl Segregation {
         })
     }
 
-    /// `segctl policy apply`: the policy replaces the one of its project.
-    pub async fn apply(&self, source: PolicySource) -> Result<ApplyResult, OpError> {
+    /// The grants the applied policy `name` made; `None`: no such policy.
+    pub async fn owned_grants(&self, name: &str) -> Option<Vec<DeclaredGrant>> {
+        self.state.lock().await.records().get(name).map(|r| r.grants.clone())
+    }
+
+    /// `segctl policy apply`: the policy replaces the one of its project;
+    /// `grants` are the grants it owns from now on (made by the caller).
+    pub async fn apply(
+        &self,
+        source: PolicySource,
+        grants: Vec<DeclaredGrant>,
+    ) -> Result<ApplyResult, OpError> {
         let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
         let name = name_of(&parsed);
         let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         validate_set(&st.with_candidate(&name, &parsed)).map_err(|e| OpError::Conflict(e.to_string()))?;
-        let same = st.records().get(&name).is_some_and(|r| r.source == source);
+        let same = st.records().get(&name).is_some_and(|r| r.source == source && r.grants == grants);
         self.refresh_all(&mut st, &docker).await?;
         let mut networks = super::api::NetworkReport::default();
         attach::ensure(
@@ -111,7 +136,7 @@ impl Segregation {
         }
         let project = parsed.project.as_ref().map(|p| p.0.clone());
         networks.warnings.extend(super::host::bridge_warnings(st.live.inventory(), project.as_deref()).await);
-        let record = Record { name: name.clone(), source, applied_at: now() };
+        let record = Record { name: name.clone(), source, applied_at: now(), grants };
         let previous = st.put(record.clone(), parsed);
         let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
         let outcome = outcome.and_then(|o| self.store.save(&record).map(|()| o).map_err(OpError::from));
@@ -130,7 +155,13 @@ impl Segregation {
         }
         let changed =
             !same || applied.changed() || !networks.attachments.is_empty() || !networks.created.is_empty();
-        Ok(ApplyResult { name, changed, networks, rules: applied.report(&desired) })
+        Ok(ApplyResult {
+            name,
+            changed,
+            networks,
+            rules: applied.report(&desired),
+            grants: Default::default(),
+        })
     }
 
     /// Puts the previous policy (or none) back, in memory, on disk and in
@@ -176,7 +207,7 @@ impl Segregation {
         match outcome {
             Ok(done) => {
                 let rules = done.map(|(a, d)| a.report(&d)).unwrap_or_default();
-                Ok(RemoveResult { name: name.into(), rules })
+                Ok(RemoveResult { name: name.into(), rules, grants: Default::default() })
             }
             Err(e) => {
                 if let Some((record, p)) = previous {
@@ -205,7 +236,7 @@ impl Segregation {
             .collect();
         let moves = attach::plan(std::slice::from_ref(&parsed), st.live.inventory(), None);
         notes.extend(moves.iter().map(|op| format!("apply would {op} (its rules then follow)")));
-        Ok(DiffResult { name, v4, v6, notes })
+        Ok(DiffResult { name, v4, v6, notes, grants: Default::default() })
     }
 
     /// `segctl policy check`: decided from the applied policies.

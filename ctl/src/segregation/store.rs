@@ -3,7 +3,7 @@
 //! restart re-reads exactly what was applied) and `icc.json` (the docker0
 //! ICC setting). Every write is atomic: temp file, fsync, rename, fsync dir.
 
-use super::api::PolicySource;
+use super::api::{DeclaredGrant, PolicySource};
 use crate::policy::{self, Policy, PolicyError};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +32,9 @@ pub struct Record {
     pub source: PolicySource,
     /// Unix seconds.
     pub applied_at: u64,
+    /// The grants this policy's `x-seg.secrets` made (and so may revoke).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<DeclaredGrant>,
 }
 
 impl Record {
@@ -165,7 +168,7 @@ mod tests {
 
     fn record(name: &str, text: &str) -> Record {
         let source = PolicySource { file: format!("{name}.yaml"), text: text.into(), dir_project: None };
-        Record { name: name.into(), source, applied_at: 1 }
+        Record { name: name.into(), source, applied_at: 1, grants: Vec::new() }
     }
 
     #[test]

@@ -49,7 +49,7 @@ const SHOP: &str = "version: 1\nproject: shop\nservices:\n  api: { ingress: [{ f
 fn record(text: &str) -> (Record, crate::policy::Policy) {
     let policy = parse_policy(text, "shop.yaml").unwrap();
     let source = PolicySource { file: "shop.yaml".into(), text: text.into(), dir_project: None };
-    (Record { name: "shop".into(), source, applied_at: 0 }, policy)
+    (Record { name: "shop".into(), source, applied_at: 0, grants: Vec::new() }, policy)
 }
 
 fn container(id: &str, service: &str, ip: &str) -> Known {
@@ -166,10 +166,12 @@ async fn a_restarted_controller_loads_what_was_applied() {
         ("shop", vec!["api".to_string(), "web".to_string()])
     );
     assert!(seg.show("shop").await.unwrap().source.contains("9000/tcp"));
-    let err = seg.apply(record(SHOP).0.source).await.unwrap_err().to_string();
+    let err = seg.apply(record(SHOP).0.source, Vec::new()).await.unwrap_err().to_string();
     assert!(err.contains("not connected to Docker"), "{err}");
-    let err =
-        seg.apply(PolicySource { file: "x.yaml".into(), text: "version: 3\n".into(), dir_project: None });
+    let err = seg.apply(
+        PolicySource { file: "x.yaml".into(), text: "version: 3\n".into(), dir_project: None },
+        Vec::new(),
+    );
     assert_eq!(
         err.await.unwrap_err().to_string(),
         "x.yaml:1:10: unsupported policy version 3 (this segctl reads version 1)"
