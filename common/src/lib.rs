@@ -10,6 +10,7 @@
 //! - [`sys`]: process hardening and memory locking (the only `unsafe`).
 
 pub mod api;
+pub mod file_name;
 pub mod name;
 pub mod secret;
 pub mod sys;

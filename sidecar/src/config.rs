@@ -6,7 +6,9 @@ use crate::writer::{DirOptions, Owner};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use seg_common::api::PostRotate;
+use seg_common::file_name::FileName;
 use seg_common::name::SecretName;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,8 +72,9 @@ pub struct RunArgs {
     /// Directory to write secrets to; must be a tmpfs shared with the app.
     #[arg(long, env = "SEG_DIR", default_value = "/run/secrets")]
     pub dir: PathBuf,
-    /// Comma-separated secrets to fetch. Default: every secret granted to
-    /// this container, re-discovered periodically.
+    /// Comma-separated secrets to fetch, each `NAME` or `NAME:FILE` (written
+    /// to FILE in the directory instead of NAME). Default: every secret
+    /// granted to this container, re-discovered periodically.
     #[arg(long, env = "SEG_SECRETS", value_parser = parse_names)]
     pub secrets: Option<NameList>,
     /// File mode, octal.
@@ -107,7 +110,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn dir_options(&self) -> DirOptions {
-        DirOptions { mode: self.mode, owner: self.owner, allow_non_tmpfs: self.allow_non_tmpfs }
+        let files = self.secrets.as_ref().map(|list| list.1.clone()).unwrap_or_default();
+        DirOptions { mode: self.mode, owner: self.owner, allow_non_tmpfs: self.allow_non_tmpfs, files }
     }
 
     /// The post-rotate action, if one was declared.
@@ -128,9 +132,10 @@ impl RunArgs {
     }
 }
 
-/// A comma-separated list of secret names.
+/// A comma-separated list of secret names, each with the file it is
+/// written to when that is not its own name.
 #[derive(Debug, Clone)]
-pub struct NameList(pub Vec<SecretName>);
+pub struct NameList(pub Vec<SecretName>, pub BTreeMap<SecretName, FileName>);
 
 fn parse_action(raw: &str) -> Result<PostRotate, String> {
     PostRotate::parse(raw).map_err(|e| e.to_string())
@@ -158,13 +163,29 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 fn parse_names(raw: &str) -> Result<NameList, String> {
-    let mut names = Vec::new();
+    let (mut names, mut files) = (Vec::new(), BTreeMap::new());
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        names.push(SecretName::parse(part).map_err(|e| e.to_string())?);
+        let (name, file) = part.split_once(':').map_or((part, None), |(n, f)| (n, Some(f)));
+        let name = SecretName::parse(name).map_err(|e| e.to_string())?;
+        if let Some(file) = file {
+            let file = FileName::parse(file).map_err(|e| format!("{part}: {e}"))?;
+            if files.insert(name.clone(), file.clone()).is_some_and(|f| f != file) {
+                return Err(format!("{name} is given two file names"));
+            }
+        }
+        names.push(name);
     }
     names.sort();
     names.dedup();
-    Ok(NameList(names))
+    // Two secrets must not end up in one file.
+    let mut taken: BTreeMap<String, &SecretName> = BTreeMap::new();
+    for name in &names {
+        let file = files.get(name).map_or(name.as_str(), FileName::as_str);
+        if let Some(other) = taken.insert(file.to_string(), name) {
+            return Err(format!("{other} and {name} would both be written to {file}"));
+        }
+    }
+    Ok(NameList(names, files))
 }
 
 fn parse_mode(raw: &str) -> Result<u32, String> {
@@ -302,5 +323,27 @@ mod tests {
             assert!(parse_duration(bad).unwrap_err().contains("is not a duration like 500ms"), "{bad}");
         }
         assert_eq!(parse_duration("11m").unwrap_err(), "11m is too long: use at most 10m");
+    }
+
+    #[test]
+    fn a_secret_may_name_its_file_and_two_secrets_never_share_one() {
+        let run = parse(&["--secrets", "tls.key:server.key,db"]).unwrap().run;
+        let names: Vec<_> = run.requested().unwrap().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["db", "tls.key"]);
+        let files = run.dir_options().files;
+        assert_eq!(
+            files.iter().map(|(n, f)| (n.as_str(), f.as_str())).collect::<Vec<_>>(),
+            [("tls.key", "server.key")]
+        );
+        for (bad, says) in [
+            ("a:b,b", "a and b would both be written to b"),
+            ("a:x,b:x", "a and b would both be written to x"),
+            ("a:x,a:y", "a is given two file names"),
+            ("a:../x", "a:../x: file name \"../x\" must start with a letter or a digit"),
+            ("a:x/y", "has '/' at byte 1"),
+        ] {
+            let err = parse(&["--secrets", bad]).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Stat};
 use rustix::io::Errno;
+use seg_common::file_name::FileName;
 use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use std::collections::BTreeMap;
@@ -86,6 +87,8 @@ pub struct DirOptions {
     pub mode: u32,
     pub owner: Option<Owner>,
     pub allow_non_tmpfs: bool,
+    /// Secrets written to a file of another name (`SEG_SECRETS=NAME:FILE`).
+    pub files: BTreeMap<SecretName, FileName>,
 }
 
 /// Identity and change marker of a file: any write, chmod, chown or rename
@@ -157,6 +160,11 @@ impl TmpfsDir {
         Ok(me)
     }
 
+    /// The file `name` is written to: its own name unless renamed.
+    fn file<'n>(&'n self, name: &'n SecretName) -> &'n str {
+        self.opts.files.get(name).map_or(name.as_str(), FileName::as_str)
+    }
+
     fn shown(&self, name: &str) -> String {
         self.path.join(name).display().to_string()
     }
@@ -214,18 +222,18 @@ impl TmpfsDir {
 
     /// True when the name still leads to our inode, untouched since.
     fn untouched(&self, name: &SecretName, ours: &OurFile) -> bool {
-        let at_name = rfs::statat(&self.dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+        let at_name = rfs::statat(&self.dir, self.file(name), AtFlags::SYMLINK_NOFOLLOW);
         at_name.is_ok_and(|st| Stamp::of(&st) == ours.stamp)
     }
 
     fn write_new(&mut self, name: &SecretName, version: u64, value: &SecretBytes) -> Result<(), WriteError> {
-        let (fd, tmp) = self.create_temp(name.as_str())?;
+        let (fd, tmp) = self.create_temp(self.file(name))?;
         if let Err(e) = self.fill_and_rename(&fd, &tmp, name, value) {
             zero_fd(&fd);
             let _ = rfs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
             return Err(e);
         }
-        let stamp = Stamp::of(&rfs::fstat(&fd).map_err(io_err("stat", self.shown(name.as_str())))?);
+        let stamp = Stamp::of(&rfs::fstat(&fd).map_err(io_err("stat", self.shown(self.file(name))))?);
         // The replaced file's descriptor closes here. Its bytes are not
         // zeroed: the app may still be reading the old value through an open
         // handle, and rename promised it a complete file.
@@ -254,8 +262,8 @@ impl TmpfsDir {
         }
         write_all(fd, value.expose()).map_err(io_err("write", &shown_tmp))?;
         rfs::fsync(fd).map_err(io_err("fsync", &shown_tmp))?;
-        rfs::renameat(&self.dir, tmp, &self.dir, name.as_str())
-            .map_err(io_err("rename into place", self.shown(name.as_str())))
+        rfs::renameat(&self.dir, tmp, &self.dir, self.file(name))
+            .map_err(io_err("rename into place", self.shown(self.file(name))))
     }
 }
 
@@ -278,26 +286,26 @@ impl SecretSink for TmpfsDir {
         if let Some(ours) = &ours {
             zero_fd(&ours.fd);
         }
-        let at_name = match rfs::statat(&self.dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        let at_name = match rfs::statat(&self.dir, self.file(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(ours.is_some()),
-            Err(e) => return Err(io_err("stat", self.shown(name.as_str()))(e)),
+            Err(e) => return Err(io_err("stat", self.shown(self.file(name)))(e)),
         };
         let is_ours = ours.as_ref().is_some_and(|o| o.stamp.same_inode(&Stamp::of(&at_name)));
         if !is_ours {
             // Not the file we wrote (e.g. left by an earlier run): zero it
             // too if it is a plain file we can safely reach.
-            zero_by_name(&self.dir, name.as_str());
+            zero_by_name(&self.dir, self.file(name));
         }
-        match rfs::unlinkat(&self.dir, name.as_str(), AtFlags::empty()) {
+        match rfs::unlinkat(&self.dir, self.file(name), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(true),
-            Err(e) => Err(io_err("remove", self.shown(name.as_str()))(e)),
+            Err(e) => Err(io_err("remove", self.shown(self.file(name)))(e)),
         }
     }
 
     fn is_on_disk(&self, name: &SecretName) -> bool {
         let Some(ours) = self.files.get(name) else { return false };
-        rfs::statat(&self.dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        rfs::statat(&self.dir, self.file(name), AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|st| ours.stamp.same_inode(&Stamp::of(&st)))
     }
 
@@ -306,7 +314,7 @@ impl SecretSink for TmpfsDir {
     }
 
     fn describe(&self, name: &SecretName) -> String {
-        self.shown(name.as_str())
+        self.shown(self.file(name))
     }
 }
 

@@ -10,7 +10,7 @@ fn shm_dir() -> tempfile::TempDir {
 }
 
 fn opts() -> DirOptions {
-    DirOptions { mode: 0o400, owner: None, allow_non_tmpfs: false }
+    DirOptions { mode: 0o400, owner: None, allow_non_tmpfs: false, files: Default::default() }
 }
 
 fn name(s: &str) -> SecretName {
@@ -220,4 +220,21 @@ fn a_missing_secrets_directory_is_said_once() {
             missing.display()
         )
     );
+}
+
+/// `SEG_SECRETS=tls.key:server.key`: the secret is written to, and wiped
+/// from, the file of the other name; its own name is never created.
+#[test]
+fn a_renamed_secret_lives_in_its_file() {
+    let d = shm_dir();
+    let files = [(name("tls.key"), seg_common::file_name::FileName::parse("server.key").unwrap())].into();
+    let mut w = TmpfsDir::open(d.path(), DirOptions { files, ..opts() }).unwrap();
+    w.store(&name("tls.key"), 1, &secret(b"k1")).unwrap();
+    assert_eq!(entries(d.path()), ["server.key"]);
+    assert_eq!(fs::read(d.path().join("server.key")).unwrap(), b"k1");
+    assert!(w.is_on_disk(&name("tls.key")));
+    w.store(&name("tls.key"), 2, &secret(b"k2")).unwrap();
+    assert_eq!(fs::read(d.path().join("server.key")).unwrap(), b"k2");
+    w.wipe(&name("tls.key")).unwrap();
+    assert!(entries(d.path()).is_empty());
 }

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 const PW: &str = "compose-pw";
 const PW_FILE: &str = "/run/secrets/compose-pw";
+/// A second secret, for app only, written under another file name.
+const KEY: &str = "compose-key";
+const KEY_FILE: &str = "/run/secrets/server.key";
 
-/// Two services, both getting [`PW`]; `to` replaces the list.
+/// Two services, both getting [`PW`] (`to` replaces the list), and app
+/// also [`KEY`] in a file of another name.
 fn short_form(project: &str, to: &str) -> Value {
     let text = format!(
         "services:\n\
@@ -22,7 +26,8 @@ fn short_form(project: &str, to: &str) -> Value {
          \x20 version: 1\n\
          \x20 project: {project}\n\
          \x20 secrets:\n\
-         \x20   {PW}: {{ to: {to} }}\n"
+         \x20   {PW}: {{ to: {to} }}\n\
+         \x20   {KEY}: {{ to: [app], file: server.key }}\n"
     );
     serde_norway::from_str(&text).expect("yaml")
 }
@@ -72,6 +77,8 @@ fn short_form_delivers_and_policy_apply_grants_and_revokes_to_match() {
     let file = project.file().to_str().unwrap().to_owned();
     let value = random_text(24);
     ctl.put(PW, value.as_slice(), &[]);
+    let key = random_text(24);
+    ctl.put(KEY, key.as_slice(), &[]);
     // A grant made by hand to another service: no declaration may take it away.
     let by_hand = project.target("worker");
     ctl.grant(PW, &by_hand);
@@ -97,6 +104,9 @@ fn short_form_delivers_and_policy_apply_grants_and_revokes_to_match() {
     project.up();
     project.wait_for_file("app", PW_FILE, value.as_slice(), Duration::from_secs(30));
     project.wait_for_file("db", PW_FILE, value.as_slice(), Duration::from_secs(30));
+    // `file: server.key`: the secret is there under that name only.
+    project.wait_for_file("app", KEY_FILE, key.as_slice(), Duration::from_secs(30));
+    assert_eq!(project.read_file("app", &format!("/run/secrets/{KEY}")), None, "not under its own name");
     let stat = project.exec_ok("db", &["stat", "-c", "%a %u", PW_FILE]);
     assert_eq!(String::from_utf8_lossy(&stat).trim(), "400 1001", "owned by db's own user");
 

@@ -91,7 +91,8 @@ pub fn plan(text: &str, opts: &Options) -> Result<Vec<Delivery>, ComposeError> {
     let mut out = Vec::new();
     for (service, (names, mode)) in by_service {
         let user = layout.users[&service];
-        let d = Delivery { service, secrets: names.iter().map(ToString::to_string).collect(), mode, user };
+        let secrets = names.iter().map(|n| parsed.secrets.0[n].sidecar_entry(n)).collect();
+        let d = Delivery { service, secrets, mode, user };
         let taken = |what, name: String| ComposeError::Taken { file: opts.file.clone(), what, name };
         if layout.services.contains(&d.sidecar()) {
             return Err(taken("the service", d.sidecar()));

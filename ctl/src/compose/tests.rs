@@ -42,7 +42,7 @@ fn every_service_gets_its_own_sidecar_volume_and_mode() {
     let opts = Options { agent_dir: "/srv/seg run/agent".into(), ..opts() };
     let text = THREE.replace(
         "    api-token: { to: [app] }\n",
-        "    api-token: { to: [app] }\n    tls.key: { to: [web], mode: \"0440\" }\n",
+        "    api-token: { to: [app] }\n    tls.key: { to: [web], mode: \"0440\", file: server.key }\n",
     );
     let text = text.replace("user: www-data", "user: \"33:33\"");
     golden("ctl/src/compose/golden/three.seg.yml", &generate(&text, &opts).unwrap());
@@ -52,6 +52,8 @@ fn every_service_gets_its_own_sidecar_volume_and_mode() {
         (app.secrets.join(","), app.user.to_string()),
         ("api-token,db-password".into(), "1000".into())
     );
+    let web = plan.iter().find(|d| d.service == "web").unwrap();
+    assert_eq!(web.secrets, ["tls.key:server.key"], "the sidecar writes tls.key to server.key");
 }
 
 #[test]

@@ -156,6 +156,18 @@ pub struct SecretDecl {
     /// The services it is granted to and delivered to, sorted.
     pub to: Vec<String>,
     pub mode: FileMode,
+    /// The file it is written to in each of them when not its own name.
+    pub file: Option<seg_common::file_name::FileName>,
+}
+
+impl SecretDecl {
+    /// The sidecar's `SEG_SECRETS` entry for `name`: `NAME` or `NAME:FILE`.
+    pub fn sidecar_entry(&self, name: &SecretName) -> String {
+        match &self.file {
+            Some(file) => format!("{name}:{file}"),
+            None => name.to_string(),
+        }
+    }
 }
 
 /// A file mode a secret may have: read bits only, the owner's included.

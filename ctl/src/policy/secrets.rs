@@ -1,21 +1,23 @@
 //! `x-seg.secrets`: which service of the compose file gets which secret,
-//! and the mode of its files.
+//! the mode of its files and, when not the secret's name, its file's name.
 //!
 //! ```yaml
 //! x-seg:
 //!   version: 1
 //!   secrets:
-//!     db-password: { to: [db, app] }            # mode 0400
-//!     tls.key:     { to: [web], mode: "0440" }
+//!     db-password: { to: [db, app] }            # /run/secrets/db-password, mode 0400
+//!     tls.key:     { to: [web], mode: "0440", file: server.key }
 //! ```
 //!
 //! Every check runs inside the visitor of the value it is about (see
 //! `model.rs`), so an error carries that value's line and column. A
 //! service's secrets are written by one sidecar with one file mode, so two
 //! secrets given to the same service with different modes are refused where
-//! the second one names that service or states its mode.
+//! the second one names that service or states its mode; two secrets that
+//! would be one file of a service are refused at the second declaration.
 
 use super::model::{own, str_with, FileMode, SecretDecl, Secrets, ServiceKey, DEFAULT_MODE, PATH_SLOT};
+use seg_common::file_name::FileName;
 use seg_common::name::SecretName;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -28,6 +30,8 @@ use std::fmt;
 #[derive(Default)]
 struct Seen {
     modes: BTreeMap<String, (FileMode, String)>,
+    /// (service, file) → the secret written there.
+    files: BTreeMap<(String, String), String>,
     secret: String,
     mode: Option<FileMode>,
     services: Vec<String>,
@@ -102,14 +106,15 @@ impl<'de> Deserialize<'de> for SecretDecl {
         impl<'de> Visitor<'de> for V {
             type Value = SecretDecl;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`{ to: [SERVICE, …] }`, optionally with `mode: \"0440\"`")
+                f.write_str("`{ to: [SERVICE, …] }`, optionally with `mode: \"0440\"` and `file: NAME`")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretDecl, A::Error> {
-                let (mut to, mut mode) = (None, None);
+                let (mut to, mut mode, mut file) = (None, None, None);
                 while let Some(DeclKey(key)) = map.next_key()? {
                     match key {
                         "to" if to.is_none() => to = Some(map.next_value::<Targets>()?.0),
                         "mode" if mode.is_none() => mode = Some(map.next_value::<ModeValue>()?.0),
+                        "file" if file.is_none() => file = Some(map.next_value::<FileValue>()?.0),
                         _ => return Err(own(format!("`{key}` is given twice in {PATH_SLOT}"))),
                     }
                 }
@@ -121,7 +126,8 @@ impl<'de> Deserialize<'de> for SecretDecl {
                         note(service, DEFAULT_MODE).map_err(own)?;
                     }
                 }
-                Ok(SecretDecl { to, mode: mode.unwrap_or(DEFAULT_MODE) })
+                note_files(&to, file.as_ref()).map_err(own)?;
+                Ok(SecretDecl { to, mode: mode.unwrap_or(DEFAULT_MODE), file })
             }
         }
         d.deserialize_map(V)
@@ -136,9 +142,9 @@ impl<'de> Deserialize<'de> for DeclKey {
         str_with(d, |s| match s {
             "to" => Ok(DeclKey("to")),
             "mode" => Ok(DeclKey("mode")),
+            "file" => Ok(DeclKey("file")),
             other => Err(format!(
-                "unknown key `{other}` in {PATH_SLOT}: a secret has `to:` and optionally `mode:` \
-                 (its file is /run/secrets/NAME)"
+                "unknown key `{other}` in {PATH_SLOT}: a secret has `to:` and optionally `mode:` and `file:`"
             )),
         })
     }
@@ -203,6 +209,37 @@ fn target(s: &str) -> Result<String, String> {
         note(&key.0, mode)?;
     }
     Ok(key.0)
+}
+
+/// Records the file the current secret is written to in each of `to`
+/// (`file:` or its own name); refuses a file another secret of the same
+/// service is written to.
+fn note_files(to: &[String], file: Option<&FileName>) -> Result<(), String> {
+    SEEN.with(|s| {
+        let mut s = s.borrow_mut();
+        let secret = s.secret.clone();
+        let file = file.map_or(secret.clone(), |f| f.to_string());
+        for service in to {
+            let key = (service.clone(), file.clone());
+            if let Some(other) = s.files.get(&key).filter(|other| **other != secret) {
+                return Err(format!(
+                    "`{other}` and `{secret}` would both be /run/secrets/{file} in service `{service}` \
+                     ({PATH_SLOT}): give one of them another `file:`"
+                ));
+            }
+            s.files.insert(key, secret.clone());
+        }
+        Ok(())
+    })
+}
+
+/// `file: server.key`: one plain file name ([`FileName`]).
+struct FileValue(FileName);
+
+impl<'de> Deserialize<'de> for FileValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FileValue, D::Error> {
+        str_with(d, |s| FileName::parse(s).map(FileValue).map_err(|e| format!("{e} (in {PATH_SLOT})")))
+    }
 }
 
 /// `mode: "0440"` (a string) or `mode: 0440` (a YAML number, read as the

@@ -28,7 +28,7 @@ fn located(text: &str) -> String {
 fn reads_services_and_modes() {
     let s = parsed(APP);
     let pw = SecretName::parse("db-password").unwrap();
-    assert_eq!(s.0[&pw], SecretDecl { to: vec!["app".into(), "db".into()], mode: DEFAULT_MODE });
+    assert_eq!(s.0[&pw], SecretDecl { to: vec!["app".into(), "db".into()], mode: DEFAULT_MODE, file: None });
     assert_eq!(s.0[&SecretName::parse("tls.key").unwrap()].mode, FileMode(0o440));
     let by = s.by_service();
     assert_eq!(by.keys().collect::<Vec<_>>(), ["app", "db", "web"]);
@@ -67,8 +67,18 @@ fn bad_input_is_located() {
         ),
         (
             "mode: \"0440\"",
-            "file: server.key",
-            "docker-compose.yml:9:27: unknown key `file` in x-seg.secrets.tls.key: a secret has `to:` and optionally `mode:` (its file is /run/secrets/NAME)",
+            "path: server.key",
+            "docker-compose.yml:9:27: unknown key `path` in x-seg.secrets.tls.key: a secret has `to:` and optionally `mode:` and `file:`",
+        ),
+        (
+            "mode: \"0440\"",
+            "file: ../server.key",
+            "docker-compose.yml:9:33: file name \"../server.key\" must start with a letter or a digit (in x-seg.secrets.tls.key.file)",
+        ),
+        (
+            "mode: \"0440\"",
+            "file: keys/server.key",
+            "docker-compose.yml:9:33: file name \"keys/server.key\" has '/' at byte 4; allowed are letters, digits, '.', '_' and '-' (in x-seg.secrets.tls.key.file)",
         ),
     ];
     let mut wrong = Vec::new();
@@ -105,4 +115,24 @@ fn one_mode_per_service() {
     let text =
         APP.replace("{ to: [db, app] }", "{ to: [db, app], mode: \"0440\" }").replace("[web]", "[web, app]");
     assert_eq!(parsed(&text).by_service()["app"].0.len(), 2);
+}
+
+/// `file:` names the secret's file; two secrets of one service never share
+/// a file (by `file:` or by a secret's own name).
+#[test]
+fn a_file_name_is_the_secrets_and_no_two_secrets_share_one() {
+    let text =
+        APP.replace("{ to: [web], mode: \"0440\" }", "{ to: [web], mode: \"0440\", file: server.key }");
+    let tls = SecretName::parse("tls.key").unwrap();
+    let decl = &parsed(&text).0[&tls];
+    assert_eq!(decl.file.as_ref().map(|f| f.as_str()), Some("server.key"));
+    assert_eq!(decl.sidecar_entry(&tls), "tls.key:server.key");
+    let pw = SecretName::parse("db-password").unwrap();
+    assert_eq!(parsed(&text).0[&pw].sidecar_entry(&pw), "db-password");
+    let clash = APP.replace("{ to: [web], mode: \"0440\" }", "{ to: [app], file: db-password }");
+    assert_eq!(
+        located(&clash),
+        "docker-compose.yml:9:14: `db-password` and `tls.key` would both be /run/secrets/db-password in service `app` \
+         (x-seg.secrets.tls.key): give one of them another `file:`"
+    );
 }
