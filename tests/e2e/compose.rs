@@ -32,23 +32,6 @@ fn short_form(project: &str, to: &str) -> Value {
     serde_norway::from_str(&text).expect("yaml")
 }
 
-/// seg's nftables table (the controller runs `--firewall nftables`), removed
-/// again when the test ends: the test leaves the host's firewall as it found it.
-struct SegTable;
-
-impl SegTable {
-    fn listing() -> String {
-        let out = Command::new("nft").args(["list", "table", "inet", "seg"]).output().expect("nft");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for SegTable {
-    fn drop(&mut self) {
-        let _ = Command::new("nft").args(["delete", "table", "inet", "seg"]).output();
-    }
-}
-
 fn grants_of(ctl: &Controller, name: &str) -> Vec<String> {
     let list = ctl.list();
     let secret = list.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no secret {name}"));
@@ -56,14 +39,6 @@ fn grants_of(ctl: &Controller, name: &str) -> Vec<String> {
         secret["grants"].as_array().expect("grants").iter().map(|g| g.as_str().unwrap().to_owned()).collect();
     grants.sort();
     grants
-}
-
-/// `segctl compose` for the project's file, into `docker-compose.seg.yml` beside it.
-fn generate(ctl: &Controller, project: &Project) -> std::path::PathBuf {
-    let out = project.dir().join("docker-compose.seg.yml");
-    let file = project.file().to_str().unwrap();
-    ctl.segctl_ok(&["compose", "-f", file, "-o", out.to_str().unwrap(), "-p", &project.name]);
-    out
 }
 
 #[test]
@@ -83,7 +58,7 @@ fn short_form_delivers_and_policy_apply_grants_and_revokes_to_match() {
     let by_hand = project.target("worker");
     ctl.grant(PW, &by_hand);
 
-    let seg_file = generate(&ctl, &project);
+    let seg_file = project.generate_override(&ctl);
     project.add_override(seg_file.clone());
     let generated = std::fs::read_to_string(&seg_file).unwrap();
     assert!(generated.contains(&format!("{}:/run/seg/agent:ro", ctl.agent_dir().display())), "{generated}");

@@ -11,10 +11,9 @@ use std::time::Duration;
 const RECIPE: &str = "examples/api-token/docker-compose.yml";
 const TOKEN: &str = "api-token";
 
-fn recipe(ctl: &Controller) -> Project {
+fn recipe() -> Project {
     let path = workspace_root().join(RECIPE);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let text = text.replace("/run/seg/agent:/run/seg/agent:ro", &ctl.agent_volume());
     let doc: Yaml = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{RECIPE}: {e}"));
     Project::new(doc)
 }
@@ -40,11 +39,13 @@ fn wait_loaded(project: &Project, value: &[u8]) {
 #[test]
 fn a_cached_token_is_reloaded_by_a_post_rotate_exec_hook_in_each_replica() {
     let _serial = begin();
+    // Created before the controller, so it is dropped (the table removed) after it stopped.
+    let _table = SegTable;
     let ctl = Controller::start();
-    let project = recipe(&ctl);
+    let mut project = recipe();
     let v1 = random_text(40);
     ctl.put(TOKEN, &v1, &["--ttl", "10m"]);
-    ctl.grant(TOKEN, &project.target("app"));
+    project.apply_short_form(&ctl);
     let target = project.target("app");
     ctl.segctl_ok(&["secret", "hook", TOKEN, "--post-rotate-exec", &target, "--", "kill", "-HUP", "1"]);
     project.up();

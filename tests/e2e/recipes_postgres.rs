@@ -26,10 +26,9 @@ fn build_image() {
 }
 
 /// The recipe pointed at `ctl`, the server logging every statement.
-fn recipe(ctl: &Controller) -> Project {
+fn recipe() -> Project {
     let path = workspace_root().join(RECIPE);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let text = text.replace("/run/seg/agent:/run/seg/agent:ro", &ctl.agent_volume());
     let mut doc: Yaml = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{RECIPE}: {e}"));
     let command = Yaml::Sequence(vec!["-c".into(), "log_statement=all".into()]);
     service_mut(&mut doc, "db").insert("command".into(), command);
@@ -69,12 +68,13 @@ fn connects_with(project: &Project, password: &[u8]) -> bool {
 fn postgres_rotates_its_password_under_load_without_restarts_or_leaks() {
     let _serial = begin();
     build_image();
+    // Created before the controller, so it is dropped (the table removed) after it stopped.
+    let _table = SegTable;
     let ctl = Controller::start();
-    let project = recipe(&ctl);
+    let mut project = recipe();
     let v1 = random_text(32);
     ctl.put(SECRET_NAME, &v1, &["--ttl", "10m"]);
-    ctl.grant(SECRET_NAME, &project.target("db"));
-    ctl.grant(SECRET_NAME, &project.target("client"));
+    project.apply_short_form(&ctl);
     let target = project.target("db");
     let hook = ["secret", "hook", SECRET_NAME, "--pre-rotate-exec", &target, "--exec-user", "postgres"];
     ctl.segctl_ok(&[&hook[..], &["--timeout", "20s", "--", "sh", "-c", SET_PASSWORD]].concat());

@@ -20,10 +20,9 @@ fn build_image() {
     assert!(out.success(), "{} failed: {}", script.display(), out.text());
 }
 
-fn recipe(ctl: &Controller) -> Project {
+fn recipe() -> Project {
     let path = workspace_root().join(RECIPE);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let text = text.replace("/run/seg/agent:/run/seg/agent:ro", &ctl.agent_volume());
     let doc: Yaml = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{RECIPE}: {e}"));
     Project::new(doc)
 }
@@ -67,13 +66,15 @@ fn lifetime(id: &str) -> String {
 fn nginx_serves_the_rotated_certificate_after_a_post_rotate_exec_reload() {
     let _serial = begin();
     build_image();
+    // Created before the controller, so it is dropped (the table removed) after it stopped.
+    let _table = SegTable;
     let ctl = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let (pem1, fp1) = certificate(dir.path(), 1);
     let (pem2, fp2) = certificate(dir.path(), 2);
-    let project = recipe(&ctl);
+    let mut project = recipe();
     ctl.put(PEM, &pem1, &["--ttl", "10m"]);
-    ctl.grant(PEM, &project.target("web"));
+    project.apply_short_form(&ctl);
     let target = project.target("web");
     ctl.segctl_ok(&["secret", "hook", PEM, "--post-rotate-exec", &target, "--", "nginx", "-s", "reload"]);
     project.up();

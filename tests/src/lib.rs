@@ -19,6 +19,7 @@ mod controller;
 mod docker;
 mod lock;
 mod process;
+mod short_form;
 mod util;
 mod wait;
 
@@ -28,6 +29,7 @@ pub use controller::{agent_get, detach_mounts_under, error_code, Controller};
 pub use docker::{docker, docker_ok, Container};
 pub use lock::{begin, segctl_bin, Serial};
 pub use process::{run, run_with_stdin, Out};
+pub use short_form::SegTable;
 pub use util::{block_on, mode_of, random_bytes, random_text, unique_name, write_private};
 pub use wait::wait_until;
 
