@@ -65,7 +65,7 @@ enum Command {
     Audit(segctl::audit::AuditArgs),
     /// Network policies: apply, ls, show, rm, diff, lint, check, verify.
     Policy(cli::policy::PolicyArgs),
-    /// Docker networks for segregation: create, ls, rm (straight to Docker).
+    /// Docker networks for segregation: create, ls, rm (through the controller).
     Net(cli::net::NetArgs),
     /// Inter-container traffic on docker0: status, disable, enable.
     Icc(cli::icc::IccArgs),

@@ -10,7 +10,7 @@ use seg_common::name::SecretName;
 use seg_common::secret::SecretBytes;
 use segctl::store::envelope::Kek;
 use segctl::store::etcd::{EtcdConfig, EtcdStore};
-use segctl::store::{SecretStore, StoreError};
+use segctl::store::{SecretStore, StoreChange, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -169,6 +169,7 @@ fn two_nodes_see_each_others_writes_through_the_watch() {
     let cluster = Cluster::start();
     let key = kek();
     let (a, b) = (cluster.store(&key), cluster.store(&key));
+    let (mut a_heard, mut b_heard) = (a.changes().expect("a feed"), b.changes().expect("b feed"));
     let limit = Duration::from_secs(2);
     let mut lags = Vec::new();
     for round in 1..=20u64 {
@@ -177,8 +178,22 @@ fn two_nodes_see_each_others_writes_through_the_watch() {
         lags.push(wait_until("the other node sees the write", limit, || has_version(reader, "api", round)));
         assert!(reader.get(&name("api")).unwrap().value.ct_eq(format!("value {round}").as_bytes()));
     }
+    // Each node is told of the other's writes (what it pushes to its own
+    // sidecars), each once, in order, and never of its own.
+    let heard = |feed: &mut tokio::sync::broadcast::Receiver<StoreChange>| {
+        std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|c| (c.before.map(|m| m.version), c.after.map(|m| m.version)))
+            .collect::<Vec<_>>()
+    };
+    let expected = |first: u64| -> Vec<(Option<u64>, Option<u64>)> {
+        (first..=20).step_by(2).map(|v| ((v > 1).then_some(v - 1), Some(v))).collect()
+    };
+    assert_eq!(heard(&mut b_heard), expected(1), "b hears a's writes (odd rounds)");
+    assert_eq!(heard(&mut a_heard), expected(2), "a hears b's writes (even rounds)");
     a.grant(&name("api"), &GrantTarget::parse("*/worker").unwrap()).unwrap();
     wait_until("the grant reaches b", limit, || b.meta(&name("api")).is_ok_and(|m| m.grants.len() == 1));
+    let grant = b_heard.try_recv().expect("b hears the grant");
+    assert_eq!(grant.after.map(|m| m.grants.len()), Some(1));
     b.remove(&name("api")).unwrap();
     wait_until("the removal reaches a", limit, || a.meta(&name("api")).is_err());
     lags.sort();

@@ -27,6 +27,7 @@ impl Rig {
             access_log_options: Default::default(),
             resync_interval: Duration::from_secs(30),
             firewall: crate::firewall::select::Choice::Iptables,
+            store: Default::default(),
         });
         crate::node::setup::prepare_dirs(&paths).unwrap();
         Rig { dir, paths }

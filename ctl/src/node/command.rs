@@ -56,6 +56,74 @@ pub struct RunArgs {
     /// it, else iptables), nftables or iptables.
     #[arg(long, default_value = "auto", value_name = "BACKEND")]
     pub firewall: crate::firewall::select::Choice,
+    /// Secret store: embedded (sealed files in the state directory, one
+    /// host) or etcd (the cluster store shared by every node; needs
+    /// --etcd-endpoints, --etcd-ca and --kek-file).
+    #[arg(long, default_value = "embedded", value_name = "STORE", value_parser = ["embedded", "etcd"])]
+    pub store: String,
+    /// etcd members, comma-separated `https://HOST:PORT` (--store etcd).
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// PEM CA certificate that signed the etcd members' certificates.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's mutual TLS (with --etcd-key).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM client key (mode 0600) for etcd's mutual TLS (with --etcd-cert).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// Key prefix of this seg cluster in etcd.
+    #[arg(long, default_value = "/seg", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+    /// The cluster's key-encryption key: 32 bytes, mode 0600, the same file
+    /// on every node (--store etcd).
+    #[arg(long, value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+}
+
+/// The store the flags choose, or what is missing or contradictory.
+fn store_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
+    use node::store_choice::{EtcdSettings, StoreChoice};
+    let etcd_flags = !args.etcd_endpoints.is_empty()
+        || args.etcd_ca.is_some()
+        || args.etcd_cert.is_some()
+        || args.etcd_key.is_some()
+        || args.kek_file.is_some();
+    if args.store == "embedded" {
+        if etcd_flags {
+            anyhow::bail!(
+                "--etcd-* and --kek-file need --store etcd (the embedded store is in use without it)"
+            );
+        }
+        return Ok(StoreChoice::Embedded);
+    }
+    let missing: Vec<&str> = [
+        (args.etcd_endpoints.is_empty(), "--etcd-endpoints"),
+        (args.etcd_ca.is_none(), "--etcd-ca"),
+        (args.kek_file.is_none(), "--kek-file"),
+    ]
+    .into_iter()
+    .filter_map(|(absent, flag)| absent.then_some(flag))
+    .collect();
+    if !missing.is_empty() {
+        anyhow::bail!("--store etcd needs {}", missing.join(", "));
+    }
+    if let Some(bad) = args.etcd_endpoints.iter().find(|e| !e.starts_with("https://")) {
+        anyhow::bail!("--etcd-endpoints: {bad:?} is not an https:// URL (seg talks to etcd over TLS only)");
+    }
+    let identity = match (&args.etcd_cert, &args.etcd_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => anyhow::bail!("--etcd-cert and --etcd-key go together (mutual TLS needs both)"),
+    };
+    Ok(StoreChoice::Etcd(EtcdSettings {
+        endpoints: args.etcd_endpoints.clone(),
+        ca: args.etcd_ca.clone().expect("checked above"),
+        identity,
+        prefix: args.etcd_prefix.clone(),
+        kek_file: args.kek_file.clone().expect("checked above"),
+    }))
 }
 
 /// `64MiB`, `500 KiB`, `1GB`, `4096` (bytes), `0`.
@@ -92,7 +160,9 @@ async fn run_node(args: RunArgs) -> Result<()> {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
+    let store = store_choice(&args)?;
     let opts = NodeOptions {
+        store,
         state_dir: args.state_dir,
         run_dir: args.run_dir,
         docker_socket: args.docker_socket,
@@ -145,5 +215,38 @@ mod tests {
         let a = Cli::parse_from(["x", "--access-log-max-size", "2KiB", "--access-log-keep", "0"]).run;
         assert_eq!((a.access_log_max_size, a.access_log_keep), (2048, 0));
         assert!(Cli::try_parse_from(["x", "--access-log-max-size", "big"]).is_err());
+    }
+
+    fn choice(args: &[&str]) -> Result<node::store_choice::StoreChoice> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        store_choice(&Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?.run)
+    }
+
+    #[test]
+    fn the_store_flags_say_what_is_missing_or_contradictory() {
+        use node::store_choice::StoreChoice;
+        assert!(matches!(choice(&[]).unwrap(), StoreChoice::Embedded));
+        let err = |args: &[&str]| choice(args).unwrap_err().to_string();
+        assert_eq!(err(&["--store", "etcd"]), "--store etcd needs --etcd-endpoints, --etcd-ca, --kek-file");
+        assert!(err(&["--kek-file", "k"]).contains("need --store etcd"));
+        let base = ["--store", "etcd", "--etcd-ca", "ca.pem", "--kek-file", "kek"];
+        fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+            [base, more].concat()
+        }
+        assert!(err(&with(&base, &["--etcd-endpoints", "http://a:2379"])).contains("is not an https:// URL"));
+        assert!(err(&with(&base, &["--etcd-endpoints", "https://a:2379", "--etcd-cert", "c"]))
+            .contains("go together"));
+        let ok = choice(&with(
+            &base,
+            &["--etcd-endpoints", "https://a:1,https://b:2", "--etcd-cert", "c", "--etcd-key", "k"],
+        ));
+        let Ok(StoreChoice::Etcd(s)) = ok else { panic!("{ok:?}") };
+        assert_eq!(s.endpoints, ["https://a:1", "https://b:2"]);
+        assert_eq!((s.prefix.as_str(), s.identity.is_some()), ("/seg", true));
     }
 }

@@ -35,16 +35,18 @@ pub mod hook_exec;
 pub mod hooks;
 pub mod http;
 pub mod notify;
+mod remote_changes;
 pub mod rotate;
 pub mod rotation_state;
 pub mod server;
 pub mod setup;
+pub mod store_choice;
 pub mod watch;
 
 #[cfg(test)]
 mod fakes;
 
-use crate::store::{EmbeddedStore, SecretStore, StoreError};
+use crate::store::{SecretStore, StoreError};
 use access_log::{AccessLog, Entry, RequestOutcome};
 use http::{Failure, Resp};
 use hyper::service::service_fn;
@@ -72,6 +74,8 @@ pub struct NodeOptions {
     pub resync_interval: std::time::Duration,
     /// The firewall backend (`--firewall`).
     pub firewall: crate::firewall::select::Choice,
+    /// The secret store (`--store`).
+    pub store: store_choice::StoreChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +104,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::raise_fd_limit();
     setup::prepare_dirs(&paths)?;
     let pid_lock = setup::lock_pid_file(&paths)?;
-    let store: Arc<dyn SecretStore> = Arc::new(EmbeddedStore::open(&paths.state_dir)?);
+    let store = store_choice::open(&opts.store, &paths.state_dir).await?;
+    let store_kind = store.kind();
     let log = Arc::new(AccessLog::open_with(&paths.access_log, opts.access_log_options)?);
     access_log::spawn_upkeep(&log);
     // One Docker connection and event stream for the whole process.
@@ -120,6 +125,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let hub = watch::Hub::new(opts.watch_limits);
     let pinger = hub.spawn_pinger();
     let rotation_state = rotation_state::RotationState::new(hub, docker_side.clone(), log.clone());
+    let remote = remote_changes::spawn(store.clone(), rotation_state.clone());
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         log: log.clone(),
@@ -146,16 +152,20 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         tokio::spawn(agent_server::serve(listener, agent.clone(), gate.clone()))
     });
     tracing::info!(
-        "seg controller {} ready: admin {}, agent {}",
+        "seg controller {} ready: admin {}, agent {}, store {}",
         env!("CARGO_PKG_VERSION"),
         paths.admin_socket.display(),
-        paths.agent_socket.display()
+        paths.agent_socket.display(),
+        store_kind
     );
     let signal = wait_for_signal().await;
     tracing::info!("{signal}: shutting down");
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
+    if let Some(remote) = remote {
+        remote.abort();
+    }
     agent_dir.shutdown();
     setup::cleanup(&paths);
     drop(pid_lock);

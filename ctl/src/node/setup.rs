@@ -187,6 +187,7 @@ mod tests {
             conns_per_container: 64,
             resync_interval: std::time::Duration::from_secs(30),
             firewall: crate::firewall::select::Choice::Iptables,
+            store: Default::default(),
         })
     }
 

@@ -16,8 +16,8 @@
 
 use super::envelope::Kek;
 use super::etcd_cache::{self as cache, Cache, Decoder};
-pub use super::etcd_conn::EtcdConfig;
 use super::etcd_conn::{call, chain, connect_options, unreachable};
+pub use super::etcd_conn::{read_kek_file, EtcdConfig};
 use super::record::{Record, SealedVersion};
 use super::*;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
@@ -34,6 +34,13 @@ pub struct EtcdStore {
     endpoints: String,
     timeout: Duration,
     writer: Mutex<()>,
+    /// Other writers' changes, as the watch applies them ([`SecretStore::changes`]).
+    changes: tokio::sync::broadcast::Sender<StoreChange>,
+    /// Held by a commit from before its transaction until its result is in
+    /// the cache, and by the watch while it applies what etcd sent: so the
+    /// watch never sees this store's own write before the cache has it, and
+    /// reports only other writers' changes.
+    applying: Arc<tokio::sync::Mutex<()>>,
     /// Drives the etcd client and the watch (see [`EtcdStore::open`]).
     /// `Option` only so that `Drop` can take it.
     runtime: Option<tokio::runtime::Runtime>,
@@ -54,6 +61,10 @@ impl Drop for EtcdStore {
         }
     }
 }
+
+/// Other writers' changes a slow listener may fall behind by before it is
+/// told it missed some (it then re-reads everything: `StoreChanges` docs).
+const CHANGES_QUEUE: usize = 4096;
 
 /// What the caller is told happened to its write when etcd failed it.
 const NOT_WRITTEN: &str = "nothing was written; this node keeps serving reads from its last known state — \
@@ -102,10 +113,20 @@ impl EtcdStore {
             endpoints,
             timeout: cfg.timeout,
             writer: Mutex::new(()),
+            changes: tokio::sync::broadcast::channel(CHANGES_QUEUE).0,
+            applying: Arc::default(),
             runtime: Some(runtime),
         };
         let revision = store.load()?;
-        let watch = cache::watch(store.client.clone(), store.decoder.clone(), store.cache.clone());
+        let watch = cache::watch(
+            store.client.clone(),
+            store.decoder.clone(),
+            cache::Shared {
+                cache: store.cache.clone(),
+                applying: store.applying.clone(),
+                changes: store.changes.clone(),
+            },
+        );
         store.runtime.as_ref().expect("just set").spawn(watch);
         tracing::info!(endpoints = %store.endpoints, prefix, revision, kek = %store.kek.id(), "opened the etcd store");
         Ok(store)
@@ -190,6 +211,7 @@ impl EtcdStore {
             Some(record) => TxnOp::put(key, record.encode(&self.kek.id()), None),
             None => TxnOp::delete(key, None),
         };
+        let _applying = self.block_on(self.applying.lock());
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
             .and_then([op])
@@ -230,20 +252,23 @@ impl EtcdStore {
     }
 
     /// A lost race still tells what won: put it in the cache now rather
-    /// than when the watch brings it, so a retry starts from it.
+    /// than when the watch brings it, so a retry starts from it. It is
+    /// another writer's change, so it is reported like the watch's.
     fn learn_from_conflict(&self, name: &SecretName, responses: &[TxnOpResponse]) {
         let Some(TxnOpResponse::Get(get)) = responses.first() else { return };
+        let (record, at) = match get.kvs().first() {
+            Some(kv) => match self.decoder.record(name, kv.value()) {
+                Ok(record) => (Some(record), kv.mod_revision()),
+                Err(_) => return,
+            },
+            None => (None, get.header().map_or(0, |h| h.revision())),
+        };
         let mut cache = cache::write(&self.cache);
-        match get.kvs().first() {
-            Some(kv) => {
-                if let Ok(record) = self.decoder.record(name, kv.value()) {
-                    cache.apply(name, Some(record), kv.mod_revision());
-                }
-            }
-            None => {
-                let at = get.header().map_or(0, |h| h.revision());
-                cache.apply(name, None, at);
-            }
+        let before = cache.get(name).map(|r| r.meta.clone());
+        if cache.apply(name, record, at) {
+            let after = cache.get(name).map(|r| r.meta.clone());
+            drop(cache);
+            let _ = self.changes.send(StoreChange { before, after });
         }
     }
 
@@ -322,6 +347,10 @@ impl SecretStore for EtcdStore {
 
     fn kind(&self) -> &'static str {
         "etcd"
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        Some(self.changes.subscribe())
     }
 
     fn get_version(&self, name: &SecretName, version: u64) -> Result<Option<SecretVersion>, StoreError> {

@@ -13,12 +13,13 @@
 //! was compacted away, the whole prefix is read again (`reload`).
 
 use super::record::{Record, RecordError};
-use super::StoreError;
+use super::{SecretMeta, StoreChange, StoreError};
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 use seg_common::name::SecretName;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// One secret as last seen in etcd; `record: None` is a tombstone.
 struct Entry {
@@ -45,6 +46,11 @@ impl Cache {
 
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Every secret's metadata (to tell what a reload changed).
+    pub fn metas(&self) -> BTreeMap<SecretName, SecretMeta> {
+        self.records().map(|r| (r.meta.name.clone(), r.meta.clone())).collect()
     }
 
     /// Sets `name` to `record` (`None`: removed) as of `mod_revision`,
@@ -78,6 +84,20 @@ impl Cache {
         self.revision = self.revision.max(revision);
         self.entries.retain(|_, e| e.record.is_some() || e.mod_revision > self.revision);
     }
+}
+
+/// The changes between two snapshots of the metadata, one per secret that
+/// differs (added, removed or changed), in name order.
+pub(super) fn diff(
+    before: &BTreeMap<SecretName, SecretMeta>,
+    after: &BTreeMap<SecretName, SecretMeta>,
+) -> Vec<StoreChange> {
+    let names: std::collections::BTreeSet<&SecretName> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| before.get(*n) != after.get(*n))
+        .map(|n| StoreChange { before: before.get(n).cloned(), after: after.get(n).cloned() })
+        .collect()
 }
 
 /// What the watch needs to turn etcd's keys into secrets.
@@ -150,12 +170,25 @@ pub(super) enum LoadError {
     Store(#[from] StoreError),
 }
 
-/// Keeps `cache` current until the runtime it runs on shuts down.
-pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, cache: Arc<RwLock<Cache>>) {
+/// What the watch shares with the store.
+pub(super) struct Shared {
+    pub cache: Arc<RwLock<Cache>>,
+    /// Held by the store's commits until their result is in the cache
+    /// (`EtcdStore::applying`); the watch applies nothing meanwhile.
+    pub applying: Arc<tokio::sync::Mutex<()>>,
+    /// Where each change the watch applied is reported. The store's own
+    /// writes are in the cache before the watch brings them (`applying`),
+    /// so only other writers' changes (other nodes) get there.
+    pub changes: broadcast::Sender<StoreChange>,
+}
+
+/// Keeps the cache current until the runtime it runs on shuts down.
+pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, shared: Shared) {
+    let Shared { cache, applying, changes } = &shared;
     let mut backoff = Backoff::default();
     loop {
         let started = std::time::Instant::now();
-        let ended = watch_once(&mut client, &decoder, &cache).await;
+        let ended = watch_once(&mut client, &decoder, &shared).await;
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Backoff::default();
         }
@@ -167,7 +200,13 @@ pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, cache: Arc<
                 );
                 match load(&mut client, &decoder).await {
                     Ok((loaded, revision)) => {
-                        write(&cache).reload(loaded, revision);
+                        let _applying = applying.lock().await;
+                        let mut cache = write(cache);
+                        let before = cache.metas();
+                        cache.reload(loaded, revision);
+                        let missed = diff(&before, &cache.metas());
+                        drop(cache);
+                        tell(changes, missed);
                         // etcd answers again: watch from the reload at once.
                         backoff = Backoff::default();
                         continue;
@@ -177,7 +216,7 @@ pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, cache: Arc<
             }
             Ok(Ended::Closed) => tracing::info!("the etcd watch ended; resuming"),
             Err(e) => {
-                let from = read(&cache).revision() + 1;
+                let from = read(cache).revision() + 1;
                 tracing::warn!(error = %e, resume_from = from, "the etcd watch failed; reads are served from the cache");
             }
         }
@@ -190,11 +229,20 @@ enum Ended {
     Compacted(i64),
 }
 
+/// Sends `changes` to whoever listens (nobody: dropped; a listener that
+/// fell behind learns it from the channel).
+fn tell(to: &broadcast::Sender<StoreChange>, changes: Vec<StoreChange>) {
+    for change in changes {
+        let _ = to.send(change);
+    }
+}
+
 async fn watch_once(
     client: &mut Client,
     decoder: &Decoder,
-    cache: &RwLock<Cache>,
+    shared: &Shared,
 ) -> Result<Ended, etcd_client::Error> {
+    let Shared { cache, applying, changes } = shared;
     let from = read(cache).revision() + 1;
     let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
     let mut stream = client.watch(decoder.key_prefix.as_str(), Some(options)).await?;
@@ -206,8 +254,10 @@ async fn watch_once(
             tracing::warn!(reason = resp.cancel_reason(), "etcd cancelled the watch");
             return Ok(Ended::Closed);
         }
+        let applying = applying.lock().await;
         let mut cache = write(cache);
         let mut seen = 0;
+        let mut applied = Vec::new();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             seen = seen.max(kv.mod_revision());
@@ -222,7 +272,11 @@ async fn watch_once(
                     }
                 },
             };
-            cache.apply(&name, record, kv.mod_revision());
+            let before = cache.get(&name).map(|r| r.meta.clone());
+            if cache.apply(&name, record, kv.mod_revision()) {
+                let after = cache.get(&name).map(|r| r.meta.clone());
+                applied.push(StoreChange { before, after });
+            }
         }
         // A response without events (a progress notification) says every
         // event up to its header revision was sent; one with events says
@@ -233,6 +287,8 @@ async fn watch_once(
             seen
         };
         cache.advance(done);
+        drop((cache, applying));
+        tell(changes, applied);
     }
     Ok(Ended::Closed)
 }

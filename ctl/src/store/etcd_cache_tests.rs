@@ -80,3 +80,31 @@ fn backoff_grows_to_five_seconds() {
     let steps: Vec<_> = (0..8).map(|_| b.next().as_millis()).collect();
     assert_eq!(steps, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
 }
+
+#[test]
+fn a_reload_reports_what_it_changed_and_nothing_else() {
+    let mut cache = Cache::default();
+    cache.apply(&name("db"), Some(record("db", 1)), 10);
+    cache.apply(&name("api"), Some(record("api", 4)), 11);
+    cache.apply(&name("old"), Some(record("old", 2)), 12);
+    let before = cache.metas();
+    // Compacted away meanwhile: db rotated, old removed, new added; api unchanged.
+    let loaded = vec![
+        (name("api"), record("api", 4), 11),
+        (name("db"), record("db", 2), 30),
+        (name("new"), record("new", 1), 31),
+    ];
+    cache.reload(loaded, 40);
+    let changes = diff(&before, &cache.metas());
+    let summary: Vec<(String, Option<u64>, Option<u64>)> = changes
+        .iter()
+        .map(|c| {
+            let n = c.after.as_ref().or(c.before.as_ref()).unwrap().name.to_string();
+            (n, c.before.as_ref().map(|m| m.version), c.after.as_ref().map(|m| m.version))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("db".into(), Some(1), Some(2)), ("new".into(), None, Some(1)), ("old".into(), Some(2), None)]
+    );
+}

@@ -99,6 +99,27 @@ fn read_key(path: &Path) -> Result<SecretBytes, StoreError> {
     Ok(key)
 }
 
+/// The cluster's KEK from `path`: a private regular file of exactly 32
+/// bytes (e.g. `head -c 32 /dev/urandom`), read into locked memory.
+pub fn read_kek_file(path: &Path) -> Result<Kek, StoreError> {
+    let meta = std::fs::metadata(path).map_err(disk::io_err("inspecting the KEK file", path))?;
+    disk::check_private_file(path, &meta)?;
+    let bytes =
+        zeroize::Zeroizing::new(std::fs::read(path).map_err(disk::io_err("reading the KEK file", path))?);
+    let len = super::envelope::KEY_LEN;
+    if bytes.len() != len {
+        let reason = format!(
+            "a KEK file holds exactly {len} bytes and this one has {}; make one with \
+             `head -c {len} /dev/urandom > FILE && chmod 600 FILE` and give every node the same file",
+            bytes.len()
+        );
+        return Err(StoreError::Corrupt { path: path.to_owned(), reason });
+    }
+    let secret = SecretBytes::from_slice(&bytes);
+    Kek::from_secret(&secret)
+        .map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })
+}
+
 /// Runs one etcd request, retried within `timeout` while a
 /// retry is safe: always for a read (`idempotent`), and for a write
 /// only when the request provably did not reach a member that could
@@ -153,6 +174,31 @@ mod tests {
         let inner = std::io::Error::other("connection refused");
         let outer = StoreError::Io { action: "reading", path: "x".into(), cause: inner };
         assert_eq!(chain(&outer), "reading x: connection refused");
+    }
+
+    #[test]
+    fn a_kek_file_must_be_private_and_exactly_32_bytes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        let write = |bytes: &[u8], mode: u32| {
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&[7; 32], 0o600);
+        let kek = read_kek_file(&path).unwrap();
+        assert_eq!(kek.id(), Kek::from_secret(&SecretBytes::from_slice(&[7; 32])).unwrap().id());
+        write(&[7; 31], 0o600);
+        let short = read_kek_file(&path).unwrap_err().to_string();
+        assert!(
+            short.contains("exactly 32 bytes and this one has 31") && short.contains("head -c 32"),
+            "{short}"
+        );
+        write(&[7; 32], 0o644);
+        let open = read_kek_file(&path).unwrap_err().to_string();
+        assert!(open.contains("chmod 600"), "{open}");
+        let missing = read_kek_file(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(missing.contains("inspecting the KEK file"), "{missing}");
     }
 
     #[tokio::test]

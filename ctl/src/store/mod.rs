@@ -33,6 +33,15 @@ pub struct SecretMeta {
     pub updated_at: u64,
 }
 
+/// A change of one secret made by another writer (another node of a
+/// cluster), as the store learnt it: its metadata before and after
+/// (`None`: absent). Never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreChange {
+    pub before: Option<SecretMeta>,
+    pub after: Option<SecretMeta>,
+}
+
 /// The current value of a secret with the lease it is handed out under.
 #[derive(Debug)]
 pub struct SecretVersion {
@@ -109,6 +118,13 @@ pub trait SecretStore: Send + Sync {
     }
     /// Short backend name for `segctl status`.
     fn kind(&self) -> &'static str;
+    /// Changes made by other writers (other nodes), so that this node can
+    /// push them to its own sidecars; `None` for a store nobody else
+    /// writes. A listener that falls behind gets `Lagged` and should treat
+    /// every secret as changed.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
     /// A kept version of a secret: the current one or the one before it
     /// (kept for a rotation grace period). `Ok(None)` when that version is
     /// not kept; `NotFound` when the secret does not exist.
