@@ -404,3 +404,27 @@ fn a_damaged_record_or_another_kek_is_named_and_loses_nothing() {
     assert_eq!(a.put(&name("db"), &value("new"), None).unwrap(), 1);
     cluster.store(&key);
 }
+
+#[test]
+fn node_reports_reach_the_other_nodes_and_go_with_a_clean_stop() {
+    use segctl::store::NodeRegistry;
+    let cluster = Cluster::start();
+    let key = kek();
+    let (a, b) = (cluster.store(&key), cluster.store(&key));
+    let b_changed = b.changed();
+    a.publish("a", b"{\"consumers\":{}}".to_vec()).unwrap();
+    let limit = Duration::from_secs(3);
+    wait_until("b sees a's report", limit, || {
+        b.reports().get("a").is_some_and(|r| r.as_slice() == b"{\"consumers\":{}}")
+    });
+    assert!(b_changed.has_changed().unwrap(), "b was told");
+    a.publish("a", b"second".to_vec()).unwrap();
+    wait_until("b sees a's new report", limit, || {
+        b.reports().get("a").is_some_and(|r| r.as_slice() == b"second")
+    });
+    // The report lives under a lease: etcd lists it with one.
+    let listed = String::from_utf8(cluster.etcdctl(&["get", "/seg/nodes/a", "-w", "json"])).unwrap();
+    assert!(listed.contains("\"lease\":"), "{listed}");
+    a.withdraw("a").unwrap();
+    wait_until("a's report is gone from b", limit, || !b.reports().contains_key("a"));
+}

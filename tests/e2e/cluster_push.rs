@@ -1,7 +1,9 @@
 //! Two seg nodes on one cluster store (a real 3-member etcd over mutual
 //! TLS): a secret put, rotated, revoked and removed on node A reaches an
 //! app whose sidecar talks to node B only — by push, at once (the lease is
-//! 10 minutes, so no renewal explains it), with no container restarted.
+//! 10 minutes, so no renewal explains it), with no container restarted;
+//! `secret status` and `rotate --wait` on A see B's consumer, and lose it
+//! when B stops (at once) or is killed (when its etcd lease runs out).
 //!
 //! Both nodes run on this host's one Docker engine and enforce no policy
 //! (so neither touches the firewall); three nodes on three engines are
@@ -21,9 +23,14 @@ fn changes_made_on_one_node_reach_the_sidecars_of_another_at_once() {
     let kek = etcd.dir().join("kek");
     write_private(&kek, &random_bytes(32));
     let flags = etcd.node_flags(&kek);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let a = Controller::start_with(&flags);
-    let b = Controller::start_with(&flags);
+    let node = |name: &str| {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend(["--node-name", name]);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let (flags_a, flags_b) = (node("a"), node("b"));
+    let a = Controller::start_with(&flags_a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut b = Controller::start_with(&flags_b.iter().map(String::as_str).collect::<Vec<_>>());
     for node in [&a, &b] {
         let status: serde_json::Value =
             serde_json::from_str(&node.segctl_ok(&["status", "-o", "json"])).unwrap();
@@ -42,19 +49,29 @@ fn changes_made_on_one_node_reach_the_sidecars_of_another_at_once() {
     let sidecar = project.container("app-secrets");
     let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &sidecar]);
 
-    // Rotated on A: B pushes it to its sidecar, which acknowledges to B.
+    // Node A sees B's consumer (B publishes its consumers to etcd).
+    let seen = wait_until(Duration::from_secs(10), "node A to list node B's consumer", || {
+        let st = status_of(&a, SECRET_NAME);
+        let consumers = st["consumers"].as_array()?.clone();
+        (consumers.len() == 1 && consumers[0]["version"] == 1).then_some(consumers)
+    });
+    assert_eq!((&seen[0]["node"], &seen[0]["watching"]), (&"b".into(), &true.into()), "{seen:?}");
+
+    // Rotated on A with --wait: B pushes it to its sidecar, which
+    // acknowledges to B, which tells A.
     let v2 = random_text(32);
     let t0 = Instant::now();
-    let out = a.segctl_value(&["secret", "rotate", SECRET_NAME], &v2, &[]);
-    assert!(out.success(), "rotate on node A: {}", out.text());
-    project.wait_for_file("app", SECRET_FILE, &v2, Duration::from_secs(5));
-    let rotated = t0.elapsed();
-    let acked = wait_until(Duration::from_secs(5), "node B's consumer to acknowledge version 2", || {
-        let st = status_of(&b, SECRET_NAME);
-        let consumers = st["consumers"].as_array()?.clone();
-        (consumers.len() == 1 && consumers[0]["version"] == 2).then_some(consumers)
-    });
-    assert_eq!(acked[0]["watching"], true, "{acked:?}");
+    let out = a.segctl_value(&["secret", "rotate", SECRET_NAME], &v2, &["--wait", "--timeout", "20s"]);
+    let waited = t0.elapsed();
+    assert!(out.success(), "rotate --wait on node A: {}", out.text());
+    assert!(out.text().contains("all 1 consumer(s) have version 2"), "{}", out.text());
+    assert_eq!(
+        project.read_file("app", SECRET_FILE).as_deref(),
+        Some(v2.as_slice()),
+        "--wait returned before"
+    );
+    let table = a.segctl_ok(&["secret", "status", SECRET_NAME]);
+    assert!(table.contains("NODE") && table.lines().any(|l| l.contains(" b ")), "{table}");
 
     // Revoked on A: wiped on B's side at once; removed on A: gone from B.
     a.segctl_ok(&["secret", "revoke", SECRET_NAME, "--from", &project.target("app")]);
@@ -65,5 +82,34 @@ fn changes_made_on_one_node_reach_the_sidecars_of_another_at_once() {
     });
     let now = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &sidecar]);
     assert_eq!(now, started, "the sidecar restarted");
-    eprintln!("node A → app on node B: rotation on disk after {rotated:?} (rotate command included), revocation wiped after {wiped:?}");
+
+    // A node that stops drops out of the others' statuses (its lease ends).
+    a.put(SECRET_NAME, &v1, &["--ttl", "10m"]);
+    a.grant(SECRET_NAME, &project.target("app"));
+    wait_until(Duration::from_secs(10), "node A to list B's consumer again", || {
+        (status_of(&a, SECRET_NAME)["consumers"].as_array()?.len() == 1).then_some(())
+    });
+    let stopped = Instant::now();
+    b.stop();
+    wait_until(Duration::from_secs(20), "B's consumer to leave A's status", || {
+        status_of(&a, SECRET_NAME)["consumers"].as_array()?.is_empty().then_some(())
+    });
+    let left_stopped = stopped.elapsed();
+
+    // A node killed outright drops out when its etcd lease runs out.
+    b.start_again();
+    wait_until(Duration::from_secs(20), "B's consumer to come back to A's status", || {
+        (status_of(&a, SECRET_NAME)["consumers"].as_array()?.len() == 1).then_some(())
+    });
+    let killed = Instant::now();
+    let pid = b.pid().expect("b runs").to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    wait_until(Duration::from_secs(30), "a killed node's consumer to leave A's status", || {
+        status_of(&a, SECRET_NAME)["consumers"].as_array()?.is_empty().then_some(())
+    });
+    eprintln!(
+        "node A → app on node B: rotate --wait {waited:?}, revocation wiped after {wiped:?}; \
+         a stopped node left the others' statuses after {left_stopped:?}, a killed one after {:?}",
+        killed.elapsed()
+    );
 }

@@ -289,6 +289,9 @@ pub struct Consumer {
     /// The last post-rotate action run for it, and how it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_hook: Option<String>,
+    /// The cluster node whose sidecar stream it is on (`None` on one host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -144,25 +144,26 @@ pub fn status_table(st: &SecretStatus) -> String {
         out.push_str("no consumers: no sidecar watches it or reported having it\n");
         return out;
     }
-    let mut table = Table::new(2).header([
-        "CONTAINER",
-        "NAME",
-        "SERVICE",
-        "VERSION",
-        "ACKNOWLEDGED",
-        "STREAM",
-        "LAST HOOK",
-    ]);
+    // A NODE column only in a cluster (consumers on several nodes).
+    let nodes = st.consumers.iter().any(|c| c.node.is_some());
+    let mut header = vec!["CONTAINER", "NAME", "SERVICE"];
+    header.extend(nodes.then_some("NODE"));
+    header.extend(["VERSION", "ACKNOWLEDGED", "STREAM", "LAST HOOK"]);
+    let mut table = Table::new(2).header(header);
     for c in &st.consumers {
-        table.row([
+        let mut cells = vec![
             seg_common::api::short_id(&c.container_id),
             c.container_name.clone(),
             c.identity.to_string(),
+        ];
+        cells.extend(nodes.then(|| c.node.clone().unwrap_or_else(|| "-".into())));
+        cells.extend([
             c.version.map_or("-".into(), |v| v.to_string()),
             c.acked_at_ms.map_or("-".into(), time_ms),
             if c.watching { "open" } else { "closed" }.into(),
             c.last_hook.clone().unwrap_or_else(|| "-".into()),
         ]);
+        table.row(cells);
     }
     out.push_str(&table.render());
     out.push_str(&format!(
@@ -188,6 +189,7 @@ mod tests {
             acked_at_ms: version.map(|_| 1_700_000_000_123),
             watching,
             last_hook: None,
+            node: None,
         }
     }
 

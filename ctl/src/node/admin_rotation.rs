@@ -84,7 +84,7 @@ impl Admin {
     }
 
     fn status_of(&self, meta: &SecretMeta, wanted: Option<u64>) -> SecretStatus {
-        self.rotation_state.consumers.status(meta, &self.rotation_state.hub.views(), wanted)
+        self.rotation_state.status(meta, wanted)
     }
 
     async fn meta(&self, name: &SecretName) -> Result<SecretMeta, Failure> {

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// on every node (--store etcd).
     #[arg(long, value_name = "FILE")]
     pub kek_file: Option<PathBuf>,
+    /// This node's name in the cluster, unique among its nodes [default:
+    /// the host name] (--store etcd).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The store the flags choose, or what is missing or contradictory.
@@ -89,11 +93,12 @@ fn store_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
         || args.etcd_ca.is_some()
         || args.etcd_cert.is_some()
         || args.etcd_key.is_some()
-        || args.kek_file.is_some();
+        || args.kek_file.is_some()
+        || args.node_name.is_some();
     if args.store == "embedded" {
         if etcd_flags {
             anyhow::bail!(
-                "--etcd-* and --kek-file need --store etcd (the embedded store is in use without it)"
+                "--etcd-*, --kek-file and --node-name need --store etcd (the embedded store is in use without it)"
             );
         }
         return Ok(StoreChoice::Embedded);
@@ -123,7 +128,29 @@ fn store_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
         identity,
         prefix: args.etcd_prefix.clone(),
         kek_file: args.kek_file.clone().expect("checked above"),
+        node_name: node_name(args.node_name.as_deref())?,
     }))
+}
+
+/// `--node-name`, or the host name: a DNS label's characters, so that it
+/// is also an etcd key segment and a table cell.
+fn node_name(given: Option<&str>) -> Result<String> {
+    let name = match given {
+        Some(n) => n.to_owned(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (/proc/sys/kernel/hostname); give --node-name")?
+            .trim()
+            .to_owned(),
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !ok {
+        anyhow::bail!(
+            "node name {name:?} is not usable: use 1-63 letters, digits, `-`, `.` or `_` (--node-name)"
+        );
+    }
+    Ok(name)
 }
 
 /// `64MiB`, `500 KiB`, `1GB`, `4096` (bytes), `0`.
@@ -248,5 +275,8 @@ mod tests {
         let Ok(StoreChoice::Etcd(s)) = ok else { panic!("{ok:?}") };
         assert_eq!(s.endpoints, ["https://a:1", "https://b:2"]);
         assert_eq!((s.prefix.as_str(), s.identity.is_some()), ("/seg", true));
+        assert!(!s.node_name.is_empty(), "the host name by default");
+        let named = choice(&with(&base, &["--etcd-endpoints", "https://a:1", "--node-name", "n/1"]));
+        assert!(named.unwrap_err().to_string().contains("node name \"n/1\" is not usable"));
     }
 }

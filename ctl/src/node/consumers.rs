@@ -237,6 +237,7 @@ fn row(who: &Attested, version: Option<u64>) -> Consumer {
         acked_at_ms: None,
         watching: false,
         last_hook: None,
+        node: None,
     }
 }
 

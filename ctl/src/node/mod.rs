@@ -35,6 +35,7 @@ pub mod hook_exec;
 pub mod hooks;
 pub mod http;
 pub mod notify;
+pub mod peers;
 mod remote_changes;
 pub mod rotate;
 pub mod rotation_state;
@@ -104,7 +105,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::raise_fd_limit();
     setup::prepare_dirs(&paths)?;
     let pid_lock = setup::lock_pid_file(&paths)?;
-    let store = store_choice::open(&opts.store, &paths.state_dir).await?;
+    let store_choice::Opened { store, registry } = store_choice::open(&opts.store, &paths.state_dir).await?;
     let store_kind = store.kind();
     let log = Arc::new(AccessLog::open_with(&paths.access_log, opts.access_log_options)?);
     access_log::spawn_upkeep(&log);
@@ -126,6 +127,11 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let pinger = hub.spawn_pinger();
     let rotation_state = rotation_state::RotationState::new(hub, docker_side.clone(), log.clone());
     let remote = remote_changes::spawn(store.clone(), rotation_state.clone());
+    let peers = registry.map(|(registry, node)| Arc::new(peers::Peers { registry, node }));
+    let peer_tasks = peers.clone().map(|peers| {
+        rotation_state.join_peers(peers.clone());
+        peers::spawn(peers, store.clone(), rotation_state.clone())
+    });
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         log: log.clone(),
@@ -163,8 +169,12 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
-    if let Some(remote) = remote {
-        remote.abort();
+    remote.into_iter().chain(peer_tasks.into_iter().flatten()).for_each(|task| task.abort());
+    if let Some(peers) = peers {
+        let withdrawn = tokio::task::spawn_blocking(move || peers.registry.withdraw(&peers.node)).await;
+        if let Ok(Err(e)) = withdrawn {
+            tracing::warn!(error = %e, "withdrawing this node's consumers from the cluster");
+        }
     }
     agent_dir.shutdown();
     setup::cleanup(&paths);

@@ -244,7 +244,7 @@ async fn wait_for_acks(rotation_state: &RotationState, meta: &SecretMeta, limit:
     let mut changes = rotation_state.consumers.subscribe();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if rotation_state.consumers.status(meta, &rotation_state.hub.views(), None).complete {
+        if rotation_state.status(meta, None).complete {
             return true;
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {

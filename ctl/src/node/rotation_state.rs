@@ -75,6 +75,8 @@ pub struct RotationState {
     pub log: Arc<AccessLog>,
     locks: Mutex<HashMap<SecretName, Arc<tokio::sync::Mutex<()>>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The other nodes, in a cluster ([`RotationState::join_peers`]).
+    peers: std::sync::OnceLock<Arc<super::peers::Peers>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,7 +93,30 @@ impl RotationState {
             log,
             locks: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, statuses (and what waits for acknowledgements) include
+    /// the other nodes' consumers. Once, at start.
+    pub fn join_peers(&self, peers: Arc<super::peers::Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The status of `meta`'s consumers on this node and, in a cluster, on
+    /// every other node; `wanted` defaults to its version. Complete when
+    /// every watching consumer of every node has `wanted` or newer.
+    pub fn status(&self, meta: &SecretMeta, wanted: Option<u64>) -> seg_common::api::SecretStatus {
+        let mut st = self.consumers.status(meta, &self.hub.views(), wanted);
+        let Some(peers) = self.peers.get() else { return st };
+        for c in &mut st.consumers {
+            c.node = Some(peers.node.clone());
+        }
+        let theirs = peers.consumers_of(&meta.name);
+        st.complete &=
+            theirs.iter().filter(|c| c.watching).all(|c| c.version.is_some_and(|v| v >= st.wanted));
+        st.consumers.extend(theirs);
+        st
     }
 
     /// Serializes changes of one secret (held across its pre-rotate hook).

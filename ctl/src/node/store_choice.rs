@@ -3,7 +3,7 @@
 //! cluster store in etcd shared by every node (`docs/cluster.md`).
 
 use crate::store::etcd::{EtcdConfig, EtcdStore};
-use crate::store::{EmbeddedStore, SecretStore, StoreError};
+use crate::store::{EmbeddedStore, NodeRegistry, SecretStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,15 @@ pub struct EtcdSettings {
     pub identity: Option<(PathBuf, PathBuf)>,
     pub prefix: String,
     pub kek_file: PathBuf,
+    /// This node's name in the cluster (unique; `--node-name`, default the host name).
+    pub node_name: String,
+}
+
+/// The opened store and, in a cluster, where the nodes publish their
+/// consumers (the same etcd connection) with this node's name.
+pub struct Opened {
+    pub store: Arc<dyn SecretStore>,
+    pub registry: Option<(Arc<dyn NodeRegistry>, String)>,
 }
 
 /// How long one etcd request of a write (or of the first load) may take.
@@ -32,9 +41,11 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Opens the chosen store. The etcd store runs its own runtime and blocks
 /// while it loads, so it is opened on the blocking pool.
-pub async fn open(choice: &StoreChoice, state_dir: &Path) -> Result<Arc<dyn SecretStore>, StoreError> {
+pub async fn open(choice: &StoreChoice, state_dir: &Path) -> Result<Opened, StoreError> {
     match choice {
-        StoreChoice::Embedded => Ok(Arc::new(EmbeddedStore::open(state_dir)?)),
+        StoreChoice::Embedded => {
+            Ok(Opened { store: Arc::new(EmbeddedStore::open(state_dir)?), registry: None })
+        }
         StoreChoice::Etcd(settings) => {
             let kek = crate::store::etcd::read_kek_file(&settings.kek_file)?;
             let cfg = EtcdConfig {
@@ -52,7 +63,8 @@ pub async fn open(choice: &StoreChoice, state_dir: &Path) -> Result<Arc<dyn Secr
                     cause: std::io::Error::other(e),
                 }
             })??;
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            Ok(Opened { store: store.clone(), registry: Some((store, settings.node_name.clone())) })
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct EtcdStore {
     /// watch never sees this store's own write before the cache has it, and
     /// reports only other writers' changes.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// The nodes' reports (`etcd_nodes.rs`).
+    registry: Arc<super::etcd_nodes::Registry>,
     /// Drives the etcd client and the watch (see [`EtcdStore::open`]).
     /// `Option` only so that `Drop` can take it.
     runtime: Option<tokio::runtime::Runtime>,
@@ -61,6 +63,11 @@ impl Drop for EtcdStore {
         }
     }
 }
+
+const NOT_PUBLISHED: &str = "this node's consumers are not visible to the other nodes until etcd answers; \
+                             it retries on its own";
+
+const NOT_WITHDRAWN: &str = "the other nodes drop this node's consumers when its lease runs out";
 
 /// Other writers' changes a slow listener may fall behind by before it is
 /// told it missed some (it then re-reads everything: `StoreChanges` docs).
@@ -115,6 +122,7 @@ impl EtcdStore {
             writer: Mutex::new(()),
             changes: tokio::sync::broadcast::channel(CHANGES_QUEUE).0,
             applying: Arc::default(),
+            registry: super::etcd_nodes::Registry::new(prefix),
             runtime: Some(runtime),
         };
         let revision = store.load()?;
@@ -127,7 +135,9 @@ impl EtcdStore {
                 changes: store.changes.clone(),
             },
         );
-        store.runtime.as_ref().expect("just set").spawn(watch);
+        let runtime = store.runtime.as_ref().expect("just set");
+        runtime.spawn(watch);
+        runtime.spawn(store.registry.clone().follow(store.client.clone()));
         tracing::info!(endpoints = %store.endpoints, prefix, revision, kek = %store.kek.id(), "opened the etcd store");
         Ok(store)
     }
@@ -149,6 +159,44 @@ impl EtcdStore {
             loaded.map_err(|f| unreachable(&self.endpoints, &f.cause, NOT_OPENED))??;
         cache::write(&self.cache).reload(records, revision);
         Ok(revision)
+    }
+
+    pub(super) fn registry(&self) -> &super::etcd_nodes::Registry {
+        &self.registry
+    }
+
+    /// Puts this node's report under its lease (`NodeRegistry::publish`).
+    pub(super) fn publish_report(&self, node: &str, report: Vec<u8>) -> Result<(), StoreError> {
+        self.registry_call(NOT_PUBLISHED, |registry, mut client| async move {
+            registry.publish(&mut client, node, report).await
+        })
+    }
+
+    /// Removes this node's report (`NodeRegistry::withdraw`).
+    pub(super) fn withdraw_report(&self, node: &str) -> Result<(), StoreError> {
+        self.registry_call(NOT_WITHDRAWN, |registry, mut client| async move {
+            registry.withdraw(&mut client, node).await
+        })
+    }
+
+    /// One registry request within the store's timeout. The timer is made
+    /// inside the store's runtime (the caller may have none).
+    fn registry_call<'a, Fut>(
+        &'a self,
+        outcome: &'static str,
+        op: impl FnOnce(&'a super::etcd_nodes::Registry, Client) -> Fut,
+    ) -> Result<(), StoreError>
+    where
+        Fut: Future<Output = Result<(), etcd_client::Error>> + 'a,
+    {
+        let request = op(&self.registry, self.client.clone());
+        let answer = self.block_on(async { tokio::time::timeout(self.timeout, request).await });
+        let cause = match answer {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => chain(&e),
+            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+        };
+        Err(unreachable(&self.endpoints, &cause, outcome))
     }
 
     /// The etcd revision the cache reflects (for tests and status).

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod etcd;
 mod etcd_cache;
 mod etcd_conn;
+mod etcd_nodes;
 pub mod memory;
 mod record;
 pub mod seal;
@@ -132,6 +133,21 @@ pub trait SecretStore: Send + Sync {
         let current = self.get(name)?;
         Ok((current.version == version).then_some(current))
     }
+}
+
+/// Where the nodes of a cluster publish what only each of them knows (its
+/// consumers and their acknowledged versions), each under a lease, so a
+/// dead node's report disappears (`etcd_nodes.rs`). Reports are opaque
+/// bytes here: the node decides what is in them.
+pub trait NodeRegistry: Send + Sync {
+    /// Replaces this node's report. Blocking (call it off the async workers).
+    fn publish(&self, node: &str, report: Vec<u8>) -> Result<(), StoreError>;
+    /// Removes this node's report (a clean stop). Blocking.
+    fn withdraw(&self, node: &str) -> Result<(), StoreError>;
+    /// Every node's last report (this node's too), by node name.
+    fn reports(&self) -> std::collections::BTreeMap<String, std::sync::Arc<Vec<u8>>>;
+    /// Bumped whenever `reports` changes.
+    fn changed(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// How many versions a secret keeps: the current one and the previous one.
