@@ -428,3 +428,38 @@ fn node_reports_reach_the_other_nodes_and_go_with_a_clean_stop() {
     a.withdraw("a").unwrap();
     wait_until("a's report is gone from b", limit, || !b.reports().contains_key("a"));
 }
+
+#[test]
+fn without_etcd_a_value_is_handed_out_only_until_its_lease_would_end() {
+    let cluster = Cluster::start();
+    let store = cluster.store(&kek());
+    let db = name("db");
+    store.put(&db, &value("v"), Some(6_000)).unwrap();
+    assert_eq!(store.get(&db).unwrap().ttl_ms, 6_000, "etcd answers: the full lease");
+    // The last confirmation is at most a probe (1 s) before this.
+    let lost = Instant::now();
+    cluster.member("stop-member", 1);
+    cluster.member("stop-member", 2);
+    // Leases shrink so that they end one TTL after the last contact...
+    wait_until("a shortened lease", Duration::from_secs(6), || {
+        store.get(&db).is_ok_and(|v| v.ttl_ms < 6_000)
+    });
+    // ...then the value is no longer handed out; its metadata still is.
+    let refused = wait_until("the value to be refused", Duration::from_secs(10), || store.get(&db).is_err());
+    let err = store.get(&db).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unreachable { .. }) && text.contains("no confirmed contact"), "{text}");
+    assert!(text.contains("sidecars wipe it"), "{text}");
+    let after = lost.elapsed();
+    assert!(
+        after >= Duration::from_secs(4),
+        "refused {after:?} after etcd went, before the 6 s lease could end"
+    );
+    assert_eq!(store.meta(&db).unwrap().version, 1);
+    println!("etcd gone: the 6 s value refused {after:?} later (waited {refused:?}): {text}");
+    cluster.member("start-member", 1);
+    cluster.member("start-member", 2);
+    wait_until("the value to be served again", Duration::from_secs(20), || {
+        store.get(&db).is_ok_and(|v| v.ttl_ms == 6_000)
+    });
+}

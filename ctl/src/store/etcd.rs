@@ -30,9 +30,9 @@ pub struct EtcdStore {
     cache: Arc<RwLock<Cache>>,
     decoder: Arc<Decoder>,
     kek: Kek,
-    client: Client,
-    endpoints: String,
-    timeout: Duration,
+    pub(super) client: Client,
+    pub(super) endpoints: String,
+    pub(super) timeout: Duration,
     writer: Mutex<()>,
     /// Other writers' changes, as the watch applies them ([`SecretStore::changes`]).
     changes: tokio::sync::broadcast::Sender<StoreChange>,
@@ -41,8 +41,10 @@ pub struct EtcdStore {
     /// watch never sees this store's own write before the cache has it, and
     /// reports only other writers' changes.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// How long etcd has not confirmed the cache (`etcd_fresh.rs`).
+    fresh: Arc<super::etcd_fresh::Freshness>,
     /// The nodes' reports (`etcd_nodes.rs`).
-    registry: Arc<super::etcd_nodes::Registry>,
+    pub(super) registry: Arc<super::etcd_nodes::Registry>,
     /// Drives the etcd client and the watch (see [`EtcdStore::open`]).
     /// `Option` only so that `Drop` can take it.
     runtime: Option<tokio::runtime::Runtime>,
@@ -64,10 +66,9 @@ impl Drop for EtcdStore {
     }
 }
 
-const NOT_PUBLISHED: &str = "this node's consumers are not visible to the other nodes until etcd answers; \
-                             it retries on its own";
-
-const NOT_WITHDRAWN: &str = "the other nodes drop this node's consumers when its lease runs out";
+const STALE: &str =
+    "this node no longer hands out the value (it may have been rotated or revoked meanwhile); \
+                     sidecars wipe it as their leases end, and it is served again once etcd answers";
 
 /// Other writers' changes a slow listener may fall behind by before it is
 /// told it missed some (it then re-reads everything: `StoreChanges` docs).
@@ -122,6 +123,7 @@ impl EtcdStore {
             writer: Mutex::new(()),
             changes: tokio::sync::broadcast::channel(CHANGES_QUEUE).0,
             applying: Arc::default(),
+            fresh: super::etcd_fresh::Freshness::new(),
             registry: super::etcd_nodes::Registry::new(prefix),
             runtime: Some(runtime),
         };
@@ -133,11 +135,14 @@ impl EtcdStore {
                 cache: store.cache.clone(),
                 applying: store.applying.clone(),
                 changes: store.changes.clone(),
+                fresh: store.fresh.clone(),
             },
         );
         let runtime = store.runtime.as_ref().expect("just set");
         runtime.spawn(watch);
         runtime.spawn(store.registry.clone().follow(store.client.clone()));
+        let prefix_key = store.decoder.key_prefix.clone();
+        runtime.spawn(super::etcd_fresh::probe(store.client.clone(), prefix_key, store.fresh.clone()));
         tracing::info!(endpoints = %store.endpoints, prefix, revision, kek = %store.kek.id(), "opened the etcd store");
         Ok(store)
     }
@@ -161,44 +166,6 @@ impl EtcdStore {
         Ok(revision)
     }
 
-    pub(super) fn registry(&self) -> &super::etcd_nodes::Registry {
-        &self.registry
-    }
-
-    /// Puts this node's report under its lease (`NodeRegistry::publish`).
-    pub(super) fn publish_report(&self, node: &str, report: Vec<u8>) -> Result<(), StoreError> {
-        self.registry_call(NOT_PUBLISHED, |registry, mut client| async move {
-            registry.publish(&mut client, node, report).await
-        })
-    }
-
-    /// Removes this node's report (`NodeRegistry::withdraw`).
-    pub(super) fn withdraw_report(&self, node: &str) -> Result<(), StoreError> {
-        self.registry_call(NOT_WITHDRAWN, |registry, mut client| async move {
-            registry.withdraw(&mut client, node).await
-        })
-    }
-
-    /// One registry request within the store's timeout. The timer is made
-    /// inside the store's runtime (the caller may have none).
-    fn registry_call<'a, Fut>(
-        &'a self,
-        outcome: &'static str,
-        op: impl FnOnce(&'a super::etcd_nodes::Registry, Client) -> Fut,
-    ) -> Result<(), StoreError>
-    where
-        Fut: Future<Output = Result<(), etcd_client::Error>> + 'a,
-    {
-        let request = op(&self.registry, self.client.clone());
-        let answer = self.block_on(async { tokio::time::timeout(self.timeout, request).await });
-        let cause = match answer {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => chain(&e),
-            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
-        };
-        Err(unreachable(&self.endpoints, &cause, outcome))
-    }
-
     /// The etcd revision the cache reflects (for tests and status).
     pub fn revision(&self) -> i64 {
         cache::read(&self.cache).revision()
@@ -208,16 +175,27 @@ impl EtcdStore {
         cache::read(&self.cache).get(name).ok_or_else(|| StoreError::NotFound(name.clone()))
     }
 
+    /// A value handed out now, on the lease the cache's age still allows.
     fn unseal(&self, record: &Record, v: &SealedVersion) -> Result<SecretVersion, StoreError> {
+        let stale = self.fresh.stale_for();
+        let ttl_ms = super::etcd_fresh::lease_left(record.meta.ttl_ms, stale).ok_or_else(|| {
+            let cause = format!(
+                "no confirmed contact for {} s, longer than the lease of {} ({} s)",
+                stale.as_secs(),
+                record.meta.name,
+                record.meta.ttl_ms / 1000
+            );
+            unreachable(&self.endpoints, &cause, STALE)
+        })?;
         let value =
             self.kek.open(&record.meta.name, v.version, &v.blob).map_err(|e| StoreError::Corrupt {
                 path: format!("etcd key {}", self.decoder.key(&record.meta.name)).into(),
                 reason: format!("version {} {e}; remove the secret and put it again", v.version),
             })?;
-        Ok(SecretVersion { value, version: v.version, ttl_ms: record.meta.ttl_ms })
+        Ok(SecretVersion { value, version: v.version, ttl_ms })
     }
 
-    fn block_on<F: Future>(&self, f: F) -> F::Output {
+    pub(super) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.as_ref().expect("the runtime lives as long as the store").block_on(f)
     }
 

@@ -180,15 +180,18 @@ pub(super) struct Shared {
     /// writes are in the cache before the watch brings them (`applying`),
     /// so only other writers' changes (other nodes) get there.
     pub changes: broadcast::Sender<StoreChange>,
+    /// Told whether the watch is connected (`etcd_fresh.rs`).
+    pub fresh: Arc<super::etcd_fresh::Freshness>,
 }
 
 /// Keeps the cache current until the runtime it runs on shuts down.
 pub(super) async fn watch(mut client: Client, decoder: Arc<Decoder>, shared: Shared) {
-    let Shared { cache, applying, changes } = &shared;
+    let Shared { cache, applying, changes, fresh } = &shared;
     let mut backoff = Backoff::default();
     loop {
         let started = std::time::Instant::now();
         let ended = watch_once(&mut client, &decoder, &shared).await;
+        fresh.set_watching(false);
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Backoff::default();
         }
@@ -242,10 +245,11 @@ async fn watch_once(
     decoder: &Decoder,
     shared: &Shared,
 ) -> Result<Ended, etcd_client::Error> {
-    let Shared { cache, applying, changes } = shared;
+    let Shared { cache, applying, changes, fresh } = shared;
     let from = read(cache).revision() + 1;
     let options = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
     let mut stream = client.watch(decoder.key_prefix.as_str(), Some(options)).await?;
+    fresh.set_watching(true);
     while let Some(resp) = stream.message().await? {
         if resp.compact_revision() > 0 {
             return Ok(Ended::Compacted(resp.compact_revision()));

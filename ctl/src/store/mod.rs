@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod etcd;
 mod etcd_cache;
 mod etcd_conn;
+mod etcd_fresh;
 mod etcd_nodes;
 pub mod memory;
 mod record;
