@@ -58,6 +58,12 @@ impl SecretBytes {
     pub fn is_locked(&self) -> bool {
         self.0.is_locked()
     }
+
+    /// Keeps the first `len` bytes (no reallocation; the rest is wiped at
+    /// once): decrypting in place leaves the tag's room behind the plaintext.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
 }
 
 impl fmt::Debug for SecretBytes {
@@ -77,6 +83,17 @@ impl Eq for SecretBytes {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_keeps_the_prefix_and_wipes_the_rest() {
+        let mut s = SecretBytes::from_slice(b"plaintext+tag");
+        s.truncate(9);
+        assert!(s.ct_eq(b"plaintext") && s.len() == 9);
+        s.truncate(20);
+        assert_eq!(s.len(), 9, "never grows");
+        s.truncate(0);
+        assert!(s.is_empty());
+    }
 
     #[test]
     fn debug_never_shows_the_bytes() {

@@ -90,6 +90,15 @@ impl LockedBuf {
     pub fn is_locked(&self) -> bool {
         self.locked
     }
+
+    /// Shortens the visible length to `len` (no reallocation); the bytes
+    /// cut off are wiped at once.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            zeroize::Zeroize::zeroize(&mut self.as_mut_slice()[len..]);
+            self.len = len;
+        }
+    }
 }
 
 impl Drop for LockedBuf {
