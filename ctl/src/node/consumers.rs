@@ -244,7 +244,7 @@ fn row(who: &Attested, version: Option<u64>) -> Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seg_common::api::{GrantTarget, Identity};
+    use seg_common::api::Identity;
 
     fn who(service: &str, id: &str) -> Attested {
         Attested {
@@ -255,15 +255,7 @@ mod tests {
     }
 
     fn meta(version: u64) -> SecretMeta {
-        SecretMeta {
-            name: SecretName::parse("db").unwrap(),
-            version,
-            ttl_ms: 60_000,
-            grants: [GrantTarget::parse("shop/app").unwrap()].into(),
-            hooks: Default::default(),
-            created_at: 0,
-            updated_at: 0,
-        }
+        crate::node::fakes::secret_meta("db", version, &["shop/app"])
     }
 
     fn watcher(id: u64, w: Attested) -> WatcherView {

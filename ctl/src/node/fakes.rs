@@ -20,6 +20,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Metadata of secret `name` at `version`, granted to `grants` (`PROJECT/SERVICE`).
+pub fn secret_meta(name: &str, version: u64, grants: &[&str]) -> SecretMeta {
+    SecretMeta {
+        name: SecretName::parse(name).unwrap(),
+        version,
+        ttl_ms: 60_000,
+        grants: grants.iter().map(|g| seg_common::api::GrantTarget::parse(g).unwrap()).collect(),
+        hooks: Hooks::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
 /// Like the real stores, keeps the current and the previous version.
 #[derive(Default)]
 pub struct FakeStore {

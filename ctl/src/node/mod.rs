@@ -35,6 +35,7 @@ pub mod hook_exec;
 pub mod hooks;
 pub mod http;
 pub mod notify;
+mod peer_sync;
 pub mod peers;
 mod remote_changes;
 pub mod rotate;
@@ -130,7 +131,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let peers = registry.map(|(registry, node)| Arc::new(peers::Peers { registry, node }));
     let peer_tasks = peers.clone().map(|peers| {
         rotation_state.join_peers(peers.clone());
-        peers::spawn(peers, store.clone(), rotation_state.clone())
+        peer_sync::spawn(peers, store.clone(), rotation_state.clone())
     });
     let admin = Arc::new(admin::Admin {
         store: store.clone(),

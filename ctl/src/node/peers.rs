@@ -1,18 +1,17 @@
-//! The other nodes of a cluster, as far as rotation needs them: each node
-//! publishes its own consumers (streams and acknowledged versions) to the
-//! cluster's [`NodeRegistry`], and merges the others' into `secret status`
-//! and into what `rotate --wait` and post-rotate exec hooks wait for — so
-//! they cover every node. A node that dies or loses etcd drops out within
-//! the registry's lease TTL, so nobody waits for it forever.
+//! The other nodes of a cluster, as far as rotation needs them: their
+//! reports of their consumers (streams and acknowledged versions) in the
+//! cluster's [`NodeRegistry`], merged into `secret status` and into what
+//! `rotate --wait` and post-rotate exec hooks wait for (`RotationState`),
+//! so they cover every node. This node's own report is kept current by
+//! `peer_sync`. A node that dies or loses etcd drops out within the
+//! registry's lease TTL, so nobody waits for it forever.
 
-use super::rotation_state::RotationState;
-use crate::store::{NodeRegistry, SecretStore};
+use crate::store::NodeRegistry;
 use seg_common::api::Consumer;
 use seg_common::name::SecretName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// One node's report, as it is stored in the registry.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -21,7 +20,7 @@ pub struct NodeReport {
     pub consumers: BTreeMap<SecretName, Vec<Consumer>>,
 }
 
-/// The other nodes' reports, read by [`RotationState::status`].
+/// The other nodes' reports, read by `RotationState::status`.
 pub struct Peers {
     pub registry: Arc<dyn NodeRegistry>,
     /// This node's name (its own report is not another node's).
@@ -46,154 +45,5 @@ impl Peers {
             }
         }
         out
-    }
-}
-
-/// A report is republished at least this often (a lease that lapsed while
-/// etcd was away comes back with it), and looked at for changes (streams
-/// opening or closing) this often.
-const REPUBLISH: Duration = Duration::from_secs(5);
-const LOOK: Duration = Duration::from_secs(1);
-/// Changes in a burst (a rotation's acknowledgements) go out together.
-const COALESCE: Duration = Duration::from_millis(20);
-
-/// This node's report now: the local rows of every secret that has any.
-fn report(store: &dyn SecretStore, state: &RotationState) -> NodeReport {
-    let views = state.hub.views();
-    let mut consumers = BTreeMap::new();
-    for meta in store.list().unwrap_or_default() {
-        let rows = state.consumers.status(&meta, &views, None).consumers;
-        if !rows.is_empty() {
-            consumers.insert(meta.name, rows);
-        }
-    }
-    NodeReport { consumers }
-}
-
-/// Publishes this node's report when it changes (and every [`REPUBLISH`]),
-/// and wakes local waiters when another node's report changes.
-pub fn spawn(
-    peers: Arc<Peers>,
-    store: Arc<dyn SecretStore>,
-    state: Arc<RotationState>,
-) -> [tokio::task::JoinHandle<()>; 2] {
-    let mut theirs = peers.registry.changed();
-    let waker = state.clone();
-    let wake = tokio::spawn(async move {
-        while theirs.changed().await.is_ok() {
-            waker.consumers.bump();
-        }
-    });
-    let publish = tokio::spawn(async move {
-        let mut ours = state.consumers.subscribe();
-        let (mut last, mut at) = (Vec::new(), Instant::now() - REPUBLISH);
-        loop {
-            let bytes = serde_json::to_vec(&report(store.as_ref(), &state)).unwrap_or_default();
-            if bytes != last || at.elapsed() >= REPUBLISH {
-                let (registry, node, sent) = (peers.registry.clone(), peers.node.clone(), bytes.clone());
-                match tokio::task::spawn_blocking(move || registry.publish(&node, sent)).await {
-                    Ok(Ok(())) => (last, at) = (bytes, Instant::now()),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "publishing this node's consumers"),
-                    Err(e) => tracing::warn!(error = %e, "publishing this node's consumers"),
-                }
-            }
-            let _ = tokio::time::timeout(LOOK, ours.changed()).await;
-            tokio::time::sleep(COALESCE).await;
-        }
-    });
-    [wake, publish]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::node::fakes::{attested, FakeContainers};
-    use crate::node::{access_log::AccessLog, watch::Hub};
-    use crate::store::{SecretMeta, StoreError};
-    use seg_common::api::GrantTarget;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct FakeRegistry {
-        reports: Mutex<BTreeMap<String, Arc<Vec<u8>>>>,
-        changed: tokio::sync::watch::Sender<u64>,
-    }
-
-    impl NodeRegistry for FakeRegistry {
-        fn publish(&self, node: &str, report: Vec<u8>) -> Result<(), StoreError> {
-            self.reports.lock().unwrap().insert(node.into(), Arc::new(report));
-            self.changed.send_modify(|n| *n += 1);
-            Ok(())
-        }
-        fn withdraw(&self, node: &str) -> Result<(), StoreError> {
-            self.reports.lock().unwrap().remove(node);
-            Ok(())
-        }
-        fn reports(&self) -> BTreeMap<String, Arc<Vec<u8>>> {
-            self.reports.lock().unwrap().clone()
-        }
-        fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
-            self.changed.subscribe()
-        }
-    }
-
-    fn meta(version: u64) -> SecretMeta {
-        SecretMeta {
-            name: SecretName::parse("db").unwrap(),
-            version,
-            ttl_ms: 60_000,
-            grants: [GrantTarget::parse("shop/app").unwrap()].into(),
-            hooks: Default::default(),
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    fn remote(container: &str, version: Option<u64>, watching: bool) -> Consumer {
-        let who = attested("shop", "app", container);
-        Consumer {
-            container_id: who.container_id,
-            container_name: who.container_name,
-            identity: who.identity,
-            version,
-            acked_at_ms: version.map(|_| 1),
-            watching,
-            last_hook: None,
-            node: None,
-        }
-    }
-
-    fn state() -> (tempfile::TempDir, Arc<RotationState>) {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(AccessLog::open(&dir.path().join("a.log")).unwrap());
-        let containers = Arc::new(FakeContainers::default());
-        (dir, RotationState::new(Hub::new(Default::default()), containers, log))
-    }
-
-    #[test]
-    fn a_status_is_complete_only_when_every_node_has_the_version() {
-        let (_dir, state) = state();
-        let registry = Arc::new(FakeRegistry::default());
-        state.join_peers(Arc::new(Peers { registry: registry.clone(), node: "a".into() }));
-        state.consumers.ack(&attested("shop", "app", "local1"), &meta(2).name, 2);
-        let report = |rows: Vec<Consumer>| {
-            serde_json::to_vec(&NodeReport { consumers: [(meta(2).name, rows)].into() }).unwrap()
-        };
-        // Its own report (as the registry echoes it) is not another node's.
-        registry.publish("a", report(vec![remote("local1", Some(2), true)])).unwrap();
-        registry
-            .publish("b", report(vec![remote("b1", Some(1), true), remote("b2", Some(1), false)]))
-            .unwrap();
-        let st = state.status(&meta(2), None);
-        let rows: Vec<(&str, Option<&str>)> =
-            st.consumers.iter().map(|c| (c.container_id.as_str(), c.node.as_deref())).collect();
-        assert_eq!(rows, [("local1", Some("a")), ("b1", Some("b")), ("b2", Some("b"))]);
-        assert!(!st.complete, "b1 watches and has version 1");
-        registry
-            .publish("b", report(vec![remote("b1", Some(2), true), remote("b2", Some(1), false)]))
-            .unwrap();
-        assert!(state.status(&meta(2), None).complete, "b2's stream is closed: it does not hold anything up");
-        registry.publish("c", b"not json".to_vec()).unwrap();
-        assert_eq!(state.status(&meta(2), None).consumers.len(), 3, "an undecodable report is skipped");
     }
 }

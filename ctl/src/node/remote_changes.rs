@@ -64,20 +64,11 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seg_common::name::SecretName;
     use std::sync::Mutex;
     use tokio::sync::broadcast;
 
     fn meta(name: &str, version: u64) -> SecretMeta {
-        SecretMeta {
-            name: SecretName::parse(name).unwrap(),
-            version,
-            ttl_ms: 60_000,
-            grants: Default::default(),
-            hooks: Default::default(),
-            created_at: 1,
-            updated_at: 1,
-        }
+        crate::node::fakes::secret_meta(name, version, &[])
     }
 
     type Seen = Arc<Mutex<Vec<(Option<u64>, Option<u64>)>>>;

@@ -1,18 +1,9 @@
 use super::*;
 use crate::node::fakes::attested;
 use http_body_util::BodyExt;
-use seg_common::api::{GrantTarget, Hooks};
 
 fn meta(version: u64, grants: &[&str]) -> SecretMeta {
-    SecretMeta {
-        name: SecretName::parse("db").unwrap(),
-        version,
-        ttl_ms: 60_000,
-        grants: grants.iter().map(|g| GrantTarget::parse(g).unwrap()).collect(),
-        hooks: Hooks::default(),
-        created_at: 0,
-        updated_at: 0,
-    }
+    crate::node::fakes::secret_meta("db", version, grants)
 }
 
 fn view(id: u64, service: &str, wants: Option<&[&str]>) -> WatcherView {

@@ -10,6 +10,7 @@ mod etcd_cache;
 mod etcd_conn;
 mod etcd_fresh;
 mod etcd_nodes;
+mod etcd_registry;
 pub mod memory;
 mod record;
 pub mod seal;
