@@ -204,6 +204,23 @@ pub struct StatusReport {
     /// seg's firewall backend and Docker's (absent from older controllers).
     #[serde(default)]
     pub firewall: Option<FirewallStatus>,
+    /// This node's cluster membership; `None` on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// A cluster node's name, endpoint and certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    /// `HOST:PORT` of its cluster endpoint.
+    pub endpoint: String,
+    /// SHA-256 of the cluster CA's certificate.
+    pub ca_fingerprint: String,
+    /// When this node's certificate expires (renewed at two thirds of its life).
+    pub cert_expires_at_ms: u64,
+    /// Whether this node holds the CA key (joins and renewals come here).
+    pub holds_ca: bool,
 }
 
 /// Which firewall backend seg writes with, and which one Docker uses.

@@ -97,6 +97,28 @@ async fn exchange(socket: &Path, req: &Request<'_>, max_body: usize) -> Result<R
     read_response(&mut stream, &path, max_body).await
 }
 
+/// [`send`] over a stream the caller connected (e.g. TLS over TCP to a
+/// node's cluster endpoint); `label` names the peer in errors.
+pub async fn send_on<S>(
+    mut stream: S,
+    label: &str,
+    req: &Request<'_>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Response, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let exchange = async {
+        write_request(&mut stream, req, label).await?;
+        read_response(&mut stream, label, max_body).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout { path: label.to_owned(), timeout }),
+    }
+}
+
 /// Connects to `socket` (shown as `path` in errors) and writes `req`,
 /// head and body; the response is left to the caller.
 pub(crate) async fn connect_and_send(
@@ -107,6 +129,14 @@ pub(crate) async fn connect_and_send(
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|cause| ClientError::Connect { path: path.to_owned(), cause })?;
+    write_request(&mut stream, req, path).await?;
+    Ok(stream)
+}
+
+async fn write_request<S>(stream: &mut S, req: &Request<'_>, path: &str) -> Result<(), ClientError>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
     let io_err = |cause| ClientError::Io { path: path.to_owned(), cause };
     let head = format!(
         "{} {} HTTP/1.1\r\nHost: seg\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
@@ -117,12 +147,11 @@ pub(crate) async fn connect_and_send(
     );
     stream.write_all(head.as_bytes()).await.map_err(io_err)?;
     stream.write_all(req.body).await.map_err(io_err)?;
-    stream.flush().await.map_err(io_err)?;
-    Ok(stream)
+    stream.flush().await.map_err(io_err)
 }
 
-async fn read_response(
-    stream: &mut UnixStream,
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
     path: &str,
     max_body: usize,
 ) -> Result<Response, ClientError> {
@@ -160,8 +189,8 @@ async fn read_response(
 
 /// Reads into `scratch` (`filled` bytes already there) until it holds a
 /// whole response head; returns where the head's blank line starts.
-async fn read_head(
-    stream: &mut UnixStream,
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
     scratch: &mut [u8],
     filled: &mut usize,
     path: &str,

@@ -2,6 +2,7 @@
 //! `segctl audit`: one HTTP request per call over `<run>/admin.sock`, JSON in
 //! and out, secret values as raw bodies read straight into [`SecretBytes`].
 
+use crate::cluster::remote::Endpoint;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use seg_common::api::ApiError;
@@ -18,31 +19,76 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// JSON answers (e.g. the list of every secret) stay well below this.
 const MAX_JSON: usize = 16 * 1024 * 1024;
 
-/// Where the controller's admin socket is; shared by all admin commands.
+/// Where the controller's admin API is: the local admin socket, or a
+/// node's cluster endpoint with an admin certificate; shared by all admin
+/// commands.
 #[derive(Debug, Clone, Args)]
 pub struct AdminOpts {
     /// Run directory of the controller (holds admin.sock).
     #[arg(long, global = true, env = "SEG_RUN_DIR", default_value = "/run/seg", value_name = "DIR")]
     pub run_dir: PathBuf,
+    /// A node's cluster endpoint (`https://HOST:PORT`) instead of the local
+    /// admin socket; needs --admin-dir.
+    #[arg(long, global = true, env = "SEG_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Directory of an admin certificate (`segctl cluster admin-cert --out
+    /// DIR`: ca.crt, admin.crt, admin.key), for --server.
+    #[arg(long, global = true, env = "SEG_ADMIN_DIR", value_name = "DIR")]
+    pub admin_dir: Option<PathBuf>,
 }
 
 impl AdminOpts {
+    /// The local socket's client, or (with --server) a remote one.
     pub fn client(&self) -> AdminClient {
-        AdminClient::new(&self.run_dir)
+        AdminClient { to: self.target(), socket: self.run_dir.join("admin.sock") }
+    }
+
+    fn target(&self) -> Target {
+        let Some(server) = &self.server else { return Target::Local };
+        let remote = || -> Result<Remote> {
+            let endpoint = Endpoint::parse(server)?;
+            let dir = self.admin_dir.as_ref().ok_or_else(|| {
+                anyhow!("--server needs --admin-dir DIR (or SEG_ADMIN_DIR): the admin certificate `segctl cluster admin-cert --out DIR` wrote")
+            })?;
+            let config = crate::cluster::remote::admin_config(dir)?;
+            Ok(Remote { endpoint, config })
+        };
+        // Reported on the first request, like an unreachable socket.
+        Target::Remote(remote().map_err(|e| format!("{e:#}")))
     }
 }
 
+enum Target {
+    Local,
+    Remote(Result<Remote, String>),
+}
+
+struct Remote {
+    endpoint: Endpoint,
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
 pub struct AdminClient {
+    to: Target,
     socket: PathBuf,
 }
 
 impl AdminClient {
     pub fn new(run_dir: &Path) -> AdminClient {
-        AdminClient { socket: run_dir.join("admin.sock") }
+        AdminClient { to: Target::Local, socket: run_dir.join("admin.sock") }
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Where requests go, for messages.
+    pub fn describe(&self) -> String {
+        match &self.to {
+            Target::Local => self.socket.display().to_string(),
+            Target::Remote(Ok(r)) => r.endpoint.url.clone(),
+            Target::Remote(Err(_)) => "(--server)".into(),
+        }
     }
 
     async fn send(&self, req: &Request<'_>, max_body: usize) -> Result<Response> {
@@ -50,7 +96,13 @@ impl AdminClient {
     }
 
     async fn send_within(&self, req: &Request<'_>, max_body: usize, timeout: Duration) -> Result<Response> {
-        let resp = uds_http::send(&self.socket, req, timeout, max_body).await.map_err(|e| self.explain(e))?;
+        let resp = match &self.to {
+            Target::Local => {
+                uds_http::send(&self.socket, req, timeout, max_body).await.map_err(|e| self.explain(e))?
+            }
+            Target::Remote(Ok(r)) => r.endpoint.send(r.config.clone(), req, timeout, max_body).await?,
+            Target::Remote(Err(e)) => bail!("{e}"),
+        };
         if resp.is_success() {
             return Ok(resp);
         }

@@ -1,5 +1,6 @@
 //! The node controller and the admin client behind `segctl`.
 //!
+//! - [`cluster`]: the cluster's CA, join tokens, membership records.
 //! - [`store`]: where secrets live (trait + the embedded sealed store).
 //! - [`identity`]: container labels → seg identity, the one rule every part uses.
 //! - [`attest`]: who is calling on the agent socket (peer PID → container → identity).
@@ -11,6 +12,7 @@ pub mod attest;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod compose;
 pub mod daemon_json;
 pub mod docker;

@@ -33,6 +33,14 @@ struct Cli {
     /// command's own --run-dir or SEG_RUN_DIR. Default /run/seg.
     #[arg(long = "run-dir", value_name = "DIR")]
     top_run_dir: Option<std::ffi::OsString>,
+    /// A node's cluster endpoint (`https://HOST:PORT`) instead of the local
+    /// admin socket; same as SEG_SERVER. Needs --admin-dir.
+    #[arg(long = "server", value_name = "URL")]
+    top_server: Option<std::ffi::OsString>,
+    /// The admin certificate's directory (`segctl cluster admin-cert
+    /// --out DIR`); same as SEG_ADMIN_DIR.
+    #[arg(long = "admin-dir", value_name = "DIR")]
+    top_admin_dir: Option<std::ffi::OsString>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,14 +50,21 @@ struct Cli {
 /// it), then the line is parsed again so the groups see it as their default.
 fn parse_cli() -> Cli {
     let first = Cli::parse();
-    match &first.top_run_dir {
-        Some(dir) => {
-            // Still single-threaded: no other thread can be reading the environment.
-            std::env::set_var("SEG_RUN_DIR", dir);
-            Cli::parse()
-        }
-        None => first,
+    let top = [
+        ("SEG_RUN_DIR", &first.top_run_dir),
+        ("SEG_SERVER", &first.top_server),
+        ("SEG_ADMIN_DIR", &first.top_admin_dir),
+    ];
+    if top.iter().all(|(_, v)| v.is_none()) {
+        return first;
     }
+    for (var, value) in top {
+        if let Some(value) = value {
+            // Still single-threaded: no other thread can be reading the environment.
+            std::env::set_var(var, value);
+        }
+    }
+    Cli::parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +86,21 @@ enum Command {
     Icc(cli::icc::IccArgs),
     /// Write the compose override that delivers `x-seg.secrets` (sidecars, tmpfs volumes).
     Compose(cli::compose::ComposeArgs),
+    /// Many hosts, one set of secrets: init, join, ls, remove, token, admin-cert.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `segctl cluster`: `init` and `join` set this node up (the controller's
+/// side, stopped); the rest ask a running controller (the CLI's side).
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Make this node the first of a new cluster on etcd (controller stopped).
+    Init(segctl::node::cluster_setup::InitArgs),
+    /// Join a cluster with a token from `segctl cluster token` (controller stopped).
+    Join(segctl::node::cluster_setup::JoinArgs),
+    #[command(flatten)]
+    Admin(cli::cluster::ClusterCmd),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -83,6 +113,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Net(args) => cli::net::run(args).await,
         Command::Icc(args) => cli::icc::run(args).await,
         Command::Compose(args) => cli::compose::run(args).await,
+        Command::Cluster(ClusterCommand::Init(args)) => segctl::node::cluster_setup::init(args).await,
+        Command::Cluster(ClusterCommand::Join(args)) => segctl::node::cluster_setup::join(args).await,
+        Command::Cluster(ClusterCommand::Admin(cmd)) => cli::cluster::run(cmd).await,
     }
 }
 

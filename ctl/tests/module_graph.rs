@@ -19,6 +19,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("node", 5),
     ("segregation", 4),
     ("docker", 3),
+    ("client", 3),
+    ("cluster", 2),
     ("firewall", 2),
     ("network", 2),
     ("compose", 2),
@@ -26,7 +28,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("store", 1),
     ("attest", 1),
     ("daemon_json", 1),
-    ("client", 1),
     ("identity", 0),
     ("table", 0),
     ("timefmt", 0),
@@ -185,8 +186,10 @@ fn the_reader_sees_the_imports() {
 /// What the CLI may import besides itself: the admin client, renderers, and
 /// pure parsing that catches a typo before anything is sent. Not `docker`
 /// (the controller holds the one Docker link), not `daemon_json` (the
-/// controller reads host files), not `node` or `segregation`.
-const CLI_MAY_USE: &[&str] = &["client", "table", "timefmt", "policy", "network", "compose"];
+/// controller reads host files), not `node` or `segregation`. `cluster`:
+/// the endpoint's wire types, an admin's key and CSR made on the admin's
+/// side, the TLS client of `--server` (`init`/`join` are `node`'s).
+const CLI_MAY_USE: &[&str] = &["client", "table", "timefmt", "policy", "network", "compose", "cluster"];
 
 #[test]
 fn the_cli_is_a_client_of_the_api_and_nothing_else() {

@@ -30,17 +30,32 @@ impl Controller {
 
     /// Like [`Controller::start`], with `extra` flags for `segctl node run`.
     pub fn start_with(extra: &[&str]) -> Controller {
+        let mut ctl = Controller::prepared(extra);
+        ctl.spawn();
+        ctl
+    }
+
+    /// A controller's directories, not started yet (e.g. to run `segctl
+    /// cluster init` on its state directory first): start it with
+    /// [`Controller::start_again`].
+    pub fn prepared(extra: &[&str]) -> Controller {
         let dir = tempfile::Builder::new().prefix("seg-e2e-").tempdir().expect("temp dir");
-        let mut ctl = Controller {
+        Controller {
             child: None,
             state_dir: dir.path().join("state"),
             run_dir: dir.path().join("run"),
             log_path: dir.path().join("controller.log"),
             dir,
             extra_args: extra.iter().map(|a| a.to_string()).collect(),
-        };
-        ctl.spawn();
-        ctl
+        }
+    }
+
+    /// Waits up to `timeout` for the controller to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = poll(timeout, Duration::from_millis(20), || child.try_wait().expect("wait"))?;
+        self.child = None;
+        Some(status)
     }
 
     /// The directory holding state/, run/ and the controller log.

@@ -39,7 +39,13 @@ impl EtcdCluster {
         self.dir.path()
     }
 
-    fn tls(&self, file: &str) -> PathBuf {
+    /// `https://…` of each member, comma-separated.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// A file of the test cluster's TLS material: `ca.crt`, `client.crt`, `client.key`.
+    pub fn tls(&self, file: &str) -> PathBuf {
         self.dir.path().join("tls").join(file)
     }
 

@@ -2,6 +2,8 @@
 //! `run`, so `main.rs` adds a group with one enum variant and one match arm.
 //!
 //! - [`status`]: `segctl status`.
+//! - [`cluster`]: `segctl cluster ls|remove|token|admin-cert` (`init` and
+//!   `join` set a node up: the controller's side, `node::cluster_setup`).
 //! - [`compose`]: `segctl compose` (local: writes the secrets override file).
 //! - [`secret`]: `segctl secret put|ls|get|rm|grant|revoke|ttl|rotate|status|hook`
 //!   ([`rotation`] holds the last three).
@@ -10,6 +12,7 @@
 //! the CLI is a client of the admin API and imports nothing of the
 //! controller (`segctl node run` lives in [`crate::node::command`]).
 
+pub mod cluster;
 pub mod compose;
 pub mod duration;
 mod hook;

@@ -57,7 +57,19 @@ pub fn render(r: &StatusReport) -> String {
         ("access log", r.access_log.clone()),
         ("firewall", firewall_line(r.firewall.as_ref())),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+    let mut out: String = rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect();
+    if let Some(c) = &r.cluster {
+        let ca = if c.holds_ca { ", holds the CA" } else { "" };
+        out.push_str(&format!(
+            "{:<13} node {} at {}{ca}, CA {}…, certificate until {} (renewed automatically)\n",
+            "cluster",
+            c.node,
+            c.endpoint,
+            &c.ca_fingerprint[..16.min(c.ca_fingerprint.len())],
+            crate::timefmt::rfc3339_ms(c.cert_expires_at_ms)
+        ));
+    }
+    out
 }
 
 /// `nftables (Docker: iptables)`.
@@ -104,6 +116,7 @@ mod tests {
                 backend: "nftables".into(),
                 docker_backend: Some("iptables".into()),
             }),
+            cluster: None,
         };
         let text = render(&r);
         assert_eq!(text.lines().count(), 8);

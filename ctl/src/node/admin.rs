@@ -46,6 +46,8 @@ pub struct Admin {
     pub rotation_state: Arc<RotationState>,
     /// Network policies and ICC (`/v1/policies…`, `/v1/icc`); `None` in tests.
     pub segregation: Option<Arc<crate::segregation::Segregation>>,
+    /// This node's cluster membership (`/v1/cluster/…`); `None` on one host.
+    pub cluster: Option<Arc<super::cluster_node::ClusterNode>>,
 }
 
 impl Admin {
@@ -79,6 +81,15 @@ impl Admin {
                 super::admin_grants::Grants { store: &self.store, rotation_state: &self.rotation_state };
             let seg = self.segregation.as_deref();
             return super::admin_policy::handle(seg, grants, peer.uid, req, entry).await;
+        }
+        if super::admin_cluster::owns(&path) {
+            entry.action = "cluster";
+            if peer.uid != 0 {
+                let msg =
+                    format!("the admin socket serves root (uid 0) only; the caller is uid {}", peer.uid);
+                return Err(Failure::new(StatusCode::FORBIDDEN, "not_root", msg));
+            }
+            return super::admin_cluster::handle(self.cluster.as_ref(), req, entry).await;
         }
         let route = http::route(&path);
         entry.action = action(req.method(), route);
@@ -156,6 +167,7 @@ impl Admin {
                 }
                 None => None,
             },
+            cluster: self.cluster.as_ref().map(|c| c.status()),
         };
         Ok(json(StatusCode::OK, &report))
     }

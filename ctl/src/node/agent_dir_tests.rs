@@ -28,6 +28,7 @@ impl Rig {
             resync_interval: Duration::from_secs(30),
             firewall: crate::firewall::select::Choice::Iptables,
             store: Default::default(),
+            cluster_listen: None,
         });
         crate::node::setup::prepare_dirs(&paths).unwrap();
         Rig { dir, paths }

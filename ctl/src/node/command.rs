@@ -59,8 +59,10 @@ pub struct RunArgs {
     /// Secret store: embedded (sealed files in the state directory, one
     /// host) or etcd (the cluster store shared by every node; needs
     /// --etcd-endpoints, --etcd-ca and --kek-file).
-    #[arg(long, default_value = "embedded", value_name = "STORE", value_parser = ["embedded", "etcd"])]
-    pub store: String,
+    /// [default: etcd when this node is in a cluster (`<state-dir>/cluster/`,
+    /// made by `segctl cluster init/join`), else embedded]
+    #[arg(long, value_name = "STORE", value_parser = ["embedded", "etcd"])]
+    pub store: Option<String>,
     /// etcd members, comma-separated `https://HOST:PORT` (--store etcd).
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
@@ -84,6 +86,10 @@ pub struct RunArgs {
     /// the host name] (--store etcd).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Where the cluster endpoint (joins, renewals, `segctl --server`)
+    /// listens [default: what `cluster init/join --listen` said].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub cluster_listen: Option<String>,
 }
 
 /// The store the flags choose, or what is missing or contradictory.
@@ -95,7 +101,19 @@ fn store_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
         || args.etcd_key.is_some()
         || args.kek_file.is_some()
         || args.node_name.is_some();
-    if args.store == "embedded" {
+    let in_cluster = crate::cluster::files::exists(&args.state_dir);
+    let store = match args.store.as_deref() {
+        Some(store) => store,
+        None if in_cluster && !etcd_flags => return cluster_choice(args),
+        None => "embedded",
+    };
+    if store == "embedded" {
+        if in_cluster {
+            tracing::warn!(
+                "--store embedded: this node is in a cluster ({}) but serves its own embedded store",
+                crate::cluster::files::dir(&args.state_dir).display()
+            );
+        }
         if etcd_flags {
             anyhow::bail!(
                 "--etcd-*, --kek-file and --node-name need --store etcd (the embedded store is in use without it)"
@@ -132,24 +150,28 @@ fn store_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
     }))
 }
 
+/// The store of this node's cluster, as `cluster init/join` wrote it down.
+fn cluster_choice(args: &RunArgs) -> Result<node::store_choice::StoreChoice> {
+    use crate::cluster::files;
+    let config = files::load_config(&args.state_dir)?;
+    Ok(node::store_choice::StoreChoice::Etcd(node::store_choice::EtcdSettings {
+        endpoints: config.etcd_endpoints,
+        ca: files::etcd_ca_path(&args.state_dir),
+        identity: config.etcd_identity,
+        prefix: config.etcd_prefix,
+        kek_file: files::kek_path(&args.state_dir),
+        node_name: config.node_name,
+    }))
+}
+
 /// `--node-name`, or the host name: a DNS label's characters, so that it
 /// is also an etcd key segment and a table cell.
 fn node_name(given: Option<&str>) -> Result<String> {
     let name = match given {
         Some(n) => n.to_owned(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .context("reading the host name (/proc/sys/kernel/hostname); give --node-name")?
-            .trim()
-            .to_owned(),
+        None => crate::cluster::default_name()?,
     };
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if !ok {
-        anyhow::bail!(
-            "node name {name:?} is not usable: use 1-63 letters, digits, `-`, `.` or `_` (--node-name)"
-        );
-    }
+    crate::cluster::check_name(&name)?;
     Ok(name)
 }
 
@@ -209,6 +231,7 @@ async fn run_node(args: RunArgs) -> Result<()> {
         conns_per_container: args.max_conns_per_container as usize,
         resync_interval: args.resync_interval,
         firewall: args.firewall,
+        cluster_listen: args.cluster_listen,
     };
     node::run(opts).await.context("cannot start the seg controller")
 }

@@ -248,6 +248,7 @@ impl Rig {
             info,
             rotation_state: rotation_state.clone(),
             segregation: None,
+            cluster: None,
         };
         let agent = Agent {
             store: store.clone(),

@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod admin_cluster;
 mod admin_grants;
 mod admin_policy;
 mod admin_rotation;
@@ -26,6 +27,10 @@ pub mod agent;
 pub mod agent_dir;
 mod agent_rotation;
 pub mod agent_server;
+pub mod cluster_endpoint;
+pub mod cluster_node;
+mod cluster_renew;
+pub mod cluster_setup;
 pub mod command;
 pub mod consumers;
 pub mod docker_side;
@@ -78,6 +83,8 @@ pub struct NodeOptions {
     pub firewall: crate::firewall::select::Choice,
     /// The secret store (`--store`).
     pub store: store_choice::StoreChoice,
+    /// `--cluster-listen`: overrides the cluster endpoint's address.
+    pub cluster_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +99,10 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error(transparent)]
     Segregation(#[from] crate::segregation::SegregationError),
+    #[error("cannot take part in the cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot listen on {addr} for the cluster endpoint: {cause}")]
+    Listen { addr: String, cause: std::io::Error },
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -106,7 +117,12 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::raise_fd_limit();
     setup::prepare_dirs(&paths)?;
     let pid_lock = setup::lock_pid_file(&paths)?;
-    let store_choice::Opened { store, registry } = store_choice::open(&opts.store, &paths.state_dir).await?;
+    let store_choice::Opened { store, registry, kv } =
+        store_choice::open(&opts.store, &paths.state_dir).await?;
+    let cluster = match kv.filter(|_| crate::cluster::files::exists(&paths.state_dir)) {
+        Some(kv) => Some(open_cluster(&paths.state_dir, kv, registry.clone().map(|r| r.0)).await?),
+        None => None,
+    };
     let store_kind = store.kind();
     let log = Arc::new(AccessLog::open_with(&paths.access_log, opts.access_log_options)?);
     access_log::spawn_upkeep(&log);
@@ -139,6 +155,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         docker: docker_side.clone(),
         rotation_state: rotation_state.clone(),
         segregation: Some(segregation),
+        cluster: cluster.clone(),
         info: admin::NodeInfo {
             state_dir: paths.state_dir.clone(),
             admin_socket: paths.admin_socket.clone(),
@@ -152,6 +169,20 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let gate = gate::Gate::new(limits, "/proc".into());
     drop(docker_side.follow_events(container_gone(gate.clone(), rotation_state.clone())));
     drop(docker.spawn_connect(opts.docker_socket.clone()));
+    let removed = Arc::new(tokio::sync::Notify::new());
+    let cluster_tasks = match &cluster {
+        Some(node) => {
+            start_cluster(
+                node.clone(),
+                admin.clone(),
+                log.clone(),
+                opts.cluster_listen.as_deref(),
+                removed.clone(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
     let agent = Arc::new(agent::Agent { store, log, identify: docker_side, rotation_state });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
     // The guard serves the agent socket and rebinds it if it is removed or replaced.
@@ -165,8 +196,12 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         paths.agent_socket.display(),
         store_kind
     );
-    let signal = wait_for_signal().await;
+    let signal = tokio::select! {
+        signal = wait_for_signal() => signal,
+        () = removed.notified() => "removed from the cluster",
+    };
     tracing::info!("{signal}: shutting down");
+    cluster_tasks.into_iter().for_each(|task| task.abort());
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
@@ -181,6 +216,47 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())
+}
+
+/// This node's membership: its files, the CA's record, the allow list.
+async fn open_cluster(
+    state_dir: &std::path::Path,
+    kv: Arc<dyn crate::store::ClusterKv>,
+    registry: Option<Arc<dyn crate::store::NodeRegistry>>,
+) -> Result<Arc<cluster_node::ClusterNode>, NodeError> {
+    let state_dir = state_dir.to_owned();
+    let opened =
+        tokio::task::spawn_blocking(move || cluster_node::ClusterNode::open(state_dir, kv, registry))
+            .await
+            .map_err(|e| crate::cluster::ClusterError::BadRequest(e.to_string()))??;
+    Ok(Arc::new(opened))
+}
+
+/// The cluster endpoint, the allow list's refresh and the certificate's renewal.
+async fn start_cluster(
+    node: Arc<cluster_node::ClusterNode>,
+    admin: Arc<admin::Admin>,
+    log: Arc<AccessLog>,
+    listen: Option<&str>,
+    removed: Arc<tokio::sync::Notify>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, NodeError> {
+    let addr = listen.unwrap_or(&node.config.listen).to_owned();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|cause| NodeError::Listen { addr: addr.clone(), cause })?;
+    let tls = crate::cluster::tls::server(&node.meta.ca_cert, node.cert.clone())?;
+    let endpoint = Arc::new(cluster_endpoint::Endpoint { node: node.clone(), admin, log });
+    tracing::info!(
+        node = %node.config.node_name,
+        listen = %addr,
+        ca = node.ca.is_some(),
+        "cluster endpoint ready"
+    );
+    Ok(vec![
+        tokio::spawn(cluster_endpoint::serve(listener, tls, endpoint)),
+        tokio::spawn(cluster_endpoint::refresh(node.clone(), move || removed.notify_one())),
+        tokio::spawn(cluster_renew::run(node)),
+    ])
 }
 
 async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin>) {

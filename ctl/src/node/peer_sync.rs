@@ -27,7 +27,7 @@ fn report(store: &dyn SecretStore, state: &RotationState) -> NodeReport {
             consumers.insert(meta.name, rows);
         }
     }
-    NodeReport { consumers }
+    NodeReport { consumers, at_ms: 0 }
 }
 
 /// Publishes this node's report when it changes (and every [`REPUBLISH`]),
@@ -48,9 +48,12 @@ pub fn spawn(
         let mut ours = state.consumers.subscribe();
         let (mut last, mut at) = (Vec::new(), Instant::now() - REPUBLISH);
         loop {
-            let bytes = serde_json::to_vec(&report(store.as_ref(), &state)).unwrap_or_default();
+            let mut now = report(store.as_ref(), &state);
+            let bytes = serde_json::to_vec(&now).unwrap_or_default();
             if bytes != last || at.elapsed() >= REPUBLISH {
-                let (registry, node, sent) = (peers.registry.clone(), peers.node.clone(), bytes.clone());
+                now.at_ms = crate::cluster::ca::millis(std::time::SystemTime::now());
+                let sent = serde_json::to_vec(&now).unwrap_or_default();
+                let (registry, node) = (peers.registry.clone(), peers.node.clone());
                 match tokio::task::spawn_blocking(move || registry.publish(&node, sent)).await {
                     Ok(Ok(())) => (last, at) = (bytes, Instant::now()),
                     Ok(Err(e)) => tracing::warn!(error = %e, "publishing this node's consumers"),
@@ -130,7 +133,7 @@ mod tests {
         state.join_peers(Arc::new(Peers { registry: registry.clone(), node: "a".into() }));
         state.consumers.ack(&attested("shop", "app", "local1"), &meta(2).name, 2);
         let report = |rows: Vec<Consumer>| {
-            serde_json::to_vec(&NodeReport { consumers: [(meta(2).name, rows)].into() }).unwrap()
+            serde_json::to_vec(&NodeReport { consumers: [(meta(2).name, rows)].into(), at_ms: 0 }).unwrap()
         };
         // Its own report (as the registry echoes it) is not another node's.
         registry.publish("a", report(vec![remote("local1", Some(2), true)])).unwrap();

@@ -18,6 +18,10 @@ use std::sync::Arc;
 pub struct NodeReport {
     /// The consumers of each secret this node has any for.
     pub consumers: BTreeMap<SecretName, Vec<Consumer>>,
+    /// When the node published it (ms since the epoch): `cluster ls`'s
+    /// "last seen". Not part of what decides whether to publish again.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// The other nodes' reports, read by `RotationState::status`.

@@ -188,6 +188,7 @@ mod tests {
             resync_interval: std::time::Duration::from_secs(30),
             firewall: crate::firewall::select::Choice::Iptables,
             store: Default::default(),
+            cluster_listen: None,
         })
     }
 

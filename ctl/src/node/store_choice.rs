@@ -3,7 +3,7 @@
 //! cluster store in etcd shared by every node (`docs/cluster.md`).
 
 use crate::store::etcd::{EtcdConfig, EtcdStore};
-use crate::store::{EmbeddedStore, NodeRegistry, SecretStore, StoreError};
+use crate::store::{ClusterKv, EmbeddedStore, NodeRegistry, SecretStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct EtcdSettings {
 pub struct Opened {
     pub store: Arc<dyn SecretStore>,
     pub registry: Option<(Arc<dyn NodeRegistry>, String)>,
+    /// The cluster's membership records (the same etcd connection).
+    pub kv: Option<Arc<dyn ClusterKv>>,
 }
 
 /// How long one etcd request of a write (or of the first load) may take.
@@ -44,7 +46,7 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn open(choice: &StoreChoice, state_dir: &Path) -> Result<Opened, StoreError> {
     match choice {
         StoreChoice::Embedded => {
-            Ok(Opened { store: Arc::new(EmbeddedStore::open(state_dir)?), registry: None })
+            Ok(Opened { store: Arc::new(EmbeddedStore::open(state_dir)?), registry: None, kv: None })
         }
         StoreChoice::Etcd(settings) => {
             let kek = crate::store::etcd::read_kek_file(&settings.kek_file)?;
@@ -64,7 +66,11 @@ pub async fn open(choice: &StoreChoice, state_dir: &Path) -> Result<Opened, Stor
                 }
             })??;
             let store = Arc::new(store);
-            Ok(Opened { store: store.clone(), registry: Some((store, settings.node_name.clone())) })
+            Ok(Opened {
+                store: store.clone(),
+                registry: Some((store.clone(), settings.node_name.clone())),
+                kv: Some(store),
+            })
         }
     }
 }

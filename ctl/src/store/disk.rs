@@ -17,13 +17,13 @@ use std::path::Path;
 /// dot, so a temp file can never be mistaken for a secret.
 const TEMP_SUFFIX: &str = ".tmp";
 
-pub(super) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |cause| StoreError::Io { action, path: path.to_path_buf(), cause }
 }
 
 /// Creates `dir` (mode 0700) if missing. Refuses a directory that group or
 /// others may write to, since they could swap files under us.
-pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -51,7 +51,7 @@ pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// Takes an exclusive `flock` on `dir`, held as long as the returned handle
 /// lives: two controllers on one state directory would each trust their own
 /// cache and overwrite each other's versions.
-pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let handle = File::open(dir).map_err(io_err("opening state directory", dir))?;
     match rustix::fs::flock(&handle, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(handle),
@@ -65,7 +65,7 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 
 /// Flushes the directory entry changes (creations, renames, removals) of
 /// `dir` to disk.
-pub(super) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing directory", dir))
 }
 
@@ -124,7 +124,7 @@ pub(super) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// has returned too; the caller does that after publishing the change, so
 /// that a failing directory sync cannot leave the caller's view behind the
 /// file system's.
-pub(super) fn replace(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn replace(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = temp_path(dir, file_name);
     let target = dir.join(file_name);
     write_new(&tmp, bytes)?;
@@ -141,7 +141,7 @@ pub(super) fn replace(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<(), S
 
 /// Removes `dir/file_name`; a file already gone is fine. Durable once
 /// [`fsync_dir`] has returned.
-pub(super) fn remove(dir: &Path, file_name: &str) -> Result<(), StoreError> {
+pub(crate) fn remove(dir: &Path, file_name: &str) -> Result<(), StoreError> {
     let path = dir.join(file_name);
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
@@ -152,7 +152,7 @@ pub(super) fn remove(dir: &Path, file_name: &str) -> Result<(), StoreError> {
 
 /// Reads a regular file of at most `limit` bytes, not following symlinks.
 /// Returns the bytes with the file's metadata.
-pub(super) fn read_regular(path: &Path, limit: u64) -> Result<(Vec<u8>, fs::Metadata), StoreError> {
+pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<(Vec<u8>, fs::Metadata), StoreError> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -170,7 +170,7 @@ pub(super) fn read_regular(path: &Path, limit: u64) -> Result<(Vec<u8>, fs::Meta
 
 /// Refuses a file that group or others may access, or that another user
 /// owns; used for the master key.
-pub(super) fn check_private_file(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
+pub(crate) fn check_private_file(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
     let mode = meta.mode() & 0o777;
     let why = if mode & 0o077 != 0 {
         format!("mode {mode:04o} gives group or others access; run `chmod 600 {}`", path.display())

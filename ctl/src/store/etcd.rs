@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub struct EtcdStore {
     cache: Arc<RwLock<Cache>>,
-    decoder: Arc<Decoder>,
+    pub(super) decoder: Arc<Decoder>,
     kek: Kek,
     pub(super) client: Client,
     pub(super) endpoints: String,

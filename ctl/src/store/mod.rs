@@ -2,16 +2,19 @@
 //! ([`embedded::EmbeddedStore`]) seals every version with AES-256-GCM;
 //! [`memory::MemoryStore`] is the fake for unit tests.
 
-mod disk;
+pub(crate) mod disk;
 pub mod embedded;
 pub mod envelope;
 pub mod etcd;
 mod etcd_cache;
 mod etcd_conn;
 mod etcd_fresh;
+mod etcd_kv;
 mod etcd_nodes;
 mod etcd_registry;
 pub mod memory;
+#[cfg(any(test, feature = "fakes"))]
+pub mod memory_kv;
 mod record;
 pub mod seal;
 
@@ -150,6 +153,21 @@ pub trait NodeRegistry: Send + Sync {
     fn reports(&self) -> std::collections::BTreeMap<String, std::sync::Arc<Vec<u8>>>;
     /// Bumped whenever `reports` changes.
     fn changed(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// The records of cluster membership (`crate::cluster`): plain keys under
+/// `<prefix>/cluster/` in etcd. Keys are relative to that prefix; values are
+/// opaque bytes. Blocking, like the store's writes.
+pub trait ClusterKv: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every key under `prefix` (relative) with its value, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    /// Writes `key` only if it does not exist; `false` when it did.
+    fn create(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+    /// Deletes `key` and returns what it held, in one transaction: of two
+    /// callers taking the same key, one gets it (one-time tokens).
+    fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// How many versions a secret keeps: the current one and the previous one.

@@ -31,6 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum Socket {
     Agent,
     Admin,
+    /// The cluster endpoint (TCP, mutual TLS): joins, renewals, refusals.
+    Cluster,
 }
 
 /// How a request ended, the `outcome` field of a log line.
