@@ -236,15 +236,17 @@ pub async fn init(args: InitArgs) -> Result<()> {
             ),
             e => e.into(),
         })?;
-        let dir = Directory { kv: &store };
+        let store = std::sync::Arc::new(store);
+        let dir = Directory { kv: store.as_ref() };
         dir.create(&m)?;
         dir.add_member(&member)?;
         dir.add_token(&JoinToken::parse(&t)?, &r)?;
-        if import {
-            import_embedded(&state_dir, &store)
-        } else {
-            Ok(Vec::new())
+        if !import {
+            return Ok(Vec::new());
         }
+        let mut imported = import_embedded(&state_dir, &store)?;
+        imported.extend(import_policies(&state_dir, store)?);
+        Ok(imported)
     })
     .await??;
     let bundle = Bundle {
@@ -267,7 +269,8 @@ pub async fn init(args: InitArgs) -> Result<()> {
         meta.ca_url
     );
     if import {
-        println!("imported {} secret(s) from the embedded store: {}", imported.len(), imported.join(", "));
+        let secrets = imported.iter().filter(|i| !i.starts_with("policy ") && !i.starts_with("ICC ")).count();
+        println!("imported {secrets} secret(s) from the embedded store: {}", imported.join(", "));
     }
     println!("start the controller: segctl node run --state-dir {}\n", args.node.state_dir.display());
     let answer = TokenAnswer {
@@ -298,6 +301,24 @@ fn import_embedded(state_dir: &Path, cluster: &EtcdStore) -> Result<Vec<String>>
         }
         cluster.set_hooks(&meta.name, &meta.hooks)?;
         done.push(meta.name.to_string());
+    }
+    Ok(done)
+}
+
+/// The network policies and the ICC setting of this node's state
+/// directory, into the cluster's (which every node then enforces).
+fn import_policies(state_dir: &Path, cluster: std::sync::Arc<EtcdStore>) -> Result<Vec<String>> {
+    use crate::segregation::store::Store;
+    let local = Store::open(state_dir)?;
+    let shared = Store::cluster(cluster);
+    let mut done = Vec::new();
+    for (record, _) in local.load_all()? {
+        shared.save(&record)?;
+        done.push(format!("policy {}", record.name));
+    }
+    if !local.load_icc()? {
+        shared.save_icc(false)?;
+        done.push("ICC off on docker0".into());
     }
     Ok(done)
 }

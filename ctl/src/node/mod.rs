@@ -131,6 +131,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let segregation = crate::segregation::Segregation::start(
         crate::segregation::Options {
             firewall: opts.firewall,
+            // A cluster's nodes share their policies and ICC setting.
+            cluster: cluster.as_ref().map(|c| c.kv.clone()),
             ..crate::segregation::Options::new(&paths.state_dir, opts.resync_interval)
         },
         &docker,

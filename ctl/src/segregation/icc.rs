@@ -50,18 +50,9 @@ impl Segregation {
         if req.persist {
             daemon_json::read_icc(&path)?;
         }
-        let docker = self.require_docker().await?;
-        let mut st = self.state.lock().await;
-        self.refresh_all(&mut st, &docker).await?;
-        let before = st.docker0_icc;
-        st.docker0_icc = req.enabled;
-        let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
-        if let Err(e) = outcome.and_then(|_| self.store.save_icc(req.enabled).map_err(OpError::from)) {
-            st.docker0_icc = before;
-            let _ = blocking(|| st.reconcile(Mode::Full));
-            return Err(e);
-        }
-        drop(st);
+        let changing = self.changing.lock().await;
+        self.install_icc(req.enabled, true).await?;
+        drop(changing);
         let mut status = self.icc_status_with(req.daemon_json.as_deref()).await?;
         if req.persist {
             let said = match daemon_json::set_icc(&path, req.enabled)? {
@@ -71,5 +62,26 @@ impl Segregation {
             status.daemon_json = Some(format!("{}: \"icc\": {} ({said})", path.display(), req.enabled));
         }
         Ok(status)
+    }
+
+    /// The ICC rule on or off; `persist` false when the setting comes from
+    /// the cluster store.
+    pub(super) async fn install_icc(&self, enabled: bool, persist: bool) -> Result<(), OpError> {
+        let docker = self.require_docker().await?;
+        let mut st = self.state.lock().await;
+        self.refresh_all(&mut st, &docker).await?;
+        let before = st.docker0_icc;
+        st.docker0_icc = enabled;
+        let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
+        let saved = outcome.and_then(|_| match persist {
+            true => blocking(|| self.store.save_icc(enabled)).map_err(OpError::from),
+            false => Ok(()),
+        });
+        if let Err(e) = saved {
+            st.docker0_icc = before;
+            let _ = blocking(|| st.reconcile(Mode::Full));
+            return Err(e);
+        }
+        Ok(())
     }
 }

@@ -24,6 +24,7 @@ pub use seg_common::api::policy as api;
 pub mod attach;
 mod clobber;
 mod events;
+mod follow;
 pub mod host;
 mod icc;
 pub mod kernel;
@@ -33,6 +34,7 @@ mod ops;
 pub mod probe;
 pub mod state;
 pub mod store;
+mod store_cluster;
 pub mod verify;
 pub mod view;
 
@@ -62,6 +64,9 @@ pub struct Options {
     pub bridge_nf: PathBuf,
     /// The firewall backend (`--firewall`).
     pub firewall: Choice,
+    /// On a node of a cluster: the cluster's records in etcd, where the
+    /// policies and the ICC setting then live (`store_cluster.rs`, `follow.rs`).
+    pub cluster: Option<Arc<dyn crate::store::ClusterKv>>,
 }
 
 impl Options {
@@ -71,6 +76,7 @@ impl Options {
             resync_interval,
             bridge_nf: host::BRIDGE_NF.into(),
             firewall: Choice::Iptables,
+            cluster: None,
         }
     }
 }
@@ -88,6 +94,10 @@ pub enum SegregationError {
 pub struct Segregation {
     state: tokio::sync::Mutex<State>,
     store: store::Store,
+    /// Held by a change made here (apply, remove, ICC) and by taking in the
+    /// cluster's changes (`follow.rs`), so that neither acts on a view the
+    /// other is changing.
+    changing: tokio::sync::Mutex<()>,
     /// The process's Docker connection (shared with attestation).
     docker: Arc<DockerLink>,
     resync_interval: Duration,
@@ -103,7 +113,14 @@ impl Segregation {
         let backend = select::choose(opts.firewall)?;
         tracing::info!(backend = backend.name(), setting = %opts.firewall, "firewall backend");
         let (firewall, other) = select::open(backend);
-        let seg = Segregation::open(&opts.state_dir, firewall, opts.resync_interval, docker.clone())?;
+        let store = match &opts.cluster {
+            Some(kv) => store::Store::cluster(kv.clone()),
+            None => store::Store::open(&opts.state_dir)?,
+        };
+        let seg = Segregation::with_store(store, firewall, opts.resync_interval, docker.clone())?;
+        if seg.store.is_shared() {
+            drop(seg.follow_cluster());
+        }
         // Nothing else holds the state yet: no task runs before `follow_events`.
         seg.state.try_lock().expect("the state is not shared yet").writer.retire(other);
         drop(seg.follow_events(docker.subscribe()));
@@ -153,9 +170,17 @@ impl Segregation {
         resync_interval: Duration,
         docker: Arc<DockerLink>,
     ) -> Result<Arc<Segregation>, SegregationError> {
-        let store = store::Store::open(state_dir)?;
-        let loaded = store.load_all()?;
-        let icc = store.load_icc()?;
+        Segregation::with_store(store::Store::open(state_dir)?, firewall, resync_interval, docker)
+    }
+
+    fn with_store(
+        store: store::Store,
+        firewall: Box<dyn Firewall + Send>,
+        resync_interval: Duration,
+        docker: Arc<DockerLink>,
+    ) -> Result<Arc<Segregation>, SegregationError> {
+        // The cluster store blocks on etcd: off the async workers.
+        let (loaded, icc) = blocking(|| Ok::<_, store::StoreError>((store.load_all()?, store.load_icc()?)))?;
         if !loaded.is_empty() || !icc {
             tracing::info!(policies = loaded.len(), docker0_icc = icc, "network segregation state loaded");
         }
@@ -163,6 +188,7 @@ impl Segregation {
         Ok(Arc::new(Segregation {
             state: tokio::sync::Mutex::new(state),
             store,
+            changing: tokio::sync::Mutex::new(()),
             docker,
             resync_interval,
             timings: Mutex::new(VecDeque::new()),

@@ -116,6 +116,18 @@ impl Segregation {
         source: PolicySource,
         grants: Vec<DeclaredGrant>,
     ) -> Result<ApplyResult, OpError> {
+        let _changing = self.changing.lock().await;
+        self.install(source, grants, true).await
+    }
+
+    /// [`Segregation::apply`]; `persist` false when the policy comes from
+    /// the cluster store (another node applied and stored it).
+    pub(super) async fn install(
+        &self,
+        source: PolicySource,
+        grants: Vec<DeclaredGrant>,
+        persist: bool,
+    ) -> Result<ApplyResult, OpError> {
         let parsed = policy::parse_source(&source.text, &source.file, source.dir_project.as_deref())?;
         let name = name_of(&parsed);
         let docker = self.require_docker().await?;
@@ -139,11 +151,11 @@ impl Segregation {
         let record = Record { name: name.clone(), source, applied_at: now(), grants };
         let previous = st.put(record.clone(), parsed);
         let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
-        let outcome = outcome.and_then(|o| self.store.save(&record).map(|()| o).map_err(OpError::from));
+        let outcome = outcome.and_then(|o| self.persist(persist, |s| s.save(&record)).map(|()| o));
         let (applied, desired) = match outcome {
             Ok(Some(done)) => done,
             Ok(None) => unreachable!("the inventory was just read and a policy is in place"),
-            Err(e) => return Err(self.undo(&mut st, &name, previous, e)),
+            Err(e) => return Err(self.undo(&mut st, &name, previous, e, persist)),
         };
         // Rules first, then moves: a container moved onto a guarded network
         // is dropped there until its connect event is handled, never open.
@@ -172,15 +184,16 @@ impl Segregation {
         name: &str,
         previous: Option<(Record, policy::Policy)>,
         err: OpError,
+        persist: bool,
     ) -> OpError {
         st.take(name);
         let restored = match previous {
             Some((record, p)) => {
-                let saved = self.store.save(&record);
+                let saved = self.persist(persist, |s| s.save(&record));
                 st.put(record, p);
                 saved.err()
             }
-            None => self.store.remove(name).err(),
+            None => self.persist(persist, |s| s.remove(name).map(drop)).err(),
         };
         if let Err(e) = blocking(|| st.reconcile(Mode::Full)) {
             tracing::error!(
@@ -195,6 +208,25 @@ impl Segregation {
 
     /// `segctl policy rm`: its rules go; networks and attachments stay.
     pub async fn remove(&self, name: &str) -> Result<RemoveResult, OpError> {
+        let _changing = self.changing.lock().await;
+        self.uninstall(name, true).await
+    }
+
+    /// Writes to the policy store unless the change came from it (off the
+    /// async workers: the cluster store blocks on etcd).
+    fn persist(
+        &self,
+        persist: bool,
+        op: impl FnOnce(&super::store::Store) -> Result<(), StoreError>,
+    ) -> Result<(), OpError> {
+        if persist {
+            blocking(|| op(&self.store))?;
+        }
+        Ok(())
+    }
+
+    /// [`Segregation::remove`]; `persist` as for [`Segregation::install`].
+    pub(super) async fn uninstall(&self, name: &str, persist: bool) -> Result<RemoveResult, OpError> {
         let docker = self.require_docker().await?;
         let mut st = self.state.lock().await;
         if st.policy(name).is_none() {
@@ -203,7 +235,7 @@ impl Segregation {
         self.refresh_all(&mut st, &docker).await?;
         let previous = st.take(name);
         let outcome = blocking(|| st.reconcile(Mode::Full)).map_err(OpError::from);
-        let outcome = outcome.and_then(|o| self.store.remove(name).map(|_| o).map_err(OpError::from));
+        let outcome = outcome.and_then(|o| self.persist(persist, |s| s.remove(name).map(drop)).map(|()| o));
         match outcome {
             Ok(done) => {
                 let rules = done.map(|(a, d)| a.report(&d)).unwrap_or_default();

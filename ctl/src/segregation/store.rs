@@ -50,13 +50,17 @@ pub fn name_of(policy: &Policy) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct IccFile {
-    docker0_icc: bool,
+pub(super) struct IccFile {
+    pub(super) docker0_icc: bool,
 }
 
+/// Where the applied policies and the ICC setting live: this node's state
+/// directory, or, on a node of a cluster, the cluster store in etcd
+/// (`store_cluster.rs`), shared by every node.
 pub struct Store {
     dir: PathBuf,
     icc_file: PathBuf,
+    cluster: Option<std::sync::Arc<dyn crate::store::ClusterKv>>,
 }
 
 impl Store {
@@ -68,7 +72,16 @@ impl Store {
             path: dir.clone(),
             cause,
         })?;
-        Ok(Store { dir, icc_file: state_dir.join("icc.json") })
+        Ok(Store { dir, icc_file: state_dir.join("icc.json"), cluster: None })
+    }
+
+    /// The cluster's policies (`<prefix>/cluster/policies/NAME`, `…/icc`).
+    pub fn cluster(kv: std::sync::Arc<dyn crate::store::ClusterKv>) -> Store {
+        Store { dir: PathBuf::new(), icc_file: PathBuf::new(), cluster: Some(kv) }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.cluster.is_some()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -79,6 +92,9 @@ impl Store {
     /// does not read is an error: starting with a policy silently missing
     /// would open what it closes.
     pub fn load_all(&self) -> Result<Vec<(Record, Policy)>, StoreError> {
+        if let Some(kv) = &self.cluster {
+            return super::store_cluster::load_all(kv.as_ref());
+        }
         let io = |cause| StoreError::Io { action: "read", path: self.dir.clone(), cause };
         let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)
             .map_err(io)?
@@ -90,12 +106,18 @@ impl Store {
     }
 
     pub fn save(&self, record: &Record) -> Result<(), StoreError> {
+        if let Some(kv) = &self.cluster {
+            return super::store_cluster::save(kv.as_ref(), record);
+        }
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         write_atomically(&self.path(&record.name), &bytes)
     }
 
     /// Removes a stored policy; `false` if there was none.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        if let Some(kv) = &self.cluster {
+            return super::store_cluster::remove(kv.as_ref(), name);
+        }
         let path = self.path(name);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir).map(|()| true),
@@ -106,6 +128,9 @@ impl Store {
 
     /// The docker0 ICC setting; on (Docker's default) when never set.
     pub fn load_icc(&self) -> Result<bool, StoreError> {
+        if let Some(kv) = &self.cluster {
+            return super::store_cluster::load_icc(kv.as_ref());
+        }
         match fs::read(&self.icc_file) {
             Ok(bytes) => serde_json::from_slice::<IccFile>(&bytes)
                 .map(|f| f.docker0_icc)
@@ -117,6 +142,9 @@ impl Store {
 
     pub fn save_icc(&self, enabled: bool) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(&IccFile { docker0_icc: enabled }).expect("serializes");
+        if let Some(kv) = &self.cluster {
+            return super::store_cluster::put(kv.as_ref(), "icc", bytes);
+        }
         write_atomically(&self.icc_file, &bytes)
     }
 }
@@ -124,7 +152,12 @@ impl Store {
 fn load_one(path: &Path) -> Result<(Record, Policy), StoreError> {
     let bytes =
         fs::read(path).map_err(|cause| StoreError::Io { action: "read", path: path.to_owned(), cause })?;
-    let record: Record = serde_json::from_slice(&bytes)
+    parse_record(path, &bytes)
+}
+
+/// A stored record and its policy; `path` names it in errors.
+pub(super) fn parse_record(path: &Path, bytes: &[u8]) -> Result<(Record, Policy), StoreError> {
+    let record: Record = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Damaged { path: path.to_owned(), reason: e.to_string() })?;
     let policy = record.parse().map_err(|cause| StoreError::Invalid { path: path.to_owned(), cause })?;
     if name_of(&policy) != record.name {

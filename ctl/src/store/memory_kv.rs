@@ -4,7 +4,7 @@ use super::{ClusterKv, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct MemoryKv {
     keys: Mutex<BTreeMap<String, Vec<u8>>>,
 }

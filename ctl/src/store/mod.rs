@@ -158,7 +158,7 @@ pub trait NodeRegistry: Send + Sync {
 /// The records of cluster membership (`crate::cluster`): plain keys under
 /// `<prefix>/cluster/` in etcd. Keys are relative to that prefix; values are
 /// opaque bytes. Blocking, like the store's writes.
-pub trait ClusterKv: Send + Sync {
+pub trait ClusterKv: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every key under `prefix` (relative) with its value, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
