@@ -20,6 +20,8 @@ pub struct Controller {
     dir: tempfile::TempDir,
     /// Added to `segctl node run` (see [`Controller::start_with`]).
     extra_args: Vec<String>,
+    /// The network namespace it runs in (`None`: this process's).
+    netns: Option<String>,
 }
 
 impl Controller {
@@ -47,7 +49,16 @@ impl Controller {
             log_path: dir.path().join("controller.log"),
             dir,
             extra_args: extra.iter().map(|a| a.to_string()).collect(),
+            netns: None,
         }
+    }
+
+    /// [`Controller::prepared`], to run in the network namespace `ns` (a
+    /// node of its own host: `PrivateDocker`).
+    pub fn prepared_in(ns: &str, extra: &[&str]) -> Controller {
+        let mut ctl = Controller::prepared(extra);
+        ctl.netns = Some(ns.to_owned());
+        ctl
     }
 
     /// Waits up to `timeout` for the controller to exit on its own.
@@ -67,7 +78,14 @@ impl Controller {
         assert!(self.child.is_none(), "controller already running");
         let log =
             fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("controller log");
-        let mut cmd = Command::new(segctl_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(segctl_bin());
+                c
+            }
+            None => Command::new(segctl_bin()),
+        };
         cmd.arg("node")
             .arg("run")
             .arg("--state-dir")
