@@ -40,26 +40,14 @@ fn curl(ca: &Path, cert: Option<&Path>, url: &str) -> String {
 }
 
 fn join(etcd: &EtcdCluster, ctl: &Controller, token: &str, name: &str, at: &str) -> Out {
-    let (cert, key) = (etcd.tls("client.crt"), etcd.tls("client.key"));
-    segctl(&[
-        "cluster",
-        "join",
-        token,
-        "--server",
-        &format!("https://{A}"),
-        "--etcd-cert",
-        cert.to_str().unwrap(),
-        "--etcd-key",
-        key.to_str().unwrap(),
-        "--state-dir",
-        ctl.state_dir.to_str().unwrap(),
-        "--node-name",
-        name,
-        "--listen",
-        at,
-        "--advertise",
-        at,
-    ])
+    let server = format!("https://{A}");
+    let mut args: Vec<String> = ["cluster", "join", token, "--server", &server].map(String::from).to_vec();
+    args.extend(etcd.client_cert_flags());
+    let state = ctl.state_dir.to_str().unwrap();
+    args.extend(
+        ["--state-dir", state, "--node-name", name, "--listen", at, "--advertise", at].map(String::from),
+    );
+    segctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]
@@ -74,29 +62,26 @@ fn nodes_join_with_a_token_are_administered_remotely_renew_and_are_removed() {
     a.segctl_ok(&["secret", "grant", "legacy", "--to", "shop/api"]);
     a.stop();
     let (ca, cert, key) = (etcd.tls("ca.crt"), etcd.tls("client.crt"), etcd.tls("client.key"));
-    let init = segctl(&[
-        "cluster",
-        "init",
-        "--etcd",
-        etcd.endpoints(),
-        "--etcd-ca",
-        ca.to_str().unwrap(),
-        "--etcd-cert",
-        cert.to_str().unwrap(),
-        "--etcd-key",
-        key.to_str().unwrap(),
-        "--state-dir",
-        a.state_dir.to_str().unwrap(),
-        "--node-name",
-        "a",
-        "--listen",
-        A,
-        "--advertise",
-        A,
-        "--cert-ttl",
-        "9s",
-        "--import",
-    ]);
+    let state = a.state_dir.to_str().unwrap().to_owned();
+    let mut init_args: Vec<String> = vec!["cluster".into(), "init".into()];
+    init_args.extend(etcd.init_flags());
+    init_args.extend(
+        [
+            "--state-dir",
+            &state,
+            "--node-name",
+            "a",
+            "--listen",
+            A,
+            "--advertise",
+            A,
+            "--cert-ttl",
+            "9s",
+            "--import",
+        ]
+        .map(String::from),
+    );
+    let init = segctl(&init_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(init.success(), "cluster init: {}", init.text());
     assert!(
         init.stdout_str().contains("imported 1 secret(s) from the embedded store: legacy"),
@@ -106,20 +91,9 @@ fn nodes_join_with_a_token_are_administered_remotely_renew_and_are_removed() {
     let token = token_in(&init.stdout_str());
     a.start_again();
     assert!(a.segctl_ok(&["status"]).contains("node a at 127.0.0.1:27443, holds the CA"));
-    let again = segctl(&[
-        "cluster",
-        "init",
-        "--etcd",
-        etcd.endpoints(),
-        "--etcd-ca",
-        ca.to_str().unwrap(),
-        "--etcd-cert",
-        cert.to_str().unwrap(),
-        "--etcd-key",
-        key.to_str().unwrap(),
-        "--state-dir",
-        "/tmp/seg-e2e-second-init",
-    ]);
+    let mut again_args = init_args[..2 + etcd.init_flags().len()].to_vec();
+    again_args.extend(["--state-dir".to_owned(), "/tmp/seg-e2e-second-init".to_owned()]);
+    let again = segctl(&again_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!again.success() && again.text().contains("join it with a token"), "{}", again.text());
     let _ = std::fs::remove_dir_all("/tmp/seg-e2e-second-init");
 

@@ -29,18 +29,20 @@ fn segctl(args: &[&str]) -> Out {
     run(Command::new(segctl_bin()).args(args), Duration::from_secs(60))
 }
 
-fn member(etcd: &EtcdCluster, ctl: &Controller, first: Option<&str>, name: &str, at: &str) -> String {
-    let (ca, cert, key) = (etcd.tls("ca.crt"), etcd.tls("client.crt"), etcd.tls("client.key"));
-    let state = ctl.state_dir.to_str().unwrap().to_owned();
-    let common =
-        ["--etcd-cert", cert.to_str().unwrap(), "--etcd-key", key.to_str().unwrap(), "--state-dir", &state];
-    let mut args: Vec<&str> = match first {
-        None => vec!["cluster", "init", "--etcd", etcd.endpoints(), "--etcd-ca", ca.to_str().unwrap()],
-        Some(token) => vec!["cluster", "join", token, "--server", "https://127.0.0.1:27453"],
+/// `cluster init` (no token) or `cluster join TOKEN` of `ctl`'s state directory; the output.
+fn member(etcd: &EtcdCluster, ctl: &Controller, token: Option<&str>, name: &str, at: &str) -> String {
+    let mut args: Vec<String> = match token {
+        None => [vec!["cluster".into(), "init".into()], etcd.init_flags()].concat(),
+        Some(token) => {
+            let join = ["cluster", "join", token, "--server", "https://127.0.0.1:27453"];
+            [join.map(String::from).to_vec(), etcd.client_cert_flags()].concat()
+        }
     };
-    args.extend(common);
-    args.extend(["--node-name", name, "--listen", at, "--advertise", at]);
-    let out = segctl(&args);
+    let state = ctl.state_dir.to_str().unwrap();
+    args.extend(
+        ["--state-dir", state, "--node-name", name, "--listen", at, "--advertise", at].map(String::from),
+    );
+    let out = segctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.success(), "segctl {}: {}", args[1], out.text());
     out.stdout_str()
 }

@@ -64,28 +64,29 @@ fn start_nodes(etcd: &EtcdCluster, base: &std::path::Path) -> Vec<Node> {
             Node { engine, ctl }
         })
         .collect();
-    let (cert, key) = (etcd.tls("client.crt"), etcd.tls("client.key"));
-    let (cert, key) = (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned());
     let mut token = String::new();
     for (i, n) in nodes.iter_mut().enumerate() {
         let (name, at) = (format!("n{}", i + 1), endpoint(i + 1));
-        let state = n.ctl.state_dir.to_str().unwrap().to_owned();
-        let mut args: Vec<&str> = if i == 0 {
-            vec!["cluster", "init", "--etcd", etcd.endpoints(), "--etcd-ca"]
+        let mut args: Vec<String> = if i == 0 {
+            [vec!["cluster".into(), "init".into()], etcd.init_flags()].concat()
         } else {
-            vec!["cluster", "join", &token, "--server"]
+            let server = format!("https://{}", endpoint(1));
+            [
+                ["cluster", "join", &token, "--server", &server].map(String::from).to_vec(),
+                etcd.client_cert_flags(),
+            ]
+            .concat()
         };
-        let ca = etcd.tls("ca.crt").to_str().unwrap().to_owned();
-        let server = format!("https://{}", endpoint(1));
-        args.push(if i == 0 { &ca } else { &server });
-        args.extend(["--etcd-cert", &cert, "--etcd-key", &key, "--state-dir", &state]);
-        args.extend(["--node-name", &name, "--listen", &at, "--advertise", &at]);
-        let out = segctl_in(n, &args);
+        let state = n.ctl.state_dir.to_str().unwrap();
+        args.extend(
+            ["--state-dir", state, "--node-name", &name, "--listen", &at, "--advertise", &at]
+                .map(String::from),
+        );
+        let out = segctl_in(n, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.success(), "{name}: {}", out.text());
         n.ctl.start_again();
         if i < 2 {
-            let made = nodes_token(n);
-            token = made;
+            token = nodes_token(n);
         }
     }
     nodes

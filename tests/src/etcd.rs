@@ -49,6 +49,21 @@ impl EtcdCluster {
         self.dir.path().join("tls").join(file)
     }
 
+    /// `--etcd-cert FILE --etcd-key FILE`: a node's client certificate
+    /// (`cluster init` and `cluster join` take it).
+    pub fn client_cert_flags(&self) -> Vec<String> {
+        let path = |f: &str| self.tls(f).to_str().expect("utf-8 path").to_owned();
+        vec!["--etcd-cert".into(), path("client.crt"), "--etcd-key".into(), path("client.key")]
+    }
+
+    /// `segctl cluster init`'s etcd flags for this cluster.
+    pub fn init_flags(&self) -> Vec<String> {
+        let ca = self.tls("ca.crt").to_str().expect("utf-8 path").to_owned();
+        let mut flags = vec!["--etcd".into(), self.endpoints.clone(), "--etcd-ca".into(), ca];
+        flags.extend(self.client_cert_flags());
+        flags
+    }
+
     /// The `segctl node run` flags of a node on this cluster with the KEK
     /// in `kek_file`.
     pub fn node_flags(&self, kek_file: &Path) -> Vec<String> {
