@@ -29,6 +29,7 @@ impl Rig {
             firewall: crate::firewall::select::Choice::Iptables,
             store: Default::default(),
             cluster_listen: None,
+            metrics_addr: None,
         });
         crate::node::setup::prepare_dirs(&paths).unwrap();
         Rig { dir, paths }

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// listens [default: what `cluster init/join --listen` said].
     #[arg(long, value_name = "ADDR:PORT")]
     pub cluster_listen: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by
+    /// default; e.g. 127.0.0.1:9476). Plain HTTP: keep it on loopback or a
+    /// monitoring network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// The store the flags choose, or what is missing or contradictory.
@@ -232,6 +237,7 @@ async fn run_node(args: RunArgs) -> Result<()> {
         resync_interval: args.resync_interval,
         firewall: args.firewall,
         cluster_listen: args.cluster_listen,
+        metrics_addr: args.metrics_addr,
     };
     node::run(opts).await.context("cannot start the seg controller")
 }

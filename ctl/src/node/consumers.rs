@@ -56,11 +56,23 @@ struct State {
 pub struct Consumers {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Rotation → acknowledged, seconds, per consumer (`--metrics-addr`).
+    pub ack_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// From 1 ms to ~16 s: a push is acknowledged in milliseconds, a renewal
+/// that brings the version in the next lease tick in seconds.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)
 }
 
 impl Default for Consumers {
     fn default() -> Self {
-        Consumers { state: Mutex::new(State::default()), changed: watch::Sender::new(0) }
+        Consumers {
+            state: Mutex::new(State::default()),
+            changed: watch::Sender::new(0),
+            ack_seconds: prometheus_client::metrics::histogram::Histogram::new(latency_buckets()),
+        }
     }
 }
 
@@ -88,6 +100,9 @@ impl Consumers {
             }
         }
         let ack = Ack { who: who.clone(), version, at_ms: now_ms(), seen: Instant::now() };
+        if let Some((_, rotated_ms)) = state.rotated_at.get(name).filter(|(v, _)| *v == version) {
+            self.ack_seconds.observe(ack.at_ms.saturating_sub(*rotated_ms) as f64 / 1000.0);
+        }
         state.acks.entry(name.clone()).or_default().insert(who.container_id.clone(), ack);
         drop(state);
         self.bump();

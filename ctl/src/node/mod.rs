@@ -39,6 +39,8 @@ pub mod hangup;
 pub mod hook_exec;
 pub mod hooks;
 pub mod http;
+pub mod metrics;
+mod metrics_server;
 pub mod notify;
 mod peer_sync;
 pub mod peers;
@@ -85,6 +87,8 @@ pub struct NodeOptions {
     pub store: store_choice::StoreChoice,
     /// `--cluster-listen`: overrides the cluster endpoint's address.
     pub cluster_listen: Option<String>,
+    /// `--metrics-addr`: where Prometheus scrapes `/metrics` (off: `None`).
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +175,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let gate = gate::Gate::new(limits, "/proc".into());
     drop(docker_side.follow_events(container_gone(gate.clone(), rotation_state.clone())));
     drop(docker.spawn_connect(opts.docker_socket.clone()));
+    let metrics_task = match &opts.metrics_addr {
+        Some(addr) => Some(start_metrics(addr, &admin, &log).await?),
+        None => None,
+    };
     let removed = Arc::new(tokio::sync::Notify::new());
     let cluster_tasks = match &cluster {
         Some(node) => {
@@ -203,7 +211,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         () = removed.notified() => "removed from the cluster",
     };
     tracing::info!("{signal}: shutting down");
-    cluster_tasks.into_iter().for_each(|task| task.abort());
+    cluster_tasks.into_iter().chain(metrics_task).for_each(|task| task.abort());
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
@@ -218,6 +226,30 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())
+}
+
+/// `/metrics` on `addr`, counting from the access log from now on.
+async fn start_metrics(
+    addr: &str,
+    admin: &Arc<admin::Admin>,
+    log: &Arc<AccessLog>,
+) -> Result<tokio::task::JoinHandle<()>, NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|cause| NodeError::Listen { addr: addr.to_owned(), cause })?;
+    let (firewall, firewall_backend) = match &admin.segregation {
+        Some(seg) => (Some(seg.metrics.clone()), seg.firewall_backends().await.0.name().to_owned()),
+        None => (None, "none".to_owned()),
+    };
+    let metrics = Arc::new(metrics::Metrics::new(metrics::Sources {
+        ack_seconds: admin.rotation_state.consumers.ack_seconds.clone(),
+        firewall,
+        store: admin.store.kind().to_owned(),
+        firewall_backend,
+    }));
+    log.observe_with(metrics.clone());
+    tracing::info!(listen = %addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(metrics_server::serve(listener, metrics, admin.rotation_state.clone())))
 }
 
 /// This node's membership: its files, the CA's record, the allow list.

@@ -189,6 +189,7 @@ mod tests {
             firewall: crate::firewall::select::Choice::Iptables,
             store: Default::default(),
             cluster_listen: None,
+            metrics_addr: None,
         })
     }
 

@@ -29,6 +29,7 @@ pub mod host;
 mod icc;
 pub mod kernel;
 pub mod live;
+pub mod metrics;
 mod networks;
 mod ops;
 pub mod probe;
@@ -94,6 +95,8 @@ pub enum SegregationError {
 pub struct Segregation {
     state: tokio::sync::Mutex<State>,
     store: store::Store,
+    /// The firewall's counters (the state's, shared).
+    pub metrics: metrics::FirewallMetrics,
     /// Held by a change made here (apply, remove, ICC) and by taking in the
     /// cluster's changes (`follow.rs`), so that neither acts on a view the
     /// other is changing.
@@ -186,6 +189,7 @@ impl Segregation {
         }
         let state = State::new(loaded, icc, kernel::RuleWriter::new(firewall));
         Ok(Arc::new(Segregation {
+            metrics: state.metrics.clone(),
             state: tokio::sync::Mutex::new(state),
             store,
             changing: tokio::sync::Mutex::new(()),

@@ -40,6 +40,7 @@ pub struct State {
     /// Service chains kept between compiles (a container event rebuilds
     /// only the services it touches).
     cache: CompileCache,
+    pub metrics: super::metrics::FirewallMetrics,
 }
 
 impl State {
@@ -52,6 +53,7 @@ impl State {
             writer,
             managed: false,
             cache: CompileCache::new(),
+            metrics: Default::default(),
         };
         for (record, policy) in loaded {
             state.put(record, policy);
@@ -152,6 +154,7 @@ impl State {
             Mode::Fast => self.writer.fast(&desired)?,
             Mode::Full | Mode::Repair => self.writer.full(&desired)?,
         };
+        self.metrics.record(mode, &applied, &desired);
         self.managed = self.wants_rules();
         Ok(Some(applied))
     }

@@ -213,6 +213,14 @@ pub struct Options {
 pub struct AccessLog {
     path: PathBuf,
     state: Mutex<State>,
+    /// Sees every entry, also those the rate limit keeps out of the file
+    /// (the metrics count what happened, not what was written).
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
+}
+
+/// Something that counts entries (`node::metrics`).
+pub trait Observer: Send + Sync {
+    fn observe(&self, entry: &Entry);
 }
 
 struct State {
@@ -231,7 +239,11 @@ impl AccessLog {
         let sink =
             Sink::open(path, opts.rotation).map_err(|cause| OpenError { path: path.to_owned(), cause })?;
         let limiter = Limiter::new(opts.limits, now_ms());
-        Ok(AccessLog { path: path.to_owned(), state: Mutex::new(State { sink, limiter }) })
+        Ok(AccessLog {
+            path: path.to_owned(),
+            state: Mutex::new(State { sink, limiter }),
+            observer: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -245,7 +257,15 @@ impl AccessLog {
         self.record_at(entry, now_ms());
     }
 
+    /// Hands every entry to `observer` from now on (once).
+    pub fn observe_with(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
     pub(crate) fn record_at(&self, entry: &Entry, now_ms: u64) {
+        if let Some(observer) = self.observer.get() {
+            observer.observe(entry);
+        }
         let mut state = self.lock();
         if state.limiter.check(entry, now_ms) == Verdict::Suppress {
             return;
