@@ -2,7 +2,8 @@
 //! (Debian's `prometheus`, started here on loopback with a 1 s scrape
 //! interval): after a put, a rotation with a pre-rotate hook that a
 //! sidecar acknowledges, and a refused agent request, queries through
-//! Prometheus's HTTP API return the series.
+//! Prometheus's HTTP API return the series. The controller logs in JSON
+//! (`--log-format json`) meanwhile: every line is one object.
 
 use seg_e2e::*;
 use std::process::{Child, Command, Stdio};
@@ -43,21 +44,25 @@ fn start_prometheus(dir: &std::path::Path) -> Prometheus {
 
 /// The value of an instant query's first series, if there is one.
 fn query(expr: &str) -> Option<f64> {
+    ask(expr)["data"]["result"].as_array()?.first()?["value"][1].as_str()?.parse().ok()
+}
+
+/// Prometheus's whole answer to an instant query.
+fn ask(expr: &str) -> serde_json::Value {
     let url = format!("http://{PROMETHEUS}/api/v1/query");
-    let out = run(
-        Command::new("curl")
-            .args(["-s", "--max-time", "5", "-G", &url, "--data-urlencode"])
-            .arg(format!("query={expr}")),
-        Duration::from_secs(10),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["data"]["result"].as_array()?.first()?["value"][1].as_str()?.parse().ok()
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "5", "-G", &url, "--data-urlencode"]).arg(format!("query={expr}"));
+    serde_json::from_slice(&run(&mut curl, Duration::from_secs(10)).stdout).unwrap_or_default()
 }
 
 #[test]
 fn prometheus_scrapes_requests_rotations_denials_hooks_and_ack_latency() {
     let _serial = begin();
-    let ctl = Controller::start_with(&["--metrics-addr", METRICS]);
+    let ctl = Controller::start_with(&["--metrics-addr", METRICS, "--log-format", "json"]);
+    for line in ctl.log_tail(20).lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let _prometheus = start_prometheus(dir.path());
 
@@ -98,5 +103,13 @@ fn prometheus_scrapes_requests_rotations_denials_hooks_and_ack_latency() {
     let text =
         run(Command::new("curl").args(["-s", &format!("http://{METRICS}/metrics")]), Duration::from_secs(10));
     assert!(!text.stdout_str().contains("\"db\""), "no secret name in a label");
+    // The shipped Grafana dashboard's queries are valid and find their series.
+    let dashboard = workspace_root().join("examples/grafana/seg-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    for target in dash["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap().replace("[1m]", "[30s]").replace("[5m]", "[30s]");
+        let answer = ask(&expr);
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    }
     drop(sidecar);
 }

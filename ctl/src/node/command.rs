@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// `segctl=debug` (debug includes each access-log line).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+    /// Log lines as `text` (for people) or `json` (one object per line,
+    /// for log shippers).
+    #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Watch streams one container may hold open at once.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_watches_per_container: u32,
@@ -209,11 +213,11 @@ async fn run_node(args: RunArgs) -> Result<()> {
     })?;
     // Logs go to stderr; a second init (tests) is harmless.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match args.log_format.as_str() {
+        "json" => logs.json().flatten_event(true).try_init(),
+        _ => logs.with_ansi(ansi).try_init(),
+    };
     let store = store_choice(&args)?;
     let opts = NodeOptions {
         store,

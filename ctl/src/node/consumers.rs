@@ -100,7 +100,12 @@ impl Consumers {
             }
         }
         let ack = Ack { who: who.clone(), version, at_ms: now_ms(), seen: Instant::now() };
-        if let Some((_, rotated_ms)) = state.rotated_at.get(name).filter(|(v, _)| *v == version) {
+        // Rotation → ack only for a consumer that had the version before
+        // (one that starts later fetches the new version; no rotation wait).
+        let had_older =
+            state.acks.get(name).and_then(|a| a.get(&who.container_id)).is_some_and(|a| a.version < version);
+        if let Some((_, rotated_ms)) = state.rotated_at.get(name).filter(|(v, _)| *v == version && had_older)
+        {
             self.ack_seconds.observe(ack.at_ms.saturating_sub(*rotated_ms) as f64 / 1000.0);
         }
         state.acks.entry(name.clone()).or_default().insert(who.container_id.clone(), ack);
