@@ -99,6 +99,8 @@ fn a_policy_applied_on_one_node_is_enforced_by_another() {
     wait_until(Duration::from_secs(10), "node a to install the policy applied on b", || {
         a.segctl_ok(&["policy", "ls"]).contains("segclu").then_some(())
     });
+    let graph = a.segctl_ok(&["policy", "graph", "-o", "dot", "--project", "segclu"]);
+    assert!(graph.contains("\"segclu/client\" -> \"segclu/server\" [label=\"7000/tcp\"]"), "{graph}");
     let check =
         a.segctl(&["policy", "check", "--from", "segclu/other", "--to", "segclu/server", "--port", "7000"]);
     assert!(check.text().contains("DENY"), "{}", check.text());

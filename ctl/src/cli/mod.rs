@@ -20,6 +20,7 @@ pub mod icc;
 pub mod input;
 pub mod net;
 pub mod policy;
+mod policy_graph;
 pub mod rotation;
 pub mod secret;
 pub mod status;

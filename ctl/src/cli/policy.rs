@@ -57,6 +57,8 @@ pub enum PolicyCmd {
         #[arg(long, value_name = "PORT/PROTO")]
         port: String,
     },
+    /// Draw what the applied policies allow: SVG (Graphviz), dot or Mermaid.
+    Graph(super::policy_graph::GraphArgs),
     /// Probe the real flows between running containers and compare with the policy.
     Verify {
         /// Only this policy (default: all).
@@ -88,6 +90,7 @@ pub async fn run(args: PolicyArgs) -> Result<()> {
     let client = args.admin.client();
     match args.cmd {
         PolicyCmd::Lint(f) => lint(&f.file),
+        PolicyCmd::Graph(g) => super::policy_graph::run(g, &client).await,
         PolicyCmd::Apply(f) => {
             let result: ApplyResult = client.call("POST", "/v1/policies", Some(&source(&f.file)?)).await?;
             print!("{}", render_apply(&result));

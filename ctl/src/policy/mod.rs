@@ -10,6 +10,7 @@
 mod dupcheck;
 mod error;
 pub mod grants;
+pub mod graph;
 mod model;
 pub mod net;
 mod secrets;
