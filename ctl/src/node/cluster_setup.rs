@@ -168,6 +168,22 @@ fn random_kek() -> SecretBytes {
     kek
 }
 
+/// What `init` makes in memory before anything is written.
+struct FirstNode {
+    ca: ClusterCa,
+    kek: SecretBytes,
+    node_key: SecretBytes,
+    cert: crate::cluster::ca::Issued,
+    config: ClusterConfig,
+}
+
+/// What `--import` brought along.
+#[derive(Default)]
+struct Imported {
+    secrets: Vec<String>,
+    policies: Vec<String>,
+}
+
 pub async fn init(args: InitArgs) -> Result<()> {
     if let Some(bad) = args.etcd.iter().find(|e| !e.starts_with("https://")) {
         bail!("--etcd: {bad:?} is not an https:// URL (seg talks to etcd over TLS only)");
@@ -175,8 +191,56 @@ pub async fn init(args: InitArgs) -> Result<()> {
     let node = prepare(&args.node, !args.import)?;
     let etcd_ca = std::fs::read_to_string(&args.etcd_ca)
         .with_context(|| format!("reading --etcd-ca {}", args.etcd_ca.display()))?;
+    let first = make_first_node(&args, &node)?;
+    let now = millis(SystemTime::now());
+    let meta = ClusterMeta {
+        format: 1,
+        ca_cert: first.ca.cert_pem().to_owned(),
+        ca_fingerprint: first.ca.fingerprint().to_owned(),
+        ca_url: first.config.ca_url.clone(),
+        cert_ttl_ms: args.cert_ttl.as_millis() as u64,
+        created_at_ms: now,
+        created_on: node.name.clone(),
+        kek_id: Kek::from_secret(&first.kek)?.id(),
+    };
+    let token = JoinToken::generate(first.ca.fingerprint());
+    let expires_at_ms = now + args.token_ttl.as_millis() as u64;
+    let imported = write_records(&args, &first, meta.clone(), &token, expires_at_ms).await?;
+    let bundle = Bundle {
+        config: first.config,
+        ca_cert: first.ca.cert_pem().to_owned(),
+        etcd_ca,
+        node_cert: first.cert.pem.clone(),
+        node_key: first.node_key,
+        kek: first.kek,
+        ca_key: Some(first.ca.key_pem()),
+    };
+    files::install(&args.node.state_dir, &bundle).context(
+        "the cluster's records are in etcd but this node's files could not be written: remove them with \
+         `etcdctl del --prefix <prefix>/cluster/` and run init again",
+    )?;
+    println!(
+        "initialized cluster (CA {}…) with this node, {}, at {}.",
+        &meta.ca_fingerprint[..16],
+        node.name,
+        meta.ca_url
+    );
+    if args.import {
+        let (secrets, policies) = (imported.secrets.join(", "), imported.policies.join(", "));
+        println!("imported {} secret(s) from the embedded store: {secrets}", imported.secrets.len());
+        if !policies.is_empty() {
+            println!("imported {policies}");
+        }
+    }
+    println!("start the controller: segctl node run --state-dir {}\n", args.node.state_dir.display());
+    let answer = TokenAnswer { token: token.reveal().to_string(), expires_at_ms, ca_url: meta.ca_url };
+    println!("{}", answer.join_command());
+    Ok(())
+}
+
+/// The CA, the KEK, this node's key and certificate, its configuration.
+fn make_first_node(args: &InitArgs, node: &Node) -> Result<FirstNode> {
     let ca = ClusterCa::create(&node.name)?;
-    let kek = random_kek();
     let (node_key, csr) = request(&node.name)?;
     let subject = Subject { role: Role::Node, name: node.name.clone(), hosts: vec![node.host.clone()] };
     let cert = ca.issue(&csr, &subject, args.cert_ttl)?;
@@ -190,96 +254,65 @@ pub async fn init(args: InitArgs) -> Result<()> {
         advertise: node.advertise.clone(),
         ca_url: format!("https://{}", node.advertise),
     };
-    let token = JoinToken::generate(ca.fingerprint());
-    let now = millis(SystemTime::now());
-    let meta = ClusterMeta {
-        format: 1,
-        ca_cert: ca.cert_pem().to_owned(),
-        ca_fingerprint: ca.fingerprint().to_owned(),
-        ca_url: config.ca_url.clone(),
-        cert_ttl_ms: args.cert_ttl.as_millis() as u64,
-        created_at_ms: now,
-        created_on: node.name.clone(),
-        kek_id: Kek::from_secret(&kek)?.id(),
-    };
+    Ok(FirstNode { ca, kek: random_kek(), node_key, cert, config })
+}
+
+/// The cluster's metadata (refused if a cluster exists), this node's member
+/// record and the first token into etcd; then, with `--import`, the
+/// embedded store's secrets and the node's policies.
+async fn write_records(
+    args: &InitArgs,
+    first: &FirstNode,
+    meta: ClusterMeta,
+    token: &JoinToken,
+    expires_at_ms: u64,
+) -> Result<Imported> {
     let member = Member {
-        name: node.name.clone(),
+        name: first.config.node_name.clone(),
         role: Role::Node,
-        address: node.advertise.clone(),
-        certs: vec![cert.clone()],
-        joined_at_ms: now,
+        address: first.config.advertise.clone(),
+        certs: vec![first.cert.clone()],
+        joined_at_ms: meta.created_at_ms,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let token_record = TokenRecord {
-        expires_at_ms: now + args.token_ttl.as_millis() as u64,
-        created_at_ms: now,
-        created_on: node.name.clone(),
-    };
+    let record =
+        TokenRecord { expires_at_ms, created_at_ms: meta.created_at_ms, created_on: member.name.clone() };
     let cfg = EtcdConfig {
         endpoints: args.etcd.clone(),
         ca: args.etcd_ca.clone(),
-        identity: config.etcd_identity.clone(),
+        identity: first.config.etcd_identity.clone(),
         prefix: args.prefix.clone(),
-        kek: Kek::from_secret(&kek)?,
+        kek: Kek::from_secret(&first.kek)?,
         timeout: Duration::from_secs(5),
     };
-    let (state_dir, import) = (args.node.state_dir.clone(), args.import);
-    let (m, t, r) = (meta.clone(), token.reveal(), token_record.clone());
-    let imported = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-        let prefix = cfg.prefix.clone();
-        let store = EtcdStore::open(cfg).map_err(|e| match e {
-            // Loading found secrets sealed under another KEK: the prefix is taken.
-            crate::store::StoreError::Corrupt { ref reason, .. } if reason.contains("key-encryption key") => anyhow!(
-                "this etcd prefix is in use: a seg cluster (or nodes set up by hand with --kek-file) already keeps \
-                 secrets under {prefix}, sealed under another KEK; join it with a token (`segctl cluster token` on \
-                 one of its nodes), or give another --prefix"
-            ),
-            e => e.into(),
-        })?;
-        let store = std::sync::Arc::new(store);
+    let (state_dir, import, token) = (args.node.state_dir.clone(), args.import, token.reveal());
+    tokio::task::spawn_blocking(move || -> Result<Imported> {
+        let store = std::sync::Arc::new(open_fresh(cfg)?);
         let dir = Directory { kv: store.as_ref() };
-        dir.create(&m)?;
+        dir.create(&meta)?;
         dir.add_member(&member)?;
-        dir.add_token(&JoinToken::parse(&t)?, &r)?;
+        dir.add_token(&JoinToken::parse(&token)?, &record)?;
         if !import {
-            return Ok(Vec::new());
+            return Ok(Imported::default());
         }
-        let mut imported = import_embedded(&state_dir, &store)?;
-        imported.extend(import_policies(&state_dir, store)?);
-        Ok(imported)
+        let secrets = import_embedded(&state_dir, &store)?;
+        Ok(Imported { secrets, policies: import_policies(&state_dir, store)? })
     })
-    .await??;
-    let bundle = Bundle {
-        config,
-        ca_cert: ca.cert_pem().to_owned(),
-        etcd_ca,
-        node_cert: cert.pem.clone(),
-        node_key,
-        kek,
-        ca_key: Some(ca.key_pem()),
-    };
-    files::install(&args.node.state_dir, &bundle).context(
-        "the cluster's records are in etcd but this node's files could not be written: remove them with \
-         `etcdctl del --prefix <prefix>/cluster/` and run init again",
-    )?;
-    println!(
-        "initialized cluster (CA {}…) with this node, {}, at {}.",
-        &ca.fingerprint()[..16],
-        node.name,
-        meta.ca_url
-    );
-    if import {
-        let secrets = imported.iter().filter(|i| !i.starts_with("policy ") && !i.starts_with("ICC ")).count();
-        println!("imported {secrets} secret(s) from the embedded store: {}", imported.join(", "));
-    }
-    println!("start the controller: segctl node run --state-dir {}\n", args.node.state_dir.display());
-    let answer = TokenAnswer {
-        token: token.reveal().to_string(),
-        expires_at_ms: token_record.expires_at_ms,
-        ca_url: meta.ca_url,
-    };
-    println!("{}", answer.join_command());
-    Ok(())
+    .await?
+}
+
+/// The cluster store under a prefix no cluster (or hand-set node) uses yet.
+fn open_fresh(cfg: EtcdConfig) -> Result<EtcdStore> {
+    let prefix = cfg.prefix.clone();
+    EtcdStore::open(cfg).map_err(|e| match e {
+        // Loading found secrets sealed under another KEK: the prefix is taken.
+        crate::store::StoreError::Corrupt { ref reason, .. } if reason.contains("key-encryption key") => anyhow!(
+            "this etcd prefix is in use: a seg cluster (or nodes set up by hand with --kek-file) already keeps \
+             secrets under {prefix}, sealed under another KEK; join it with a token (`segctl cluster token` on \
+             one of its nodes), or give another --prefix"
+        ),
+        e => e.into(),
+    })
 }
 
 /// Puts the current version of every secret of the embedded store into the

@@ -42,6 +42,7 @@ pub mod http;
 pub mod metrics;
 mod metrics_server;
 pub mod notify;
+mod optional;
 mod peer_sync;
 pub mod peers;
 mod remote_changes;
@@ -124,7 +125,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let store_choice::Opened { store, registry, kv } =
         store_choice::open(&opts.store, &paths.state_dir).await?;
     let cluster = match kv.filter(|_| crate::cluster::files::exists(&paths.state_dir)) {
-        Some(kv) => Some(open_cluster(&paths.state_dir, kv, registry.clone().map(|r| r.0)).await?),
+        Some(kv) => Some(optional::open_cluster(&paths.state_dir, kv, registry.clone().map(|r| r.0)).await?),
         None => None,
     };
     let store_kind = store.kind();
@@ -175,24 +176,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let gate = gate::Gate::new(limits, "/proc".into());
     drop(docker_side.follow_events(container_gone(gate.clone(), rotation_state.clone())));
     drop(docker.spawn_connect(opts.docker_socket.clone()));
-    let metrics_task = match &opts.metrics_addr {
-        Some(addr) => Some(start_metrics(addr, &admin, &log).await?),
-        None => None,
-    };
     let removed = Arc::new(tokio::sync::Notify::new());
-    let cluster_tasks = match &cluster {
-        Some(node) => {
-            start_cluster(
-                node.clone(),
-                admin.clone(),
-                log.clone(),
-                opts.cluster_listen.as_deref(),
-                removed.clone(),
-            )
-            .await?
-        }
-        None => Vec::new(),
-    };
+    let optional_tasks = optional::start(&opts, &admin, &log, cluster.as_ref(), &removed).await?;
     let agent = Arc::new(agent::Agent { store, log, identify: docker_side, rotation_state });
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin));
     // The guard serves the agent socket and rebinds it if it is removed or replaced.
@@ -211,86 +196,18 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         () = removed.notified() => "removed from the cluster",
     };
     tracing::info!("{signal}: shutting down");
-    cluster_tasks.into_iter().chain(metrics_task).for_each(|task| task.abort());
+    optional_tasks.into_iter().for_each(|task| task.abort());
     admin_task.abort();
     agent_task.abort();
     pinger.abort();
     remote.into_iter().chain(peer_tasks.into_iter().flatten()).for_each(|task| task.abort());
     if let Some(peers) = peers {
-        let withdrawn = tokio::task::spawn_blocking(move || peers.registry.withdraw(&peers.node)).await;
-        if let Ok(Err(e)) = withdrawn {
-            tracing::warn!(error = %e, "withdrawing this node's consumers from the cluster");
-        }
+        peers::withdraw(peers).await;
     }
     agent_dir.shutdown();
     setup::cleanup(&paths);
     drop(pid_lock);
     Ok(())
-}
-
-/// `/metrics` on `addr`, counting from the access log from now on.
-async fn start_metrics(
-    addr: &str,
-    admin: &Arc<admin::Admin>,
-    log: &Arc<AccessLog>,
-) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|cause| NodeError::Listen { addr: addr.to_owned(), cause })?;
-    let (firewall, firewall_backend) = match &admin.segregation {
-        Some(seg) => (Some(seg.metrics.clone()), seg.firewall_backends().await.0.name().to_owned()),
-        None => (None, "none".to_owned()),
-    };
-    let metrics = Arc::new(metrics::Metrics::new(metrics::Sources {
-        ack_seconds: admin.rotation_state.consumers.ack_seconds.clone(),
-        firewall,
-        store: admin.store.kind().to_owned(),
-        firewall_backend,
-    }));
-    log.observe_with(metrics.clone());
-    tracing::info!(listen = %addr, "metrics at http://{addr}/metrics");
-    Ok(tokio::spawn(metrics_server::serve(listener, metrics, admin.rotation_state.clone())))
-}
-
-/// This node's membership: its files, the CA's record, the allow list.
-async fn open_cluster(
-    state_dir: &std::path::Path,
-    kv: Arc<dyn crate::store::ClusterKv>,
-    registry: Option<Arc<dyn crate::store::NodeRegistry>>,
-) -> Result<Arc<cluster_node::ClusterNode>, NodeError> {
-    let state_dir = state_dir.to_owned();
-    let opened =
-        tokio::task::spawn_blocking(move || cluster_node::ClusterNode::open(state_dir, kv, registry))
-            .await
-            .map_err(|e| crate::cluster::ClusterError::BadRequest(e.to_string()))??;
-    Ok(Arc::new(opened))
-}
-
-/// The cluster endpoint, the allow list's refresh and the certificate's renewal.
-async fn start_cluster(
-    node: Arc<cluster_node::ClusterNode>,
-    admin: Arc<admin::Admin>,
-    log: Arc<AccessLog>,
-    listen: Option<&str>,
-    removed: Arc<tokio::sync::Notify>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, NodeError> {
-    let addr = listen.unwrap_or(&node.config.listen).to_owned();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|cause| NodeError::Listen { addr: addr.clone(), cause })?;
-    let tls = crate::cluster::tls::server(&node.meta.ca_cert, node.cert.clone())?;
-    let endpoint = Arc::new(cluster_endpoint::Endpoint { node: node.clone(), admin, log });
-    tracing::info!(
-        node = %node.config.node_name,
-        listen = %addr,
-        ca = node.ca.is_some(),
-        "cluster endpoint ready"
-    );
-    Ok(vec![
-        tokio::spawn(cluster_endpoint::serve(listener, tls, endpoint)),
-        tokio::spawn(cluster_endpoint::refresh(node.clone(), move || removed.notify_one())),
-        tokio::spawn(cluster_renew::run(node)),
-    ])
 }
 
 async fn serve_admin(listener: tokio::net::UnixListener, admin: Arc<admin::Admin>) {

@@ -51,3 +51,12 @@ impl Peers {
         out
     }
 }
+
+/// Removes this node's report on a clean stop (the other nodes drop its
+/// consumers at once rather than when its lease runs out).
+pub async fn withdraw(peers: Arc<Peers>) {
+    let withdrawn = tokio::task::spawn_blocking(move || peers.registry.withdraw(&peers.node)).await;
+    if let Ok(Err(e)) = withdrawn {
+        tracing::warn!(error = %e, "withdrawing this node's consumers from the cluster");
+    }
+}

@@ -4,7 +4,6 @@
 //! and chains in force.
 
 use super::kernel::Applied;
-use super::state::Mode;
 use crate::firewall::Ruleset;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -34,7 +33,8 @@ impl Default for FirewallMetrics {
 }
 
 impl FirewallMetrics {
-    pub(super) fn record(&self, mode: Mode, applied: &Applied, desired: &Ruleset) {
+    /// `repair`: the kernel was changed under seg (`Mode::Repair`).
+    pub(super) fn record(&self, repair: bool, applied: &Applied, desired: &Ruleset) {
         self.rules.set(desired.rule_count() as i64);
         self.chains.set((desired.v4.chains.len() + desired.v6.chains.len()) as i64);
         if !applied.changed() {
@@ -42,7 +42,7 @@ impl FirewallMetrics {
         }
         self.transactions.inc();
         self.seconds.observe(applied.restore_time.as_secs_f64());
-        if mode == Mode::Repair {
+        if repair {
             self.repairs.inc();
         }
     }

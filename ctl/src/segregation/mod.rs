@@ -33,6 +33,7 @@ pub mod metrics;
 mod networks;
 mod ops;
 pub mod probe;
+mod record;
 pub mod state;
 pub mod store;
 mod store_cluster;

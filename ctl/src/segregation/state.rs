@@ -154,7 +154,7 @@ impl State {
             Mode::Fast => self.writer.fast(&desired)?,
             Mode::Full | Mode::Repair => self.writer.full(&desired)?,
         };
-        self.metrics.record(mode, &applied, &desired);
+        self.metrics.record(mode == Mode::Repair, &applied, &desired);
         self.managed = self.wants_rules();
         Ok(Some(applied))
     }

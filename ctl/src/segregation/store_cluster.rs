@@ -4,7 +4,7 @@
 //! Every node reads them (`follow.rs`) and enforces them on its own
 //! containers. Errors name the etcd key, as the file store names the file.
 
-use super::store::{parse_record, IccFile, Record, StoreError};
+use super::record::{parse_record, IccFile, Record, StoreError};
 use crate::policy::Policy;
 use crate::store::ClusterKv;
 use std::path::PathBuf;
