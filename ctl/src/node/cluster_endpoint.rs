@@ -39,6 +39,29 @@ pub struct Endpoint {
     pub node: Arc<ClusterNode>,
     pub admin: Arc<Admin>,
     pub log: Arc<AccessLog>,
+    /// Join attempts in the current second: anyone may try one, and each
+    /// that looks like a token costs an etcd transaction.
+    pub joins: std::sync::Mutex<(std::time::Instant, u32)>,
+}
+
+/// Join attempts answered per second; more get `429` (a token's secret is
+/// 128 bits: guessing is hopeless anyway, this bounds the load on etcd).
+const JOINS_PER_SECOND: u32 = 10;
+
+impl Endpoint {
+    pub fn new(node: Arc<ClusterNode>, admin: Arc<Admin>, log: Arc<AccessLog>) -> Endpoint {
+        let joins = std::sync::Mutex::new((std::time::Instant::now(), 0));
+        Endpoint { node, admin, log, joins }
+    }
+
+    fn may_join(&self) -> bool {
+        let mut window = self.joins.lock().unwrap_or_else(|p| p.into_inner());
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= JOINS_PER_SECOND
+    }
 }
 
 /// Accepts connections until the task is aborted.
@@ -136,6 +159,13 @@ impl Endpoint {
         match (caller, path) {
             (_, api::JOIN) if post => {
                 entry.action = "cluster_join";
+                if !self.may_join() {
+                    return Err(Failure::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "busy",
+                        "too many join attempts this second; retry shortly",
+                    ));
+                }
                 let request: JoinRequest = http::read_json_request(req).await?;
                 entry.reason = format!("node {} at {}, {}", request.name, request.advertise, entry.reason);
                 let node = self.node.clone();

@@ -79,7 +79,7 @@ pub(super) async fn start_cluster(
         .await
         .map_err(|cause| NodeError::Listen { addr: addr.clone(), cause })?;
     let tls = crate::cluster::tls::server(&node.meta.ca_cert, node.cert.clone())?;
-    let endpoint = Arc::new(cluster_endpoint::Endpoint { node: node.clone(), admin, log });
+    let endpoint = Arc::new(cluster_endpoint::Endpoint::new(node.clone(), admin, log));
     tracing::info!(
         node = %node.config.node_name,
         listen = %addr,
