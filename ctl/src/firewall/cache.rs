@@ -163,8 +163,8 @@ impl Builder<'_, '_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::{compile_with, synth, Container, NetEndpoint, PublishedPort};
-    use crate::policy::Proto;
+    use crate::firewall::fixture::random_change;
+    use crate::firewall::{compile_with, synth};
 
     /// Random container starts, stops, moves and publications (IPv4 and
     /// IPv6, one to three at once): the cached compile, which mostly patches
@@ -178,7 +178,7 @@ mod tests {
         let host = HostSettings::default();
         for step in 0..400u16 {
             for _ in 0..rng.usize(1..=3) {
-                change(&mut inv, &mut rng, step);
+                random_change(&mut inv, &mut rng, step);
             }
             let cached = compile_cached(&policies, &inv, &host, &mut cache);
             assert_eq!(cached, compile_with(&policies, &inv, &host), "step {step}");
@@ -191,50 +191,5 @@ mod tests {
             compile_cached(&policies[1..], &inv, &icc, &mut cache),
             compile_with(&policies[1..], &inv, &icc)
         );
-    }
-
-    /// One random change of the kind Docker events bring.
-    pub(crate) fn change(inv: &mut crate::firewall::Inventory, rng: &mut fastrand::Rng, step: u16) {
-        let v6 =
-            |rng: &mut fastrand::Rng| Some(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, rng.u16(1..40)));
-        let n = inv.containers.len();
-        match rng.u8(..7) {
-            0 if n > 0 => drop(inv.containers.remove(rng.usize(..n))),
-            1 | 2 => {
-                let (k, s) = (rng.usize(..6), rng.usize(..10));
-                inv.containers.push(Container {
-                    id: format!("x{step}-{}", rng.u32(..)),
-                    service: (rng.u8(..8) > 0)
-                        .then(|| Identity::new(Some(&format!("p{k}")), &format!("s{s}"))),
-                    endpoints: vec![NetEndpoint {
-                        network: format!("p{k}_default"),
-                        ipv4: Some(synth::address(k, s, 5 + rng.usize(..4))),
-                        ipv6: (rng.u8(..3) == 0).then(|| v6(rng)).flatten(),
-                    }],
-                    published: vec![],
-                });
-            }
-            3 if n > 0 => {
-                let port = PublishedPort {
-                    proto: Proto::Tcp,
-                    container_port: 80,
-                    host_ip: None,
-                    host_port: 30000 + step,
-                };
-                inv.containers[rng.usize(..n)].published = vec![port];
-            }
-            // A stop: the container keeps its networks, loses its addresses.
-            4 if n > 0 => {
-                let c = &mut inv.containers[rng.usize(..n)];
-                c.endpoints.iter_mut().for_each(|e| (e.ipv4, e.ipv6) = (None, None));
-                c.published.clear();
-            }
-            5 if n > 0 => inv.containers[rng.usize(..n)].endpoints[0].ipv6 = v6(rng),
-            _ if n > 0 => {
-                let at = synth::address(rng.usize(..6), rng.usize(..10), 9);
-                inv.containers[rng.usize(..n)].endpoints[0].ipv4 = Some(at);
-            }
-            _ => {}
-        }
     }
 }
