@@ -166,7 +166,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             if entries.is_empty() {
                 continue;
             }
-            self.tree(root, dir, entries.clone());
+            self.tree(root, dir, entries);
             top.push(format!("-j {root}"));
         }
         self.chains.insert(TOP.to_string(), Arc::new(top));
@@ -177,13 +177,13 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// One dispatch tree (`SEG-EGRESS`, `SEG-INGRESS`) from its keys.
-    pub(super) fn tree(&mut self, root: &str, dir: Dir, entries: Vec<(Cidr, Action)>) {
+    pub(super) fn tree(&mut self, root: &str, dir: Dir, entries: &[(Cidr, Action)]) {
         let tag = if self.family == Family::V4 { "" } else { "6" };
         let letter = if dir == Dir::Src { "E" } else { "I" };
         let node_prefix = format!("SEG-{letter}{tag}-");
         let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
         let memo = self.cache.as_deref_mut().map(|c| c.trees.entry(root.to_string()).or_default());
-        for (name, rules) in trie::build_memo(&spec, entries, memo) {
+        for (name, rules) in trie::build_sorted(&spec, entries, memo) {
             self.insert_shared(name, rules);
         }
     }

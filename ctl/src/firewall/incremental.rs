@@ -185,7 +185,7 @@ pub(super) fn patch_family(
     }
     for ((root, dir), keys) in [(EGRESS, Dir::Src), (INGRESS, Dir::Dst)].into_iter().zip(&keys) {
         if !keys.is_empty() {
-            b.tree(root, dir, keys.clone());
+            b.tree(root, dir, keys);
         }
     }
     let (chains, fresh, replaced) = b.into_patch();
