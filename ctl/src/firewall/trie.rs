@@ -196,7 +196,7 @@ fn chain<'e>(
         if let Some(own) = n.own {
             rules.push((n.prefix.prefix_len(), n.prefix, To::Key(own)));
         }
-        frontier.extend(n.children.iter().map(|c| (c, below.clone())));
+        frontier.extend(n.children.iter().map(|c| (c, below)));
     }
     for (n, inherited) in frontier {
         let to = if n.children.is_empty() {
