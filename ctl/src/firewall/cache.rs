@@ -102,6 +102,7 @@ fn patch(plan: &Plan, inventory: &Inventory, cache: &mut CompileCache) -> Option
     let (v6, k6) = patch_family(plan, Family::V6, &mut cache.v6, &mut last, &changes, &cache.readers)?;
     drop(changes);
     last.containers = kept;
+    last.guarded = plan.guarded.clone();
     last.tables = [v4.clone(), v6.clone()];
     last.keys = [k4, k6];
     cache.last = Some(last);

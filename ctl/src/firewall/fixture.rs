@@ -126,8 +126,32 @@ pub fn assert_golden(path: &Path, actual: &str) {
 pub fn random_change(inv: &mut Inventory, rng: &mut fastrand::Rng, step: u16) {
     let v6 =
         |rng: &mut fastrand::Rng| Some(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, rng.u16(1..40)));
+    // A network of its own, guarded while its one container runs.
+    if inv.network("lone").is_none() {
+        let subnet = crate::policy::Cidr::new(std::net::Ipv4Addr::new(10, 200, 0, 0).into(), 24);
+        inv.networks.push(Network {
+            name: "lone".into(),
+            bridge: Some("br-lone".into()),
+            subnets: subnet.into_iter().collect(),
+            compose_project: None,
+            compose_network: None,
+        });
+    }
     let n = inv.containers.len();
-    match rng.u8(..7) {
+    match rng.u8(..8) {
+        7 => match inv.containers.iter().position(|c| c.id == "lone") {
+            Some(at) => drop(inv.containers.remove(at)),
+            None => inv.containers.push(Container {
+                id: "lone".into(),
+                service: Some(Identity::new(Some("p0"), "s1")),
+                endpoints: vec![NetEndpoint {
+                    network: "lone".into(),
+                    ipv4: Some(std::net::Ipv4Addr::new(10, 200, 0, 5)),
+                    ipv6: v6(rng),
+                }],
+                published: vec![],
+            }),
+        },
         0 if n > 0 => drop(inv.containers.remove(rng.usize(..n))),
         1 | 2 => {
             let (k, s) = (rng.usize(..6), rng.usize(..10));

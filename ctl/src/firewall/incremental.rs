@@ -140,14 +140,37 @@ pub(super) fn diff<'n>(old: Vec<Container>, new: &'n [Container]) -> (Vec<Contai
 }
 
 /// Whether the incremental way may patch last time's output: same
-/// networks, same guarded and ICC-only networks, no changed container on
-/// an ICC-off network (its ICC chain may come or go).
+/// networks, same ICC-only networks, no changed container on an ICC-off
+/// network (its ICC chain may come or go), and no ICC-off network guarded
+/// or unguarded. (A network is guarded once a container of a named service
+/// is on it: the first one's start does that.)
 pub(super) fn patchable(last: &Last, plan: &Plan, inv: &Inventory, changes: &[Change]) -> bool {
     let icc = |c: &Container| c.endpoints.iter().any(|e| plan.icc_off.contains(&e.network));
     last.networks == inv.networks
-        && last.guarded == plan.guarded
         && last.icc_only == plan.icc_only
+        && !flipped(last, plan).any(|n| plan.icc_off.contains(n))
         && !changes.iter().any(|(o, n)| o.as_ref().is_some_and(icc) || n.is_some_and(icc))
+}
+
+/// The networks guarded last time or now, not both.
+fn flipped<'l>(last: &'l Last, plan: &'l Plan) -> impl Iterator<Item = &'l String> + 'l {
+    last.guarded.symmetric_difference(&plan.guarded)
+}
+
+/// A network guarded or unguarded since last time: its subnets' keys
+/// (`DROP` while guarded by any network) and the addresses of every
+/// container on it (known ones `RETURN` while guarded) are recomputed.
+fn guard_changes(last: &Last, plan: &Plan, family: Family, keys: &mut Keys, addrs: &mut BTreeSet<IpAddr>) {
+    let guarded: BTreeSet<Cidr> = plan.guarded_subnets(family).into_iter().collect();
+    for name in flipped(last, plan) {
+        let subnets = plan.inv.network(name).into_iter().flat_map(|n| n.subnets.iter());
+        for subnet in subnets.filter(|s| s.family() == family) {
+            let action = guarded.contains(subnet).then_some(Action::Drop);
+            keys.iter_mut().for_each(|k| set_key(k, *subnet, action.clone()));
+        }
+        let on = plan.inv.containers.iter().flat_map(|c| &c.endpoints).filter(|e| e.network == *name);
+        addrs.extend(on.filter_map(|e| e.ip(family)));
+    }
 }
 
 /// One family's output patched for `changes`; `None`: take the full way.
@@ -160,13 +183,19 @@ pub(super) fn patch_family(
     readers: &Readers,
 ) -> Option<(Table, Keys)> {
     let i = usize::from(family == Family::V6);
-    let (table, mut keys) = (&mut last.tables[i], last.keys[i].clone());
-    let addrs = changed_addrs(changes, family);
-    if table.chains.is_empty() {
+    let was_empty = last.keys[i].each_ref().map(Vec::is_empty);
+    let mut keys = std::mem::take(&mut last.keys[i]);
+    let mut addrs = changed_addrs(changes, family);
+    guard_changes(last, plan, family, &mut keys, &mut addrs);
+    if last.tables[i].chains.is_empty() {
         // Nothing in this family, and nothing to add (else: the full way).
-        return addrs.is_empty().then(|| (Table::default(), keys));
+        let nothing = addrs.is_empty() && keys.iter().all(Vec::is_empty);
+        return nothing.then(|| (Table::default(), keys));
     }
-    let subnets: BTreeSet<Cidr> = plan.guarded_subnets(family).into_iter().collect();
+    // An address that is also a subnet key (a /32 network) is folded with
+    // the subnet's action: the full way knows the order.
+    let subnets = plan.guarded_subnets(family).into_iter().chain(last_subnets(last, plan, family));
+    let subnets: BTreeSet<Cidr> = subnets.filter(Cidr::is_host).collect();
     let icc_subnets = plan.icc_only_subnets(family).into_iter().map(|(_, s)| s);
     if addrs.iter().any(|ip| subnets.contains(&Cidr::host(*ip))) || icc_subnets.count() > 0 {
         return None;
@@ -180,7 +209,7 @@ pub(super) fn patch_family(
             set_key(keys, Cidr::host(*ip), b.host_action(*ip, dir));
         }
     }
-    if keys.iter().zip(&last.keys[i]).any(|(new, old)| new.is_empty() != old.is_empty()) {
+    if keys.iter().zip(was_empty).any(|(new, old)| new.is_empty() != old) {
         return None;
     }
     for ((root, dir), keys) in [(EGRESS, Dir::Src), (INGRESS, Dir::Dst)].into_iter().zip(&keys) {
@@ -189,7 +218,7 @@ pub(super) fn patch_family(
         }
     }
     let (chains, fresh, replaced) = b.into_patch();
-    let mut out = std::mem::take(table);
+    let mut out = std::mem::take(&mut last.tables[i]);
     let orphans: BTreeSet<String> = replaced.iter().flatten().map(|(n, _)| n.clone()).collect();
     for name in old_trees.iter().chain(&orphans) {
         out.chains.remove(name);
@@ -225,6 +254,12 @@ fn rebuild_groups<'p>(b: &mut Builder<'p, '_, '_>, plan: &'p Plan, changes: &[Ch
     }
 }
 
+/// The subnets of the networks guarded last time, in one family.
+fn last_subnets<'l>(last: &'l Last, plan: &'l Plan, family: Family) -> impl Iterator<Item = Cidr> + 'l {
+    let nets = last.guarded.iter().filter_map(|n| plan.inv.network(n));
+    nets.flat_map(|n| n.subnets.iter().copied()).filter(move |s| s.family() == family)
+}
+
 /// The addresses of one family that changed containers had or have.
 fn changed_addrs(changes: &[Change], family: Family) -> BTreeSet<IpAddr> {
     let all = changes.iter().flat_map(|(o, n)| [o.as_ref(), *n]).flatten();
@@ -238,5 +273,37 @@ fn set_key(keys: &mut Vec<(Cidr, Action)>, key: Cidr, action: Option<Action>) {
         (Ok(at), None) => drop(keys.remove(at)),
         (Err(at), Some(a)) => keys.insert(at, (key, a)),
         (Err(_), None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::fixture::random_change;
+    use crate::firewall::{compile_cached, compile_with, synth, CompileCache, HostSettings};
+
+    /// The first container of a named service on a network guards it, the
+    /// last one's removal unguards it: both are patches, equal to a full compile.
+    #[test]
+    fn guarding_a_network_is_a_patch() {
+        let (policies, mut inv) = synth::scenario(2, 1);
+        let (host, mut cache) = (HostSettings::default(), CompileCache::new());
+        let mut rng = fastrand::Rng::with_seed(1);
+        random_change(&mut inv, &mut rng, 0);
+        compile_cached(&policies, &inv, &host, &mut cache);
+        for step in 1..6 {
+            let had = inv.containers.iter().any(|c| c.id == "lone");
+            inv.containers.retain(|c| c.id != "lone");
+            if !had {
+                let mut lone = inv.containers[1].clone();
+                lone.id = "lone".into();
+                lone.endpoints[0].network = "lone".into();
+                lone.endpoints[0].ipv4 = Some(std::net::Ipv4Addr::new(10, 200, 0, 5));
+                inv.containers.push(lone);
+            }
+            let before = cache.patched();
+            let cached = compile_cached(&policies, &inv, &host, &mut cache);
+            assert_eq!(cached, compile_with(&policies, &inv, &host), "step {step}");
+            assert_eq!(cache.patched(), before + 1, "step {step} patched");
+        }
     }
 }
