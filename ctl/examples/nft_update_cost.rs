@@ -77,6 +77,7 @@ fn main() {
             let back = compile_cached(&policies, &before, &host, &mut cache);
             old_nft = to_nft_cached(&back, &mut translated).unwrap();
         }
+        assert!(cache.patched() > 0, "the compile patches the last output");
         let [a, b, c, d, e] = times.map(median);
         println!("{} | {a} | {b} | {c} | {d} | {e}", projects * synth::SERVICES_PER_PROJECT);
         if kernel {

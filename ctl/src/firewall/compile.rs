@@ -22,9 +22,10 @@
 //! policy allow is decided before — and instead of — the ICC drop.
 
 use super::groups::{Chains, Groups};
+use super::inventory::{Container, NetEndpoint};
 use super::naming::{owned_prefix, service_chain, EGRESS, INGRESS, TOP};
 use super::plan::Plan;
-use super::ports::PortSet;
+use super::ports::{inherit_ports, PortSet};
 use super::ruleset::{Rules, Ruleset, Table};
 use super::trie::{self, Action, Dir, TrieSpec};
 use super::HostSettings;
@@ -67,6 +68,8 @@ pub(super) struct Builder<'p, 'a, 'c> {
     built: HashMap<(&'static str, &'p Identity), String>,
     /// Of every bridge device (what "not from a container" means), once.
     bridges: std::cell::OnceCell<u64>,
+    /// The chains of cached groups that were rebuilt (their inputs changed).
+    replaced: Vec<Chains>,
 }
 
 impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
@@ -80,6 +83,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             recording: None,
             built: HashMap::new(),
             bridges: std::cell::OnceCell::new(),
+            replaced: Vec::new(),
         }
     }
 
@@ -87,14 +91,16 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     /// hash the same (`fingerprint`; `None`: no cache).
     fn group(&mut self, name: &str, fingerprint: Option<u64>, build: impl FnOnce(&mut Self)) {
         let Some(fp) = fingerprint else { return build(self) };
-        let old = self.cache.as_deref_mut().and_then(|c| c.groups.remove(name));
-        if let Some((old_fp, chains)) = old.filter(|(old_fp, _)| *old_fp == fp) {
-            debug_assert_eq!(old_fp, fp);
-            for (n, rules) in &chains {
-                self.chains.insert(n.clone(), Arc::clone(rules));
+        match self.cache.as_deref_mut().and_then(|c| c.groups.remove(name)) {
+            Some((old_fp, chains)) if old_fp == fp => {
+                for (n, rules) in &chains {
+                    self.chains.insert(n.clone(), Arc::clone(rules));
+                }
+                self.fresh.groups.insert(name.to_string(), (fp, chains));
+                return;
             }
-            self.fresh.groups.insert(name.to_string(), (fp, chains));
-            return;
+            Some((_, chains)) => self.replaced.push(chains),
+            None => {}
         }
         let outer = self.recording.replace(Vec::new());
         build(self);
@@ -123,11 +129,17 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
         self.chains.insert(name, rules);
     }
 
-    pub(super) fn build(mut self) -> Table {
-        let egress = self.dispatch(Dir::Src);
-        let ingress = self.dispatch(Dir::Dst);
+    pub(super) fn build(self) -> Table {
+        self.build_keys().0
+    }
+
+    /// [`Builder::build`], also handing back the dispatch keys (egress,
+    /// ingress), sorted, which an incremental compile patches.
+    pub(super) fn build_keys(mut self) -> (Table, [Vec<(Cidr, Action)>; 2]) {
+        let egress: Vec<(Cidr, Action)> = self.dispatch(Dir::Src).into_iter().collect();
+        let ingress: Vec<(Cidr, Action)> = self.dispatch(Dir::Dst).into_iter().collect();
         if egress.is_empty() && ingress.is_empty() {
-            return Table::default();
+            return (Table::default(), [egress, ingress]);
         }
         // Every named service has its chains, containers or not, so that
         // its first container (or a restarted single one) only adds
@@ -150,25 +162,37 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
                 top.push(format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"));
             }
         }
-        let tag = if self.family == Family::V4 { "" } else { "6" };
-        for (entries, root, dir) in [(egress, EGRESS, Dir::Src), (ingress, INGRESS, Dir::Dst)] {
+        for (entries, root, dir) in [(&egress, EGRESS, Dir::Src), (&ingress, INGRESS, Dir::Dst)] {
             if entries.is_empty() {
                 continue;
             }
-            let letter = if dir == Dir::Src { "E" } else { "I" };
-            let node_prefix = format!("SEG-{letter}{tag}-");
-            let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
-            let memo = self.cache.as_deref_mut().map(|c| c.trees.entry(root.to_string()).or_default());
-            for (name, rules) in trie::build_memo(&spec, entries.into_iter().collect(), memo) {
-                self.insert_shared(name, rules);
-            }
+            self.tree(root, dir, entries);
             top.push(format!("-j {root}"));
         }
         self.chains.insert(TOP.to_string(), Arc::new(top));
         if let Some(cache) = self.cache.take() {
             cache.groups = std::mem::take(&mut self.fresh.groups);
         }
-        Table { chains: self.chains, hooks: None }
+        (Table { chains: self.chains, hooks: None }, [egress, ingress])
+    }
+
+    /// One dispatch tree (`SEG-EGRESS`, `SEG-INGRESS`) from its keys.
+    pub(super) fn tree(&mut self, root: &str, dir: Dir, entries: &[(Cidr, Action)]) {
+        let tag = if self.family == Family::V4 { "" } else { "6" };
+        let letter = if dir == Dir::Src { "E" } else { "I" };
+        let node_prefix = format!("SEG-{letter}{tag}-");
+        let spec = TrieSpec { root, node_prefix: &node_prefix, dir, fallback: None };
+        let memo = self.cache.as_deref_mut().map(|c| c.trees.entry(root.to_string()).or_default());
+        for (name, rules) in trie::build_sorted(&spec, entries, memo) {
+            self.insert_shared(name, rules);
+        }
+    }
+
+    /// The chains built or reused since [`Builder::new`], the groups they
+    /// make up, and the groups they replaced (an incremental compile's
+    /// patch: [`super::incremental`]).
+    pub(super) fn into_patch(self) -> (BTreeMap<String, Rules>, Groups, Vec<Chains>) {
+        (self.chains, self.fresh, self.replaced)
     }
 
     fn add(&mut self, chains: Vec<(String, Vec<String>)>) {
@@ -179,14 +203,8 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
 
     /// The keys of the top-level dispatch on source (egress) or destination
     /// (ingress) address. For one key the strictest action wins.
-    fn dispatch(&mut self, dir: Dir) -> BTreeMap<Cidr, Action> {
+    pub(super) fn dispatch(&mut self, dir: Dir) -> BTreeMap<Cidr, Action> {
         let mut keys: BTreeMap<Cidr, Action> = BTreeMap::new();
-        let put = |keys: &mut BTreeMap<Cidr, Action>, key: Cidr, action: Action| {
-            let slot = keys.entry(key).or_insert(Action::Return);
-            if strictness(&action) > strictness(slot) {
-                *slot = action;
-            }
-        };
         for subnet in self.plan.guarded_subnets(self.family) {
             put(&mut keys, subnet, Action::Drop);
         }
@@ -200,30 +218,58 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
             }
         }
         let plan = self.plan;
-        for (c, &(protected, restricted)) in plan.inv.containers.iter().zip(&plan.flags) {
+        for (c, &flags) in plan.inv.containers.iter().zip(&plan.flags) {
             for ep in &c.endpoints {
                 let Some(ip) = ep.ip(self.family) else { continue };
-                let id = c.service.as_ref();
-                let action = match (dir, id) {
-                    (Dir::Dst, Some(id)) if protected => Action::Goto(self.service_ingress(id)),
-                    (Dir::Src, Some(id)) if restricted => Action::Goto(self.service_egress(id)),
-                    (Dir::Dst, _) if plan.icc_off.contains(&ep.network) => {
-                        match self.icc_chain(&ep.network) {
-                            Some(chain) => Action::Goto(chain),
-                            None => Action::Return,
-                        }
-                    }
-                    _ if plan.guarded.contains(&ep.network) => Action::Return,
-                    _ => continue,
-                };
-                put(&mut keys, Cidr::host(ip), action);
+                if let Some(action) = self.endpoint_action(c, flags, ep, dir) {
+                    put(&mut keys, Cidr::host(ip), action);
+                }
             }
         }
         keys
     }
 
+    /// The dispatch action of one address key, from the containers that
+    /// claim it (in inventory order, as [`Builder::dispatch`] folds them);
+    /// `None`: no key. Only for an address that is no subnet key.
+    pub(super) fn host_action(&mut self, ip: IpAddr, dir: Dir) -> Option<Action> {
+        let mut keys: BTreeMap<Cidr, Action> = BTreeMap::new();
+        let plan = self.plan;
+        for (c, &flags) in plan.inv.containers.iter().zip(&plan.flags) {
+            let family = self.family;
+            for ep in c.endpoints.iter().filter(|ep| ep.ip(family) == Some(ip)) {
+                if let Some(action) = self.endpoint_action(c, flags, ep, dir) {
+                    put(&mut keys, Cidr::host(ip), action);
+                }
+            }
+        }
+        keys.into_values().next()
+    }
+
+    /// What one container endpoint asks of the dispatch (`flags`: its
+    /// service is ingress-protected, egress-restricted).
+    fn endpoint_action(
+        &mut self,
+        c: &'a Container,
+        (protected, restricted): (bool, bool),
+        ep: &NetEndpoint,
+        dir: Dir,
+    ) -> Option<Action> {
+        let plan = self.plan;
+        Some(match (dir, c.service.as_ref()) {
+            (Dir::Dst, Some(id)) if protected => Action::Goto(self.service_ingress(id)),
+            (Dir::Src, Some(id)) if restricted => Action::Goto(self.service_egress(id)),
+            (Dir::Dst, _) if plan.icc_off.contains(&ep.network) => match self.icc_chain(&ep.network) {
+                Some(chain) => Action::Goto(chain),
+                None => Action::Return,
+            },
+            _ if plan.guarded.contains(&ep.network) => Action::Return,
+            _ => return None,
+        })
+    }
+
     /// `SEG-IN-<svc>`: who may reach the service, on which ports.
-    fn service_ingress(&mut self, id: &'p Identity) -> String {
+    pub(super) fn service_ingress(&mut self, id: &'p Identity) -> String {
         if let Some(name) = self.built.get(&("IN", id)) {
             return name.clone();
         }
@@ -271,7 +317,7 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 
     /// `SEG-OUT-<svc>`: where the service may connect to.
-    fn service_egress(&mut self, id: &'p Identity) -> String {
+    pub(super) fn service_egress(&mut self, id: &'p Identity) -> String {
         if let Some(name) = self.built.get(&("OUT", id)) {
             return name.clone();
         }
@@ -355,16 +401,12 @@ impl<'p, 'a, 'c> Builder<'p, 'a, 'c> {
     }
 }
 
-/// A source inside a wider allowed CIDR also gets that CIDR's ports: the
-/// trie picks the longest prefix only, while allows add up.
-fn inherit_ports(sources: &BTreeMap<Cidr, PortSet>) -> BTreeMap<Cidr, PortSet> {
-    sources
-        .iter()
-        .map(|(key, ports)| {
-            let wider = sources.iter().filter(|(k, _)| *k != key && k.contains(key));
-            (*key, wider.fold(ports.clone(), |acc, (_, p)| acc.union(p)))
-        })
-        .collect()
+/// Puts `action` on `key`, unless the key already has a stricter one.
+fn put(keys: &mut BTreeMap<Cidr, Action>, key: Cidr, action: Action) {
+    let slot = keys.entry(key).or_insert(Action::Return);
+    if strictness(&action) > strictness(slot) {
+        *slot = action;
+    }
 }
 
 fn strictness(action: &Action) -> u8 {
@@ -382,29 +424,4 @@ fn family_of(ip: IpAddr) -> Family {
     } else {
         Family::V6
     }
-}
-
-/// Two policies of one set name the same service.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("service `{service}` is named by both {first} and {second}")]
-pub struct ServiceClash {
-    pub service: Identity,
-    /// Origins (file names) of the two policies.
-    pub first: String,
-    pub second: String,
-}
-
-/// Refuses policy sets in which two policies name the same service (they
-/// would otherwise silently shadow each other).
-pub fn validate_set(policies: &[Policy]) -> Result<(), ServiceClash> {
-    let mut seen: BTreeMap<Identity, &str> = BTreeMap::new();
-    for p in policies {
-        for key in p.services.keys() {
-            let id = Identity::new(p.project(), &key.0);
-            if let Some(first) = seen.insert(id.clone(), &p.origin) {
-                return Err(ServiceClash { service: id, first: first.to_owned(), second: p.origin.clone() });
-            }
-        }
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! and golden-file comparison with `SEG_BLESS=1` to regenerate.
 
 use super::inventory::{Container, Inventory, NetEndpoint, Network, PublishedPort};
+use super::synth;
 use crate::policy::Proto;
 use seg_common::api::Identity;
 use serde::Deserialize;
@@ -116,5 +117,75 @@ pub fn assert_golden(path: &Path, actual: &str) {
             path.display(),
             first.map(|i| i + 1)
         );
+    }
+}
+
+/// One random change of the kind Docker events bring, to the synthetic
+/// scenario of 6 projects ([`super::synth`]): a start, a stop, a removal, a
+/// move, a published port, an IPv6 address.
+pub fn random_change(inv: &mut Inventory, rng: &mut fastrand::Rng, step: u16) {
+    let v6 =
+        |rng: &mut fastrand::Rng| Some(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, rng.u16(1..40)));
+    // A network of its own, guarded while its one container runs.
+    if inv.network("lone").is_none() {
+        let subnet = crate::policy::Cidr::new(std::net::Ipv4Addr::new(10, 200, 0, 0).into(), 24);
+        inv.networks.push(Network {
+            name: "lone".into(),
+            bridge: Some("br-lone".into()),
+            subnets: subnet.into_iter().collect(),
+            compose_project: None,
+            compose_network: None,
+        });
+    }
+    let n = inv.containers.len();
+    match rng.u8(..8) {
+        7 => match inv.containers.iter().position(|c| c.id == "lone") {
+            Some(at) => drop(inv.containers.remove(at)),
+            None => inv.containers.push(Container {
+                id: "lone".into(),
+                service: Some(Identity::new(Some("p0"), "s1")),
+                endpoints: vec![NetEndpoint {
+                    network: "lone".into(),
+                    ipv4: Some(std::net::Ipv4Addr::new(10, 200, 0, 5)),
+                    ipv6: v6(rng),
+                }],
+                published: vec![],
+            }),
+        },
+        0 if n > 0 => drop(inv.containers.remove(rng.usize(..n))),
+        1 | 2 => {
+            let (k, s) = (rng.usize(..6), rng.usize(..10));
+            inv.containers.push(Container {
+                id: format!("x{step}-{}", rng.u32(..)),
+                service: (rng.u8(..8) > 0).then(|| Identity::new(Some(&format!("p{k}")), &format!("s{s}"))),
+                endpoints: vec![NetEndpoint {
+                    network: format!("p{k}_default"),
+                    ipv4: Some(synth::address(k, s, 5 + rng.usize(..4))),
+                    ipv6: (rng.u8(..3) == 0).then(|| v6(rng)).flatten(),
+                }],
+                published: vec![],
+            });
+        }
+        3 if n > 0 => {
+            let port = PublishedPort {
+                proto: Proto::Tcp,
+                container_port: 80,
+                host_ip: None,
+                host_port: 30000 + step,
+            };
+            inv.containers[rng.usize(..n)].published = vec![port];
+        }
+        // A stop: the container keeps its networks, loses its addresses.
+        4 if n > 0 => {
+            let c = &mut inv.containers[rng.usize(..n)];
+            c.endpoints.iter_mut().for_each(|e| (e.ipv4, e.ipv6) = (None, None));
+            c.published.clear();
+        }
+        5 if n > 0 => inv.containers[rng.usize(..n)].endpoints[0].ipv6 = v6(rng),
+        _ if n > 0 => {
+            let at = synth::address(rng.usize(..6), rng.usize(..10), 9);
+            inv.containers[rng.usize(..n)].endpoints[0].ipv4 = Some(at);
+        }
+        _ => {}
     }
 }

@@ -22,6 +22,7 @@ mod fake;
 #[cfg(test)]
 mod fixture;
 mod groups;
+mod incremental;
 mod inventory;
 mod iptables;
 pub mod naming;
@@ -44,7 +45,7 @@ mod trie;
 
 pub use cache::{compile_cached, CompileCache};
 pub use check::{check, Decision, FlowEnd};
-pub use compile::{compile, compile_with, validate_set, ServiceClash};
+pub use compile::{compile, compile_with};
 pub use exec::started_by_us;
 #[cfg(any(test, feature = "fakes"))]
 pub use fake::FakeFirewall;
@@ -55,6 +56,7 @@ pub use inventory::{
 pub use iptables::IptablesFirewall;
 pub use nft_cache::NftCache;
 pub use nftables::NftablesFirewall;
+pub use plan::{validate_set, ServiceClash};
 pub use ruleset::{Hooks, Rules, Ruleset, Table};
 pub use trie::FLAT_MAX;
 

@@ -18,10 +18,10 @@
 //! maps are named `SEG6-…`, in the same `inet` table.
 
 use super::naming::{owned_prefix, EGRESS, INGRESS, PREFIX, TOP};
-use super::nft_cache::{NftCache, Piece};
+use super::nft_cache::{Decided, Flat, NftCache, Outcome, PieceData, Span};
 use super::nft_model::{Chain, Elem, NftTable, Part, Set};
 use super::nft_rules::{self, Rule};
-use super::ruleset::{Ruleset, Table};
+use super::ruleset::{Rules, Ruleset, Table};
 use crate::policy::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -66,6 +66,9 @@ pub fn to_nft_cached(rs: &Ruleset, cache: &mut NftCache) -> Result<NftTable, Unt
     Ok(out)
 }
 
+/// A translated chain's rules, or why it has none.
+type Made = Result<Vec<String>, Untranslatable>;
+
 /// The nft name of a chain of `family` (IPv6: `SEG6-…`).
 pub fn nft_name(name: &str, family: Family) -> String {
     match (family, name.strip_prefix(PREFIX)) {
@@ -73,16 +76,6 @@ pub fn nft_name(name: &str, family: Family) -> String {
         _ => name.to_string(),
     }
 }
-
-/// What a tree decides for a range of addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
-    Return,
-    Drop,
-    Goto(String),
-}
-
-type Span = (u128, u128);
 
 /// What [`FamilyTable::flatten`] collects from one tree.
 struct Walk<'w> {
@@ -92,9 +85,11 @@ struct Walk<'w> {
     /// Address keys and their decisions.
     hosts: &'w mut Vec<(IpAddr, Outcome)>,
     consumed: &'w mut BTreeSet<String>,
+    /// Inner chains walked, in order, with their rules (what a memo of a
+    /// subtree must find unchanged to be reused).
+    read: Vec<(String, Rules)>,
+    cache: &'w mut NftCache,
 }
-
-type Decided = (Span, Outcome);
 
 struct FamilyTable<'t> {
     table: &'t Table,
@@ -131,7 +126,9 @@ impl<'t> FamilyTable<'t> {
             let parsed = self.parse(TOP, rule)?;
             let line = match &parsed.target {
                 Some((false, root)) if root == EGRESS || root == INGRESS => {
-                    self.cached(root, out, &mut consumed, cache, |t, local, read| t.tree(root, local, read))?;
+                    self.cached(root, out, &mut consumed, cache, |t, local, read, c| {
+                        t.tree(root, local, read, c)
+                    })?;
                     let nfproto = if self.family == Family::V4 { "ipv4" } else { "ipv6" };
                     format!("meta nfproto {nfproto} jump {}", self.name(root))
                 }
@@ -143,13 +140,13 @@ impl<'t> FamilyTable<'t> {
         }
         let services: Vec<&String> = self.table.chains.keys().filter(|n| is_service_tree(n)).collect();
         for name in services {
-            self.cached(name, out, &mut consumed, cache, |t, local, read| t.tree(name, local, read))?;
+            self.cached(name, out, &mut consumed, cache, |t, local, read, c| t.tree(name, local, read, c))?;
         }
         for (name, rules) in &self.table.chains {
             if name == TOP || consumed.contains(name) || is_service_tree(name) {
                 continue;
             }
-            let plain = |t: &Self, local: &mut NftTable, read: &mut BTreeSet<String>| {
+            let plain = |t: &Self, local: &mut NftTable, read: &mut BTreeSet<String>, _: &mut NftCache| {
                 read.insert(name.clone());
                 t.plain_chain(name, rules, local)
             };
@@ -167,23 +164,23 @@ impl<'t> FamilyTable<'t> {
         out: &mut NftTable,
         consumed: &mut BTreeSet<String>,
         cache: &mut NftCache,
-        make: impl FnOnce(&Self, &mut NftTable, &mut BTreeSet<String>) -> Result<Vec<String>, Untranslatable>,
+        make: impl FnOnce(&Self, &mut NftTable, &mut BTreeSet<String>, &mut NftCache) -> Made,
     ) -> Result<(), Untranslatable> {
         let piece = match cache.get(self.family, name, self.table) {
             Some(piece) => piece,
             None => {
                 let (mut local, mut read) = (NftTable::default(), BTreeSet::new());
-                let rules = make(self, &mut local, &mut read)?;
+                let rules = make(self, &mut local, &mut read, cache)?;
                 let read = read.into_iter().map(|n| (n.clone(), self.table.chains[&n].clone())).collect();
                 let chain = Arc::new(Chain::new(None, rules));
-                let piece = Piece { read, chain, sets: local.sets.into_iter().collect() };
-                cache.put(self.family, name, piece.clone());
+                let piece = Arc::new(PieceData { read, chain, sets: local.sets.into_iter().collect() });
+                cache.put(self.family, name, Arc::clone(&piece));
                 piece
             }
         };
-        consumed.extend(piece.read.into_iter().map(|(n, _)| n));
-        out.chains.insert(self.name(name), piece.chain);
-        out.sets.extend(piece.sets);
+        consumed.extend(piece.read.iter().map(|(n, _)| n.clone()));
+        out.chains.insert(self.name(name), Arc::clone(&piece.chain));
+        out.sets.extend(piece.sets.iter().map(|(n, s)| (n.clone(), Arc::clone(s))));
         Ok(())
     }
 
@@ -198,11 +195,19 @@ impl<'t> FamilyTable<'t> {
         root: &str,
         out: &mut NftTable,
         consumed: &mut BTreeSet<String>,
+        cache: &mut NftCache,
     ) -> Result<Vec<String>, Untranslatable> {
         let node_prefix = node_prefix(root, self.family);
         let (mut spans, mut hosts) = (Vec::new(), Vec::new());
         let everything = (0, max(self.family));
-        let mut walk = Walk { node_prefix: &node_prefix, spans: &mut spans, hosts: &mut hosts, consumed };
+        let mut walk = Walk {
+            node_prefix: &node_prefix,
+            spans: &mut spans,
+            hosts: &mut hosts,
+            consumed,
+            read: Vec::new(),
+            cache,
+        };
         self.flatten(root, vec![everything], &mut walk, 0)?;
         consumed.insert(root.to_string());
         spans.sort_by_key(|(s, _)| s.0);
@@ -263,7 +268,7 @@ impl<'t> FamilyTable<'t> {
     fn flatten(
         &self,
         chain: &str,
-        mut domain: Vec<Span>,
+        domain: Vec<Span>,
         walk: &mut Walk,
         depth: usize,
     ) -> Result<(), Untranslatable> {
@@ -271,6 +276,41 @@ impl<'t> FamilyTable<'t> {
         if depth > 64 {
             return Err(self.bad(chain, "", "tree too deep"));
         }
+        if depth == 0 {
+            return self.flatten_rules(chain, rules, domain, walk, depth);
+        }
+        // An inner chain whose subtree is unchanged (every chain of it the
+        // same allocation as last time) entered with the same domain gives
+        // what it gave last time: reuse it rather than parse it again.
+        if let Some(flat) = walk.cache.flat(self.family, chain, &domain, self.table) {
+            walk.hosts.extend(flat.hosts.iter().cloned());
+            walk.spans.extend(flat.spans.iter().cloned());
+            walk.consumed.extend(flat.read.iter().skip(1).map(|(n, _)| n.clone()));
+            walk.read.extend(flat.read.iter().cloned());
+            return Ok(());
+        }
+        let at = (walk.hosts.len(), walk.spans.len(), walk.read.len());
+        walk.read.push((chain.to_string(), Arc::clone(rules)));
+        self.flatten_rules(chain, rules, domain.clone(), walk, depth)?;
+        let flat = Flat {
+            domain,
+            hosts: walk.hosts[at.0..].to_vec(),
+            spans: walk.spans[at.1..].to_vec(),
+            read: walk.read[at.2..].to_vec(),
+        };
+        walk.cache.put_flat(self.family, chain, flat);
+        Ok(())
+    }
+
+    /// [`FamilyTable::flatten`]'s work on one chain's rules.
+    fn flatten_rules(
+        &self,
+        chain: &str,
+        rules: &Rules,
+        mut domain: Vec<Span>,
+        walk: &mut Walk,
+        depth: usize,
+    ) -> Result<(), Untranslatable> {
         for text in rules.iter() {
             let rule = self.parse(chain, text)?;
             let Some(target) = &rule.target else { return Err(self.bad(chain, text, "no target")) };

@@ -126,3 +126,28 @@ impl<'a> Plan<'a> {
         self.inv.networks.iter().filter_map(|n| n.bridge.clone()).collect()
     }
 }
+
+/// Two policies of one set name the same service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service `{service}` is named by both {first} and {second}")]
+pub struct ServiceClash {
+    pub service: Identity,
+    /// Origins (file names) of the two policies.
+    pub first: String,
+    pub second: String,
+}
+
+/// Refuses policy sets in which two policies name the same service (they
+/// would otherwise silently shadow each other).
+pub fn validate_set(policies: &[Policy]) -> Result<(), ServiceClash> {
+    let mut seen: BTreeMap<Identity, &str> = BTreeMap::new();
+    for p in policies {
+        for key in p.services.keys() {
+            let id = Identity::new(p.project(), &key.0);
+            if let Some(first) = seen.insert(id.clone(), &p.origin) {
+                return Err(ServiceClash { service: id, first: first.to_owned(), second: p.origin.clone() });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,8 +1,8 @@
 //! Port sets and their rules. Sets are normalized (sorted, overlapping and
 //! adjacent ranges merged) so that equal sets render — and hash — equally.
 
-use crate::policy::{PortRange, Proto};
-use std::collections::BTreeSet;
+use crate::policy::{Cidr, PortRange, Proto};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `multiport` takes at most 15 ports per rule; a range counts as two.
 const MULTIPORT_SLOTS: usize = 15;
@@ -92,6 +92,18 @@ fn normalize(ranges: impl Iterator<Item = PortRange>) -> Vec<PortRange> {
         }
     }
     out
+}
+
+/// A source inside a wider allowed CIDR also gets that CIDR's ports: the
+/// trie picks the longest prefix only, while allows add up.
+pub(super) fn inherit_ports(sources: &BTreeMap<Cidr, PortSet>) -> BTreeMap<Cidr, PortSet> {
+    sources
+        .iter()
+        .map(|(key, ports)| {
+            let wider = sources.iter().filter(|(k, _)| *k != key && k.contains(key));
+            (*key, wider.fold(ports.clone(), |acc, (_, p)| acc.union(p)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

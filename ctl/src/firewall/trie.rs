@@ -77,10 +77,10 @@ pub struct TrieSpec<'a> {
 }
 
 /// A node of the binary trie: a prefix, maybe a key on it, 0 or 2 children.
-struct Node {
+struct Node<'e> {
     prefix: Cidr,
-    own: Option<Action>,
-    children: Vec<Node>,
+    own: Option<&'e Action>,
+    children: Vec<Node<'e>>,
     keys: usize,
     /// Of the prefix, the key and everything below: equal hashes, equal subtrees.
     hash: u64,
@@ -90,14 +90,14 @@ struct Node {
 /// then length, a key equal to `prefix` comes first, and the keys below its
 /// 0 and 1 branches are two runs, so the recursion only slices (a dispatch
 /// tree holds every container: no copying per level).
-fn trie(prefix: Cidr, entries: &[(Cidr, Action)]) -> Node {
+fn trie(prefix: Cidr, entries: &[(Cidr, Action)]) -> Node<'_> {
     let (own, rest) = match entries.split_first() {
-        Some(((c, a), rest)) if *c == prefix => (Some(a.clone()), rest),
+        Some(((c, a), rest)) if *c == prefix => (Some(a), rest),
         _ => (None, entries),
     };
     let split = rest.partition_point(|(c, _)| !c.bit(prefix.prefix_len()));
     let (left, right) = rest.split_at(split);
-    let children: Vec<Node> = [left, right]
+    let children: Vec<Node<'_>> = [left, right]
         .into_iter()
         .filter(|s| !s.is_empty())
         .map(|side| trie(common_prefix(side), side))
@@ -134,15 +134,26 @@ pub fn build_memo(
 ) -> Vec<(String, Rules)> {
     entries.sort();
     entries.dedup_by(|a, b| a.0 == b.0);
+    build_sorted(spec, &entries, memo)
+}
+
+/// [`build_memo`] of keys already sorted and distinct (a dispatch tree's,
+/// kept that way between compiles: nothing is copied or sorted again).
+pub fn build_sorted(
+    spec: &TrieSpec,
+    entries: &[(Cidr, Action)],
+    memo: Option<&mut Memo>,
+) -> Vec<(String, Rules)> {
+    debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "sorted, distinct keys");
     if entries.is_empty() {
         if let Some(m) = memo {
             m.clear();
         }
         return vec![(spec.root.to_string(), Arc::new(spec.fallback.iter().map(Action::target).collect()))];
     }
-    let root = trie(common_prefix(&entries), &entries);
+    let root = trie(common_prefix(entries), entries);
     let mut out = Out { chains: Vec::new(), memo: memo.map(|m| (m, Memo::new())) };
-    chain(spec, spec.root.to_string(), &root, true, spec.fallback.clone(), &mut out);
+    chain(spec, spec.root.to_string(), &root, true, spec.fallback.as_ref(), &mut out);
     if let Some((old, new)) = out.memo {
         *old = new;
     }
@@ -157,7 +168,14 @@ enum To<'n> {
 
 /// One chain for `node`'s subtree. `is_root`: entered without having matched
 /// `node.prefix`. `default`: the action for a packet matching no key here.
-fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Option<Action>, out: &mut Out) {
+fn chain<'e>(
+    spec: &TrieSpec,
+    name: String,
+    node: &Node<'e>,
+    is_root: bool,
+    default: Option<&'e Action>,
+    out: &mut Out,
+) {
     let slot = out.chains.len();
     out.chains.push((name, Rules::default()));
     // The chain covers the trie nodes of its own stride (bit positions
@@ -166,25 +184,26 @@ fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Opt
     // where, so one more key rewrites only the chains on its path.
     let flat = node.keys <= FLAT_MAX;
     let stride = node.prefix.prefix_len() / STRIDE;
-    let mut frontier: Vec<(&Node, Option<Action>)> = node.children.iter().map(|c| (c, None)).collect();
+    let mut frontier: Vec<(&Node<'e>, Option<&'e Action>)> =
+        node.children.iter().map(|c| (c, None)).collect();
     let mut rules: Vec<(u8, Cidr, To)> = Vec::new();
     while let Some(i) = frontier
         .iter()
         .position(|(n, _)| !n.children.is_empty() && (flat || n.prefix.prefix_len() / STRIDE == stride))
     {
         let (n, inherited) = frontier.swap_remove(i);
-        let below = n.own.clone().or(inherited);
-        if let Some(own) = &n.own {
+        let below = n.own.or(inherited);
+        if let Some(own) = n.own {
             rules.push((n.prefix.prefix_len(), n.prefix, To::Key(own)));
         }
-        frontier.extend(n.children.iter().map(|c| (c, below.clone())));
+        frontier.extend(n.children.iter().map(|c| (c, below)));
     }
     for (n, inherited) in frontier {
         let to = if n.children.is_empty() {
-            To::Key(n.own.as_ref().expect("a leaf is a key"))
+            To::Key(n.own.expect("a leaf is a key"))
         } else {
             let child_name = node_name(spec.node_prefix, &n.prefix);
-            let child_default = inherited.or_else(|| node.own.clone()).or_else(|| default.clone());
+            let child_default = inherited.or(node.own).or(default);
             chain(spec, child_name.clone(), n, false, child_default, out);
             To::Chain(child_name)
         };
@@ -197,7 +216,7 @@ fn chain(spec: &TrieSpec, name: String, node: &Node, is_root: bool, default: Opt
     let reused = out.memo.as_mut().and_then(|(old, _)| old.remove(name)).filter(|(f, _)| *f == fp);
     let lines = match reused {
         Some((_, lines)) => lines,
-        None => Arc::new(lines(spec, node, is_root, &default, rules)),
+        None => Arc::new(lines(spec, node, is_root, default, rules)),
     };
     if let Some((_, new)) = out.memo.as_mut() {
         new.insert(name.clone(), (fp, Arc::clone(&lines)));
@@ -211,7 +230,7 @@ fn lines(
     spec: &TrieSpec,
     node: &Node,
     is_root: bool,
-    default: &Option<Action>,
+    default: Option<&Action>,
     mut rules: Vec<(u8, Cidr, To)>,
 ) -> Vec<String> {
     rules.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -225,13 +244,13 @@ fn lines(
             format!("{} {} {target}", spec.dir.flag(), c.to_iptables())
         })
         .collect();
-    match (&node.own, is_root && node.prefix.prefix_len() > 0) {
+    match (node.own, is_root && node.prefix.prefix_len() > 0) {
         (Some(own), true) => {
             lines.push(format!("{} {} {}", spec.dir.flag(), node.prefix.to_iptables(), own.target()));
-            lines.extend(default.iter().map(Action::target));
+            lines.extend(default.map(Action::target));
         }
         (Some(own), false) => lines.push(own.target()),
-        (None, _) => lines.extend(default.iter().map(Action::target)),
+        (None, _) => lines.extend(default.map(Action::target)),
     }
     lines
 }
