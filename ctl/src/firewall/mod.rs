@@ -32,6 +32,7 @@ pub mod nft_model;
 pub mod nft_netlink;
 pub mod nft_render;
 mod nft_rules;
+mod nft_spans;
 mod nftables;
 mod plan;
 mod ports;
