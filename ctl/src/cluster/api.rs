@@ -11,13 +11,23 @@ pub const TOKENS: &str = "/v1/cluster/tokens";
 pub const ADMIN_CERTS: &str = "/v1/cluster/admin-certs";
 
 /// `POST /v1/cluster/join`, without a client certificate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
     pub token: String,
     pub name: String,
     /// `HOST:PORT` the joining node's endpoint will be reached at.
     pub advertise: String,
     pub csr: String,
+}
+
+/// Never the token (a one-time credential).
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("name", &self.name)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a joining node gets: its certificate, the CA's, the KEK (base64:
@@ -119,4 +129,20 @@ pub struct NodeRow {
 pub struct NodeList {
     pub cluster_ca: String,
     pub nodes: Vec<NodeRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_request_does_not_show_its_token() {
+        let req = JoinRequest {
+            token: "SEGTKN-1-secret".into(),
+            name: "n".into(),
+            advertise: "a:1".into(),
+            csr: "c".into(),
+        };
+        assert!(!format!("{req:?}").contains("SEGTKN"), "{req:?}");
+    }
 }

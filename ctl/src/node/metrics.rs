@@ -150,7 +150,9 @@ impl Observer for Metrics {
                 self.hooks.get_or_create(&HookLabels { kind, outcome }).inc();
                 return;
             }
-            "rotate" | "put" => drop(self.rotations.get_or_create(&OutcomeLabels { outcome }).inc()),
+            "rotate" | "put" => {
+                self.rotations.get_or_create(&OutcomeLabels { outcome }).inc();
+            }
             "read" if entry.socket == Socket::Agent && entry.outcome == RequestOutcome::Allowed => {
                 self.served.inc();
             }
